@@ -1,0 +1,36 @@
+"""The ``radlens`` command line: a thin layer over the API, built by jsonargparse.
+
+Every subcommand is a typed Python function elsewhere in the package; its dataclass
+parameters become option groups with dotted overrides (``--spatial.target_spacing``), and
+``--config cfg.yaml`` loads any of them from YAML. ``--print_config`` shows the resolved config.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+
+def _commands() -> dict[str, Any]:
+    """Subcommand name -> function (or a dict of sub-subcommands)."""
+    commands: dict[str, Any] = {}
+    # Each area registers its own subcommands here (one line per import).
+    return commands
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``radlens`` console script."""
+    from jsonargparse import auto_cli
+
+    from radlens.errors import ConfigError, InputError
+
+    try:
+        result = auto_cli(_commands(), args=argv, as_positional=True)
+    except (InputError, ConfigError) as err:
+        print(f"radlens: error: {err}", file=sys.stderr)
+        return 2
+    return int(result) if isinstance(result, int) else 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Reading prepared datasets: tables, memory-mapped arrays, torch datasets, augmentation, samplers."""

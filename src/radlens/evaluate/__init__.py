@@ -1,0 +1,1 @@
+"""Evaluation: zero-shot, retrieval, probes, metrics with bootstrap CIs."""

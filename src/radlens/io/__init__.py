@@ -1,0 +1,1 @@
+"""Readers and writers: NIfTI, DICOM, PNG/NPY, SimpleITK formats; metadata; PHI filter."""

@@ -1,0 +1,1 @@
+"""Losses: CLIP/InfoNCE (local + gathered), multi-positive and soft targets."""

@@ -1,0 +1,1 @@
+"""Built-in phantom datasets with known ground truth: physics-based brain MRI and chest CT."""

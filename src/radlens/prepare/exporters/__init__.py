@@ -1,0 +1,1 @@
+"""Exporters: write prepared datasets back in the layouts of MR-CLIP and M3D."""

@@ -1,0 +1,1 @@
+"""The Lightning-based training engine and one LightningModule per task."""
