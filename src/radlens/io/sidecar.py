@@ -1,0 +1,112 @@
+"""Acquisition metadata from a dcm2niix/BIDS JSON sidecar, and the mapping -> record step
+shared with the DICOM reader, so that both give the same record for the same acquisition."""
+
+from __future__ import annotations
+
+import json
+import math
+from os import PathLike
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+from radlens.errors import InputError
+from radlens.io.metadata import LIST_FIELDS, NUMERIC_FIELDS, TEXT_FIELDS, AcquisitionMetadata
+from radlens.io.phi import filter_phi, tag_values
+
+# Other names for a typed field: DICOM keyword (dcm2niix renames it in the JSON) and the
+# enhanced-MR functional-group name of the echo time.
+ALIASES = {
+    "ManufacturerModelName": "ManufacturersModelName",
+    "EffectiveEchoTime": "EchoTime",
+}
+TIME_FIELDS = ("EchoTime", "RepetitionTime", "InversionTime")
+
+
+def _number(name: str, value: Any, source: str | PathLike[str] | None) -> float:
+    if isinstance(value, bool) or isinstance(value, (list, tuple, dict)):
+        raise InputError(source, f"{name} is not a number: {value!r}")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise InputError(source, f"{name} is not a number: {value!r}") from None
+    if not math.isfinite(number):
+        raise InputError(source, f"{name} is not a finite number: {value!r}")
+    return number
+
+
+def _text(value: Any) -> str | None:
+    if isinstance(value, (list, tuple)):
+        value = "\\".join(str(v) for v in value)
+    text = str(value).strip()
+    return text or None
+
+
+def _codes(value: Any) -> tuple[str, ...] | None:
+    """Multi-valued code strings: DICOM lists, ``"GR\\IR"``, or dcm2niix's ``"SP_OSP"``.
+
+    The defined terms of ScanningSequence/SequenceVariant contain no underscore, so
+    splitting dcm2niix's joined form on ``_`` is exact.
+    """
+    items = value if isinstance(value, (list, tuple)) else str(value).replace("\\", "_").split("_")
+    codes = tuple(str(v).strip() for v in items if str(v).strip())
+    return codes or None
+
+
+def metadata_from_mapping(
+    values: Mapping[str, Any],
+    *,
+    time_unit: Literal["s", "ms"] = "s",
+    source: str | PathLike[str] | None = None,
+) -> AcquisitionMetadata:
+    """An :class:`AcquisitionMetadata` from ``{keyword: value}`` (sidecar keys or DICOM keywords).
+
+    ``time_unit`` is the unit of EchoTime/RepetitionTime/InversionTime in ``values``: seconds
+    for sidecars, milliseconds for DICOM; the record always holds seconds. Keys that are not
+    typed fields go to ``extra`` after the PHI filter. A numeric field holding something
+    other than a number raises :class:`InputError` naming ``source``, the field and the value.
+    """
+    plain = filter_phi(tag_values(values))
+    fields: dict[str, Any] = {}
+    extra: dict[str, Any] = {}
+    for key, value in plain.items():
+        name = ALIASES.get(key, key)
+        if name not in NUMERIC_FIELDS + TEXT_FIELDS + LIST_FIELDS:
+            extra[key] = value
+        elif name not in fields or key == name:
+            fields[name] = value
+    record: dict[str, Any] = {}
+    for name, value in fields.items():
+        if value is None or (isinstance(value, (str, list)) and len(value) == 0):
+            continue
+        if name in NUMERIC_FIELDS:
+            number = _number(name, value, source)
+            record[name] = number / 1000.0 if time_unit == "ms" and name in TIME_FIELDS else number
+        elif name in LIST_FIELDS:
+            record[name] = _codes(value)
+        else:
+            record[name] = _text(value)
+    return AcquisitionMetadata(**record, extra=extra)
+
+
+def read_sidecar(path: str | PathLike[str]) -> AcquisitionMetadata:
+    """Metadata from a dcm2niix/BIDS JSON sidecar (times in seconds), PHI removed."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(path, "sidecar does not exist") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise InputError(path, f"malformed JSON sidecar: {err}") from None
+    if not isinstance(data, dict):
+        raise InputError(path, f"sidecar must hold a JSON object, not {type(data).__name__}")
+    return metadata_from_mapping(data, time_unit="s", source=path)
+
+
+def sidecar_path(image_path: str | PathLike[str]) -> Path:
+    """The sidecar of an image: same stem, ``.json`` (``sub-01_T1w.nii.gz`` -> ``sub-01_T1w.json``)."""
+    path = Path(image_path)
+    name = path.name
+    for suffix in (".nii.gz", ".nii", ".mgz", ".mgh"):
+        if name.endswith(suffix):
+            return path.with_name(name[: -len(suffix)] + ".json")
+    return path.with_suffix(".json")

@@ -1,0 +1,159 @@
+"""Image encoders for single-channel 2D/3D radiology inputs: MONAI ViT blocks and MONAI ResNets.
+
+Both take ``(B, C, *spatial)`` with C = 1 natively (grey images are never copied to three fake
+RGB channels) and return one feature vector per image, ``(B, width)``. For 3D inputs the spatial
+axes are radlens' RAS voxel axes ``(X, Y, Z)`` of a prepared array; a patch size is given in the
+same order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from radlens.errors import ConfigError, InputError
+
+
+class ViTEncoder(nn.Module):
+    """ViT from MONAI's patch-embedding and transformer blocks, attention through PyTorch SDPA.
+
+    MONAI 1.6's ``nets.ViT`` does not expose ``use_flash_attention`` and only adds a CLS token
+    for classification, so the encoder is assembled from the same MONAI blocks
+    (``PatchEmbeddingBlock``, ``TransformerBlock(use_flash_attention=True)``) instead.
+    """
+
+    def __init__(
+        self,
+        input_shape: Sequence[int],
+        patch_size: Sequence[int],
+        in_channels: int = 1,
+        hidden_size: int = 768,
+        mlp_dim: int = 3072,
+        num_layers: int = 12,
+        num_heads: int = 12,
+        pooling: str = "cls",
+        dropout: float = 0.0,
+        qkv_bias: bool = True,
+        sdpa: bool = True,
+    ) -> None:
+        super().__init__()
+        from monai.networks.blocks import PatchEmbeddingBlock, TransformerBlock
+
+        if sdpa and dropout > 0:
+            # MONAI 1.6.1's SABlock passes dropout_p to SDPA in eval mode too.
+            raise ConfigError("ViT dropout > 0 needs sdpa: false (MONAI's SDPA path drops out at eval too)")
+        self.input_shape, self.in_channels, self.pooling = tuple(input_shape), in_channels, pooling
+        self.width = hidden_size
+        self.patch_embedding = PatchEmbeddingBlock(
+            in_channels=in_channels,
+            img_size=self.input_shape,
+            patch_size=tuple(patch_size),
+            hidden_size=hidden_size,
+            num_heads=num_heads,
+            proj_type="conv",
+            pos_embed_type="learnable",
+            dropout_rate=dropout,
+            spatial_dims=len(self.input_shape),
+        )
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, hidden_size)) if pooling == "cls" else None
+        self.blocks = nn.ModuleList(
+            TransformerBlock(hidden_size, mlp_dim, num_heads, dropout, qkv_bias, use_flash_attention=sdpa)
+            for _ in range(num_layers)
+        )
+        for block in self.blocks:
+            # MONAI builds this LayerNorm even without cross-attention; unused parameters break DDP.
+            block.norm_cross_attn = nn.Identity()
+        self.norm = nn.LayerNorm(hidden_size)
+        self.gradient_checkpointing = False
+        nn.init.trunc_normal_(self.patch_embedding.position_embeddings, std=0.02)
+        if self.cls_token is not None:
+            nn.init.trunc_normal_(self.cls_token, std=0.02)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_image_shape(x, self.in_channels, self.input_shape)
+        h = self.patch_embedding(x)
+        if self.cls_token is not None:
+            h = torch.cat((self.cls_token.expand(h.shape[0], -1, -1), h), dim=1)
+        for block in self.blocks:
+            h = _run(block, h, self.gradient_checkpointing and self.training)
+        h = self.norm(h)
+        return h[:, 0] if self.cls_token is not None else h.mean(dim=1)
+
+
+class ResNetEncoder(nn.Module):
+    """MONAI ResNet (10/18/34/50/...) with ``spatial_dims`` and one input channel, global-average pooled.
+
+    ``input_shape`` is what the model is trained for (a ResNet accepts others; the check keeps the
+    bundle's preprocessing and the model in step).
+    """
+
+    def __init__(self, input_shape: Sequence[int], depth: int = 18, in_channels: int = 1) -> None:
+        super().__init__()
+        from monai.networks import nets
+
+        factory = getattr(nets, f"resnet{depth}", None)
+        if factory is None:
+            raise ConfigError(f"no MONAI resnet{depth}; use one of 10, 18, 34, 50, 101, 152, 200")
+        self.input_shape, self.in_channels = tuple(input_shape), in_channels
+        self.net = factory(spatial_dims=len(self.input_shape), n_input_channels=in_channels, feed_forward=False)
+        self.width = self.net.in_planes
+        self.gradient_checkpointing = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_image_shape(x, self.in_channels, self.input_shape)
+        net, ckpt = self.net, self.gradient_checkpointing and self.training
+        # MONAI's ResNet.forward runs the stages in one call; it is unrolled here so that each
+        # stage can be checkpointed.
+        h = net.act(net.bn1(net.conv1(x)))
+        if not net.no_max_pool:
+            h = net.maxpool(h)
+        for stage in (net.layer1, net.layer2, net.layer3, net.layer4):
+            h = _run(stage, h, ckpt)
+        return net.avgpool(h).flatten(1)
+
+
+def _run(module: nn.Module, x: torch.Tensor, use_checkpoint: bool) -> torch.Tensor:
+    """``module(x)``, recomputed in backward instead of storing activations when asked."""
+    return checkpoint(module, x, use_reentrant=False) if use_checkpoint else module(x)
+
+
+def check_image_shape(x: torch.Tensor, channels: int, spatial: tuple[int, ...]) -> None:
+    """Raise InputError unless ``x`` is ``(B, channels, *spatial)``."""
+    expected = (channels, *spatial)
+    if x.ndim != len(expected) + 1 or tuple(x.shape[1:]) != expected:
+        raise InputError(
+            None,
+            f"image batch of shape {tuple(x.shape)} does not fit this model: expected (B, {', '.join(map(str, expected))})"
+            f" ({len(spatial)}D, {channels} channel); resample/crop to the model's input shape",
+        )
+
+
+def validate_image_config(spec: dict[str, Any]) -> None:
+    """Raise ConfigError for an image-tower config that cannot work, before anything is built."""
+    kind, shape = spec.get("kind"), spec.get("input_shape")
+    if kind not in ("vit", "resnet"):
+        raise ConfigError(f"image.kind must be 'vit' or 'resnet', got {kind!r}")
+    if not isinstance(shape, list) or len(shape) not in (2, 3) or not all(isinstance(s, int) and s > 0 for s in shape):
+        raise ConfigError(f"image.input_shape must be 2 or 3 positive ints, got {shape!r}")
+    if kind == "resnet":
+        return
+    patch = spec.get("patch_size")
+    if not isinstance(patch, list) or len(patch) != len(shape):
+        raise ConfigError(f"image.patch_size must have {len(shape)} entries like input_shape {shape}, got {patch!r}")
+    if any(s % p for s, p in zip(shape, patch)):
+        raise ConfigError(f"image.input_shape {shape} is not divisible by patch_size {patch}")
+    if spec.get("hidden_size", 768) % spec.get("num_heads", 12):
+        raise ConfigError("image.hidden_size must be divisible by image.num_heads")
+    if spec.get("pooling", "cls") not in ("cls", "mean"):
+        raise ConfigError(f"image.pooling must be 'cls' or 'mean', got {spec.get('pooling')!r}")
+
+
+def build_image_encoder(spec: dict[str, Any]) -> ViTEncoder | ResNetEncoder:
+    """Image tower from its config dict (see the JSON files in ``radlens/models/configs``)."""
+    validate_image_config(spec)
+    args = {k: v for k, v in spec.items() if k != "kind"}
+    return ViTEncoder(**args) if spec["kind"] == "vit" else ResNetEncoder(**args)

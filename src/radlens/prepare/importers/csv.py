@@ -1,0 +1,146 @@
+"""A CSV table of images and texts (MR-CLIP's ``filepath,text,label``, or any image/report table).
+
+Columns: the image path (``filepath``, ``image`` or ``path``; relative paths are relative to the
+CSV's folder) and ``text`` are required; optional ``label`` (integer class/protocol id),
+``patient_id``, ``study_id``, ``split`` (kept as given), ``modality``; any other column holding
+only 0/1 is a finding label column. Missing required columns are an error before any work.
+
+Images are 2D files (PNG/JPEG/BMP/TIFF: 8/16-bit values are scaled by their white level to
+[0, 1]; ``.npy`` slices as stored; one slice per row)
+or volumes (anything :func:`radlens.io.reader.read_volume` reads). Without ``patient_id`` a
+row's patient is the image's folder (slices of one series sit in one folder, as the MR-CLIP
+export writes them), or the file stem for images directly next to the CSV.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from radlens.errors import InputError
+from radlens.prepare.dataset import Discovery, Failure, SeriesItem
+
+if TYPE_CHECKING:
+    from radlens.io.volume import Volume
+    from radlens.prepare.pipeline import PrepareConfig
+
+IMAGE_COLUMNS = ("filepath", "image", "path")
+OPTIONAL = ("label", "patient_id", "study_id", "split", "modality")
+# Pillow modes of integer images -> the value that means "white".
+_FULL_SCALE = {"1": 1.0, "L": 255.0, "LA": 255.0, "P": 255.0, "RGB": 255.0, "RGBA": 255.0, "I;16": 65535.0,
+               "I;16B": 65535.0, "I;16L": 65535.0}
+
+
+def default_config() -> "PrepareConfig":
+    """2D images as they are (one slice each), splits from a ``split`` column where given."""
+    from radlens.prepare.pipeline import PrepareConfig
+    from radlens.prepare.splits import SplitConfig
+
+    return PrepareConfig(dims=2, split=SplitConfig(keep_existing=True, existing_col="split_given"))
+
+
+def _table_path(input: Path) -> Path:
+    if input.is_file():
+        return input
+    found = sorted(input.glob("*.csv")) if input.is_dir() else []
+    if len(found) != 1:
+        raise InputError(input, f"expected a CSV file or a folder with exactly one .csv, found {len(found)}")
+    return found[0]
+
+
+def _finding_columns(df: Any, used: set[str]) -> tuple[str, ...]:
+    out = []
+    for column in df.columns:
+        if column in used:
+            continue
+        values = set(df[column].dropna().unique().tolist())
+        if values and values <= {0, 1}:
+            out.append(column)
+    return tuple(out)
+
+
+def discover(root: Path, cfg: "PrepareConfig") -> Discovery:
+    """One item per CSV row; the header is checked before anything else."""
+    import pandas as pd
+
+    table = _table_path(root)
+    try:
+        df = pd.read_csv(table)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise InputError(table, f"cannot read as CSV: {err}") from None
+    image_col = next((c for c in IMAGE_COLUMNS if c in df.columns), None)
+    missing = ([] if image_col else [" or ".join(IMAGE_COLUMNS)]) + (["text"] if "text" not in df.columns else [])
+    if missing:
+        raise InputError(table, f"missing column(s) {missing}; has {list(df.columns)}")
+    findings = _finding_columns(df, {image_col, "text", *OPTIONAL})
+    base = table.parent
+    items: list[SeriesItem] = []
+    failures: list[Failure] = []
+    seen: set[str] = set()
+    for _, row in df.iterrows():
+        raw = str(row[image_col])
+        path = (base / raw).resolve()
+        if not path.exists():
+            failures.append(Failure(raw, "discover", "no such file"))
+            continue
+        rel = path.relative_to(base).as_posix() if path.is_relative_to(base) else str(path)
+        series_id = rel.split(".")[0].replace("/", "_")
+        if series_id in seen:
+            failures.append(Failure(raw, "discover", "listed twice"))
+            continue
+        seen.add(series_id)
+        parent = Path(rel).parent.as_posix()
+        patient = str(row["patient_id"]) if "patient_id" in df.columns else (parent if parent != "." else series_id)
+        fields: dict[str, Any] = {f: int(row[f]) for f in findings}
+        if "label" in df.columns and pd.notna(row["label"]):
+            fields["label"] = int(row["label"])
+        if "split" in df.columns and pd.notna(row["split"]):
+            fields["split_given"] = str(row["split"])
+        items.append(
+            SeriesItem(
+                series_id=series_id,
+                patient_id=patient.replace("/", "_"),
+                study_id=str(row["study_id"]) if "study_id" in df.columns else patient.replace("/", "_"),
+                source_path=rel,
+                inputs=(str(path),),
+                modality=str(row["modality"]) if "modality" in df.columns and pd.notna(row["modality"]) else None,
+                text="" if pd.isna(row["text"]) else str(row["text"]),
+                fields=fields,
+            )
+        )
+    return Discovery(items, failures, findings)
+
+
+def _full_scale(path: Path) -> float:
+    """The stored value of white for an integer image (8-bit 255, 16-bit 65535); 1 for float data."""
+    if path.suffix.lower() == ".npy":
+        return 1.0
+    from PIL import Image
+
+    with Image.open(path) as img:  # reads the header only
+        return _FULL_SCALE.get(img.mode, 1.0)
+
+
+def load(item: SeriesItem, cfg: "PrepareConfig") -> "Volume":
+    """A 2D image (as a one-slice volume, values / 255) or a volume, with the row's modality."""
+    from radlens.io.images import PILLOW_SUFFIXES
+
+    path = Path(item.inputs[0])
+    if path.suffix.lower() in PILLOW_SUFFIXES + (".npy",):
+        from radlens.io.build import build_volume
+        from radlens.io.images import read_image2d
+
+        image = read_image2d(path) / np.float32(_full_scale(path))
+        # The inverse of radlens.prepare.slicing's display orientation, so a slice exported as
+        # PNG and read back here is cut out again unchanged.
+        volume = build_volume(image[::-1, ::-1].T[:, :, None], np.eye(4), source=path)
+        volume.slice_normal = None
+    else:
+        from radlens.io.reader import read_volume
+
+        volume = read_volume(path)
+    if item.modality:
+        volume.metadata = volume.metadata.replace(Modality=item.modality)
+    return volume

@@ -1,0 +1,316 @@
+"""``radlens prepare``: import a source layout into a prepared dataset folder.
+
+One function per arrow of the design: an importer finds the series (``discover``) and reads
+each one (``load``); every series then goes through the same steps (check, spatial,
+intensity, slicing or 3D, caption) and is written as an array plus a work record; labels,
+bins and splits are assigned globally when the tables are assembled. Series run in a process
+pool when ``workers > 1``; the result does not depend on the number of workers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Iterator, Literal
+
+import numpy as np
+
+from radlens.errors import ConfigError, InputError
+from radlens.prepare.binning import BinningConfig
+from radlens.prepare.captions import CaptionConfig
+from radlens.prepare.dataset import (
+    ARRAYS,
+    Failure,
+    SeriesItem,
+    SeriesRecord,
+    WorkRecords,
+    config_hash,
+    fingerprint,
+    safe_name,
+    save_array_atomic,
+)
+from radlens.prepare.intensity import IntensityConfig
+from radlens.prepare.labels import LabelConfig
+from radlens.prepare.slicing import SliceConfig
+from radlens.prepare.spatial import SpatialConfig
+from radlens.prepare.splits import SplitConfig
+
+if TYPE_CHECKING:
+    from radlens.data.prepared import PreparedDataset
+    from radlens.io.volume import Volume
+
+Source = Literal["bids", "dicom", "ct-rate", "m3d", "csv"]
+SOURCES: dict[str, str] = {
+    "bids": "radlens.prepare.importers.bids",
+    "dicom": "radlens.prepare.importers.dicom",
+    "ct-rate": "radlens.prepare.importers.ctrate",
+    "m3d": "radlens.prepare.importers.m3d",
+    "csv": "radlens.prepare.importers.csv",
+}
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    """Everything that decides what ``radlens prepare`` writes.
+
+    ``dims``: 2 writes slices (``slices.parquet``), 3 writes whole volumes. ``already_hu``
+    (CT only): ``"yes"`` the files hold HU; ``"no"`` apply the metadata table's
+    RescaleSlope/Intercept; ``"auto-column"`` read a per-row flag column (e.g. ``StoredAsHU``)
+    and fail if there is none: HU handling is never assumed. ``source_valid_split``: where a
+    source's own validation part (CT-RATE ``valid``) goes; its ``train`` part is split by
+    patient with ``split``. ``pseudonym_salt`` salts the hashed DICOM patient pseudonyms.
+    """
+
+    dims: Literal[2, 3] = 2
+    dtype: Literal["float32", "float16"] = "float32"
+    already_hu: Literal["auto-column", "yes", "no"] = "auto-column"
+    source_valid_split: Literal["test", "validation"] = "test"
+    pseudonym_salt: str = "radlens"
+    spatial: SpatialConfig = field(default_factory=SpatialConfig)
+    intensity: IntensityConfig = field(default_factory=IntensityConfig)
+    slicing: SliceConfig = field(default_factory=SliceConfig)
+    caption: CaptionConfig = field(default_factory=CaptionConfig)
+    binning: BinningConfig = field(default_factory=BinningConfig)
+    labels: LabelConfig = field(default_factory=LabelConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def series_digest(self) -> str:
+        """Hash of the settings that change a single series' array or row (not labels/splits)."""
+        d = self.to_dict()
+        for key in ("binning", "labels", "split", "source_valid_split"):
+            d.pop(key)
+        return config_hash(d)
+
+
+def importer(source: str) -> ModuleType:
+    """The importer module of a source name."""
+    if source not in SOURCES:
+        raise ConfigError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")
+    return importlib.import_module(SOURCES[source])
+
+
+def default_config(source: str) -> PrepareConfig:
+    """The source's defaults (e.g. CT-CLIP geometry for CT-RATE, MR-CLIP slices for BIDS)."""
+    return importer(source).default_config()
+
+
+def check_dims(volume: "Volume", cfg: PrepareConfig, path: str) -> None:
+    """A 2D image cannot become a 3D training volume (readers already refuse NaN/inf and all-zero data)."""
+    if cfg.dims == 3 and min(volume.shape) == 1:
+        raise InputError(path, f"2D image (shape {list(volume.shape)}) where a 3D volume is needed")
+
+
+def prepare_series(item: SeriesItem, cfg: PrepareConfig, source: str, out: Path) -> SeriesRecord:
+    """Read one series, preprocess it, write its array; return its table rows."""
+    from radlens.prepare.captions import make_caption
+    from radlens.prepare.intensity import apply_intensity
+    from radlens.prepare.slicing import acquisition_plane, extract_slices
+    from radlens.prepare.spatial import apply_spatial
+
+    volume = importer(source).load(item, cfg)
+    check_dims(volume, cfg, item.source_path)
+    plane = acquisition_plane(volume.slice_normal) if volume.slice_normal is not None else "unknown"
+    meta = volume.metadata
+    processed = apply_spatial(volume, cfg.spatial)
+    if (meta.Modality or "").upper() in ("CT", "MR", "MRI"):
+        processed = apply_intensity(processed, cfg.intensity)
+    array_path = f"{ARRAYS}/{safe_name(item.series_id)}.npy"
+    slice_rows: list[dict[str, Any]] = []
+    if cfg.dims == 3:
+        array = processed.array
+    else:
+        array, infos = extract_slices(processed, cfg.slicing)
+        if len(infos) == 0:
+            raise InputError(item.source_path, "no slice kept after slicing (all background?)")
+        for row, info in enumerate(infos):
+            slice_rows.append({"slice_id": f"{item.series_id}:{info['slice_index']}", "row": row, **info})
+    save_array_atomic(out / array_path, np.asarray(array, dtype=cfg.dtype))
+    text = item.text if item.text is not None else make_caption(meta, plane, cfg.caption)
+    row: dict[str, Any] = {
+        "series_id": item.series_id,
+        "patient_id": item.patient_id,
+        "study_id": item.study_id,
+        "scan_id": item.scan_id or item.series_id,
+        "source_path": item.source_path,
+        "array_path": array_path,
+        "modality": meta.Modality or item.modality or "",
+        "plane": plane,
+        "orig_shape": list(volume.shape),
+        "orig_spacing": [round(s, 6) for s in volume.spacing],
+        "shape": list(processed.shape),
+        "spacing": [round(s, 6) for s in processed.spacing],
+        "text": text,
+        **meta.to_dict(),
+        **item.fields,
+    }
+    row["modality"] = row.pop("Modality") or item.modality or ""
+    return SeriesRecord(fingerprint="", row=row, slices=slice_rows)
+
+
+def _run_one(item: SeriesItem, cfg: PrepareConfig, source: str, out: Path, digest: str) -> SeriesRecord | Failure:
+    """Worker entry: prepare and record one series, turning bad input into a Failure."""
+    try:
+        record = prepare_series(item, cfg, source, out)
+    except InputError as err:
+        named = Path(err.path).name if err.path else ""
+        where = "" if not named or item.source_path.endswith(named) else f"{named}: "
+        return Failure(item.source_path, "prepare", where + err.reason)
+    except (OSError, ValueError, RuntimeError, EOFError) as err:  # library errors on odd files
+        return Failure(item.source_path, "prepare", f"{type(err).__name__}: {err}")
+    record.fingerprint = digest
+    WorkRecords(out).save(item.series_id, record)
+    return record
+
+
+def _execute(
+    todo: list[tuple[SeriesItem, str]], cfg: PrepareConfig, source: str, out: Path, workers: int
+) -> Iterator[SeriesRecord | Failure]:
+    if workers <= 1:
+        for item, digest in todo:
+            yield _run_one(item, cfg, source, out, digest)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        futures = [pool.submit(_run_one, item, cfg, source, out, digest) for item, digest in todo]
+        try:
+            for fut in as_completed(futures):
+                yield fut.result()
+        finally:
+            for fut in futures:
+                fut.cancel()
+
+
+def prepare_dataset(
+    source: Source,
+    input: str | Path,
+    output: str | Path,
+    cfg: PrepareConfig | None = None,
+    workers: int = 1,
+    limit: int | None = None,
+    strict: bool = False,
+) -> "PreparedDataset":
+    """Import ``input`` (a ``source`` layout) into the prepared dataset folder ``output``.
+
+    Bad inputs are skipped with one console line each and listed in ``failures.csv``; with
+    ``strict`` the first one raises. Series already prepared with the same inputs and config
+    are reused, so an interrupted run can be rerun. Raises InputError if nothing was usable.
+    """
+    from tqdm import tqdm
+
+    from radlens.data.prepared import PreparedDataset
+    from radlens.prepare.dataset import assemble
+
+    module = importer(source)
+    cfg = cfg if cfg is not None else module.default_config()
+    root = Path(input).resolve()
+    out = Path(output).resolve()
+    if not root.exists():
+        raise InputError(root, "does not exist")
+    if out == root or root in out.parents:
+        raise ConfigError(f"output {out} must not be inside the input {root}: sources are never written to")
+    found = module.discover(root, cfg)
+    items, failures = found.items, list(found.failures)
+    if limit is not None:
+        items = items[:limit]
+    _report(failures, strict)
+    records: dict[str, SeriesRecord] = {}
+    todo: list[tuple[SeriesItem, str]] = []
+    work = WorkRecords(out)
+    series_digest = cfg.series_digest()
+    for item in items:
+        digest = fingerprint(item, series_digest)
+        done = work.load(item.series_id, digest)
+        if done is not None:
+            records[item.series_id] = done
+        else:
+            todo.append((item, digest))
+    bar = tqdm(total=len(items), initial=len(records), desc=f"prepare {source}", unit="series", file=sys.stderr)
+    with bar:
+        for result in _execute(todo, cfg, source, out, workers):
+            bar.update(1)
+            if isinstance(result, Failure):
+                failures.append(result)
+                _report([result], strict, write=bar.write)
+            else:
+                records[result.row["series_id"]] = result
+    ordered = [records[i.series_id] for i in items if i.series_id in records]
+    assemble(
+        out, source, root, cfg, ordered, failures, found.findings,
+        protocol_labels=getattr(module, "PROTOCOL_LABELS", False), notes=tuple(getattr(module, "NOTES", ())),
+    )
+    if not ordered:
+        raise InputError(root, f"nothing usable was produced ({len(failures)} inputs failed, see {out / 'failures.csv'})")
+    return PreparedDataset(out)
+
+
+def _report(failures: list[Failure], strict: bool, write: Any = None) -> None:
+    for failure in failures:
+        if strict:
+            raise InputError(failure.path, failure.reason)
+        (write or (lambda line: print(line, file=sys.stderr)))(failure.line())
+
+
+def _overlay(base: Any, user: Any) -> Any:
+    """``base`` with the fields the user changed from the class defaults in ``user``."""
+    if user is None:
+        return base
+    generic = type(user)()
+    changed = {f.name: getattr(user, f.name) for f in dataclasses.fields(user) if getattr(user, f.name) != getattr(generic, f.name)}
+    return dataclasses.replace(base, **changed)
+
+
+def prepare(
+    source: Source,
+    input: Path,
+    output: Path,
+    dims: Literal[2, 3] | None = None,
+    dtype: Literal["float32", "float16"] | None = None,
+    already_hu: Literal["auto-column", "yes", "no"] | None = None,
+    source_valid_split: Literal["test", "validation"] | None = None,
+    pseudonym_salt: str | None = None,
+    spatial: SpatialConfig | None = None,
+    intensity: IntensityConfig | None = None,
+    slicing: SliceConfig | None = None,
+    caption: CaptionConfig | None = None,
+    binning: BinningConfig | None = None,
+    labels: LabelConfig | None = None,
+    split: SplitConfig | None = None,
+    workers: int = 1,
+    limit: int | None = None,
+    strict: bool = False,
+) -> int:
+    """Prepare a dataset folder from SOURCE layout IN into OUT.
+
+    Unset options take the source's defaults (CT-CLIP geometry for ct-rate, MR-CLIP slices for
+    bids); a group given in part (``--spatial.target_spacing``) keeps the source's defaults for
+    its other fields. Exit status 0 when something usable was produced (and, with ``--strict``,
+    nothing failed).
+
+    Args:
+        source: input layout: bids, dicom, ct-rate, m3d or csv.
+        input: the input folder (or CSV file for ``csv``); never written to.
+        output: the prepared dataset folder to write (rerun to resume).
+        workers: series prepared in parallel (processes).
+        limit: prepare only the first N series found, for a quick look.
+        strict: stop at the first bad input.
+    """
+    base = default_config(source)
+    scalars = {"dims": dims, "dtype": dtype, "already_hu": already_hu, "source_valid_split": source_valid_split, "pseudonym_salt": pseudonym_salt}
+    groups = {"spatial": spatial, "intensity": intensity, "slicing": slicing, "caption": caption, "binning": binning, "labels": labels, "split": split}
+    changes: dict[str, Any] = {k: v for k, v in scalars.items() if v is not None}
+    changes.update({k: _overlay(getattr(base, k), v) for k, v in groups.items() if v is not None})
+    cfg = dataclasses.replace(base, **changes)
+    ds = prepare_dataset(source, input, output, cfg, workers=workers, limit=limit, strict=strict)
+    counts = ds.card["counts"]
+    print(f"prepared {counts['series']} series ({counts.get('slices', 0)} slices), {counts['failures']} failures -> {ds.path}")
+    return 0

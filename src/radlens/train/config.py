@@ -1,0 +1,131 @@
+"""Typed configs of CLIP training: each dataclass is one option group of ``radlens train clip``.
+
+jsonargparse turns every field into a dotted option (``--optim.lr 3e-4``) and a YAML section,
+and rejects unknown keys and wrong types before any work starts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from radlens.errors import ConfigError
+
+
+@dataclass
+class AugmentConfig:
+    """Light per-sample MONAI augmentations (train split only); probabilities are per sample."""
+
+    enabled: bool = True
+    flip_prob: float = 0.5
+    affine_prob: float = 0.3
+    rotate_degrees: float = 10.0
+    scale: float = 0.1
+    translate_fraction: float = 0.05
+    intensity_prob: float = 0.3
+    intensity_scale: float = 0.1
+    intensity_shift: float = 0.05
+    noise_prob: float = 0.1
+    noise_std: float = 0.02
+
+
+@dataclass
+class ClipDataConfig:
+    """Which prepared dataset, which text, and how batches are drawn.
+
+    ``text_column``: ``text`` (caption or full report) or a report section such as
+    ``report_findings``; ``eval_text_column`` is used for validation/test (default: the same).
+    ``caption_dropout``: for metadata-caption datasets, re-render each training caption with this
+    probability of blanking each acquisition field (MR-CLIP style robustness to missing fields).
+    ``sampler``: ``random``, or ``distinct_series`` / ``distinct_label`` to keep at most one item
+    per series / per protocol label in a batch (fewer false negatives for the contrastive loss).
+    """
+
+    path: str = ""
+    text_column: str = "text"
+    eval_text_column: str | None = None
+    caption_dropout: float = 0.0
+    batch_size: int = 32
+    eval_batch_size: int | None = None
+    num_workers: int = 0
+    sampler: Literal["random", "distinct_series", "distinct_label"] = "random"
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with linear warm-up then cosine decay, stepped every optimizer step.
+
+    Weight decay is not applied to norms, biases and the temperature (``logit_scale``).
+    """
+
+    lr: float = 3e-4
+    weight_decay: float = 0.05
+    betas: tuple[float, float] = (0.9, 0.98)
+    eps: float = 1e-6
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.0
+
+
+@dataclass
+class TrainerConfig:
+    """Lightning Trainer settings: hardware, precision, loop length, checkpoints, validation.
+
+    ``precision="auto"`` picks ``bf16-mixed`` on a GPU and ``32-true`` on the CPU.
+    ``val_every_n_steps`` and ``checkpoint_every_n_steps`` count training batches.
+    ``monitor`` is the validation metric the best ``keep_best`` checkpoints are chosen by.
+    ``max_time`` (``DD:HH:MM:SS``) stops training early, e.g. to fit a time budget.
+    """
+
+    max_steps: int = 1000
+    max_time: str | None = None
+    accelerator: str = "auto"
+    devices: int | str = "auto"
+    num_nodes: int = 1
+    strategy: Literal["auto", "ddp", "fsdp"] = "auto"
+    precision: str = "auto"
+    accumulate_grad_batches: int = 1
+    gradient_clip_val: float | None = 1.0
+    val_every_n_steps: int = 200
+    checkpoint_every_n_steps: int = 200
+    keep_best: int = 1
+    monitor: str = "val/i2t_R@1"
+    log_every_n_steps: int = 10
+    progress_bar: bool = True
+
+
+@dataclass
+class LossConfig:
+    """Contrastive loss: ``clip``, ``multi_positive`` (protocol labels) or ``soft`` (TE/TR/TI kernel)."""
+
+    mode: Literal["clip", "multi_positive", "soft"] = "clip"
+    alpha: float = 0.3
+    sigma: float = 0.1
+    time_unit: float = 1e-3
+
+
+def validate(data: ClipDataConfig, optim: OptimConfig, trainer: TrainerConfig) -> None:
+    """Value checks jsonargparse's type checks cannot express; ``ConfigError`` before any work."""
+    checks: list[tuple[bool, str]] = [
+        (bool(data.path), "data.path: the prepared dataset folder is required"),
+        (data.batch_size >= 2, f"data.batch_size must be >= 2 for a contrastive loss, got {data.batch_size}"),
+        (data.num_workers >= 0, f"data.num_workers must be >= 0, got {data.num_workers}"),
+        (0.0 <= data.caption_dropout <= 1.0, f"data.caption_dropout must be in [0, 1], got {data.caption_dropout}"),
+        (optim.lr > 0, f"optim.lr must be > 0, got {optim.lr}"),
+        (optim.warmup_steps >= 0, f"optim.warmup_steps must be >= 0, got {optim.warmup_steps}"),
+        (0.0 <= optim.min_lr_ratio <= 1.0, f"optim.min_lr_ratio must be in [0, 1], got {optim.min_lr_ratio}"),
+        (trainer.max_steps > 0, f"trainer.max_steps must be > 0, got {trainer.max_steps}"),
+        (trainer.accumulate_grad_batches >= 1, "trainer.accumulate_grad_batches must be >= 1"),
+        (trainer.val_every_n_steps >= 1, "trainer.val_every_n_steps must be >= 1"),
+        (trainer.checkpoint_every_n_steps >= 1, "trainer.checkpoint_every_n_steps must be >= 1"),
+        (trainer.keep_best >= 0, "trainer.keep_best must be >= 0"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+
+
+def as_dict(obj: Any) -> dict[str, Any]:
+    """A dataclass config as a plain dict (tuples become lists) for YAML and hparams."""
+    out = asdict(obj)
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
