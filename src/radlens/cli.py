@@ -15,6 +15,18 @@ def _commands() -> dict[str, Any]:
     """Subcommand name -> function (or a dict of sub-subcommands)."""
     commands: dict[str, Any] = {}
     # Each area registers its own subcommands here (one line per import).
+    from radlens.info import info
+    from radlens.models.registry import models
+    from radlens.phantoms.mri import phantom_mri
+    from radlens.prepare.exporters.m3d import m3d
+    from radlens.prepare.exporters.mrclip import mrclip
+    from radlens.prepare.pipeline import prepare
+
+    commands["prepare"] = prepare
+    commands["export"] = {"mrclip": mrclip, "m3d": m3d}
+    commands["info"] = info
+    commands["models"] = models
+    commands.setdefault("phantom", {})["mri"] = phantom_mri
     return commands
 
 

@@ -12,6 +12,12 @@ CAPTIONS = [
 
 
 @pytest.fixture(scope="session")
+def captions() -> list[str]:
+    """A few MR-CLIP-style metadata captions."""
+    return list(CAPTIONS)
+
+
+@pytest.fixture(scope="session")
 def tiny2d():
     """tiny-vit2d with a WordPiece vocabulary trained on CAPTIONS, in eval mode."""
     from radlens.models.registry import build_clip

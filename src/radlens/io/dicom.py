@@ -135,24 +135,30 @@ def _frames(ds: Any, path: Path) -> list[_Frame]:
                 raise InputError(path, f"frame {i} has no plane position/orientation/pixel measures")
             frames.append(
                 _Frame(
-                    path, i, np.asarray(pos.ImagePositionPatient, float), np.asarray(ori.ImageOrientationPatient, float),
-                    (float(meas.PixelSpacing[0]), float(meas.PixelSpacing[1])),
-                    _rescale_of(_group_item(ds, i, "PixelValueTransformationSequence")),
+                    path=path,
+                    index=i,
+                    position=np.asarray(pos.ImagePositionPatient, float),
+                    orientation=np.asarray(ori.ImageOrientationPatient, float),
+                    pixel_spacing=(float(meas.PixelSpacing[0]), float(meas.PixelSpacing[1])),
+                    rescale=_rescale_of(_group_item(ds, i, "PixelValueTransformationSequence")),
                 )
-            )  # fmt: skip
+            )
         return frames
     if int(ds.get("NumberOfFrames", 1) or 1) > 1:
         raise InputError(path, "multi-frame file without per-frame geometry is not supported")
     missing = [k for k in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing") if k not in ds]
     if missing:
         raise InputError(path, f"no {', '.join(missing)}: the slice geometry cannot be determined")
-    spacing = (float(ds.PixelSpacing[0]), float(ds.PixelSpacing[1]))
     return [
         _Frame(
-            path, None, np.asarray(ds.ImagePositionPatient, float), np.asarray(ds.ImageOrientationPatient, float),
-            spacing, _rescale_of(ds),
+            path=path,
+            index=None,
+            position=np.asarray(ds.ImagePositionPatient, float),
+            orientation=np.asarray(ds.ImageOrientationPatient, float),
+            pixel_spacing=(float(ds.PixelSpacing[0]), float(ds.PixelSpacing[1])),
+            rescale=_rescale_of(ds),
         )
-    ]  # fmt: skip
+    ]
 
 
 def _geometry(
@@ -183,15 +189,19 @@ def _geometry(
     else:
         gaps = np.diff(depth[order])
         if np.min(gaps) < 1e-3:
-            raise InputError(source, f"{int(np.sum(gaps < 1e-3))} slices share a position (multi-echo, temporal or duplicate files?)")
+            shared = int(np.sum(gaps < 1e-3))
+            raise InputError(source, f"{shared} slices share a position (multi-echo, temporal or duplicate files?)")
         median = float(np.median(gaps))
         if float(np.max(np.abs(gaps - median))) > SPACING_TOLERANCE * median:
-            warnings.append(f"irregular slice spacing: {np.min(gaps):.4g} to {np.max(gaps):.4g} mm (median {median:.4g} mm)")
+            low, high = float(np.min(gaps)), float(np.max(gaps))
+            warnings.append(f"irregular slice spacing: {low:.4g} to {high:.4g} mm (median {median:.4g} mm)")
         step = (positions[order[-1]] - positions[order[0]]) / (len(frames) - 1)
         along = float(step @ normal)
         tilt = float(np.degrees(np.arctan2(np.linalg.norm(step - along * normal), along)))
         if tilt > TILT_TOLERANCE_DEG:
-            warnings.append(f"slice positions are not along the slice normal (gantry tilt {tilt:.2f} deg); the affine is sheared")
+            warnings.append(
+                f"slice positions are not along the slice normal (gantry tilt {tilt:.2f} deg); the affine is sheared"
+            )
     affine = np.eye(4)
     affine[:3, 0] = row * frames[0].pixel_spacing[1]  # column index runs along the row direction
     affine[:3, 1] = col * frames[0].pixel_spacing[0]

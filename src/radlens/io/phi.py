@@ -106,6 +106,8 @@ def _dictionary_vr(keyword: str) -> str | None:
 
 def is_phi(keyword: str) -> bool:
     """True if the tag named ``keyword`` can identify a patient, site or person."""
+    if keyword in CLASS_UIDS:
+        return False
     if keyword in PHI_KEYWORDS or any(s in keyword for s in PHI_SUBSTRINGS):
         return True
     if keyword.startswith("Patient") and keyword not in PATIENT_ALLOWED:

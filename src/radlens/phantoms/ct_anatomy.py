@@ -9,7 +9,7 @@ patient renders the same anatomy at any grid size.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -70,7 +70,8 @@ class Thorax:
     carina: np.ndarray
     hila: dict[str, np.ndarray]
     sternum_y: float
-    pericardium: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+    pericardium: np.ndarray  # pericardial fluid rim (empty without pericardial effusion)
+    pericardial_mm: float
 
     @property
     def lungs(self) -> np.ndarray:
@@ -235,7 +236,7 @@ def build_thorax(grid: Grid, body: Body, rng: np.random.Generator, heart_scale: 
     return Thorax(
         grid=grid, hu=hu, tissue=tissue, lung_right=lung_right, lung_left=lung_left,
         cavity=(ca, cb), heart_centre=heart_c, heart_radii=heart_r, aorta=aorta,
-        aorta_radius=aorta_r, carina=carina, hila=hila, sternum_y=sternum_y, pericardium=pericardium,
+        aorta_radius=aorta_r, carina=carina, hila=hila, sternum_y=sternum_y, pericardium=pericardium, pericardial_mm=rim,
     )
 
 

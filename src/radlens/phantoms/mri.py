@@ -40,7 +40,7 @@ class MRIPhantomConfig:
     series_per_subject: int = 6
     sequences: tuple[str, ...] = tuple(FAMILIES)
     field_strengths: tuple[float, ...] = (1.5, 3.0)
-    resolution: int = 2  # mm, nilearn template resolution (1 or 2); 3D series are isotropic at this size
+    resolution: int = 2  # mm (1-4), grid of the subject maps; 3D series are isotropic at this size
     slice_thickness: tuple[float, float] = (3.0, 6.0)  # mm, 2D acquisitions
     snr: tuple[float, float] = (12.0, 60.0)  # mean brain signal / noise sigma
     bias_strength: float = 0.15
@@ -62,8 +62,8 @@ class MRIPhantomConfig:
             raise ConfigError(f"unknown MRI sequences {unknown}; known: {sorted(FAMILIES)}")
         if self.subjects < 1 or self.series_per_subject < 1 or not self.sequences:
             raise ConfigError("subjects, series_per_subject and sequences must be at least 1")
-        if self.resolution not in (1, 2):
-            raise ConfigError(f"resolution must be 1 or 2 mm (nilearn's MNI152), got {self.resolution}")
+        if not 1 <= self.resolution <= 4:
+            raise ConfigError(f"resolution must be 1 to 4 mm (block means of the 1 mm MNI152), got {self.resolution}")
         rates = [self.lesion_probability, *dataclasses.asdict(self.messiness).values()]
         if not all(0.0 <= r <= 1.0 for r in rates):
             raise ConfigError("lesion_probability and messiness rates must lie in [0, 1]")
@@ -122,7 +122,8 @@ def _generate_subject(out: Path, cfg: MRIPhantomConfig, index: int) -> tuple[lis
         protocol = sample_protocol(family, scanner.field_strength, rng)
         spec = FAMILIES[family]
         plane = _draw_plane(rng, spec.acquisition)
-        thickness = anatomy.spacing if spec.acquisition == "3D" else round(float(rng.uniform(*cfg.slice_thickness)) * 2) / 2
+        drawn = round(float(rng.uniform(*cfg.slice_thickness)) * 2) / 2
+        thickness = anatomy.spacing if spec.acquisition == "3D" else max(drawn, anatomy.spacing)
         image, mask, affine, snr = _image_series(anatomy, cfg, protocol, plane, thickness, rng)
         ornt = acq.random_orientation(rng) if cfg.reorient else np.array([[0, 1], [1, 1], [2, 1]], float)
         image, stored_affine = acq.reorient(image, affine, ornt)

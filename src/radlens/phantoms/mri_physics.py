@@ -23,13 +23,13 @@ TISSUES = ("GM", "WM", "CSF", "lesion", "fat")
 RELAXATION: dict[float, dict[str, tuple[float, float, float, float]]] = {
     1.5: {
         "GM": (1124.0, 95.0, 84.0, 0.80),
-        "WM": (790.0, 78.0, 66.0, 0.69),
+        "WM": (790.0, 72.0, 66.0, 0.69),
         "CSF": (4070.0, 1800.0, 1000.0, 1.00),
         "lesion": (1300.0, 150.0, 110.0, 0.86),
         "fat": (260.0, 85.0, 40.0, 0.90),
     },
     3.0: {
-        "GM": (1650.0, 85.0, 52.0, 0.80),
+        "GM": (1650.0, 99.0, 52.0, 0.80),
         "WM": (1080.0, 70.0, 45.0, 0.69),
         "CSF": (4300.0, 1700.0, 900.0, 1.00),
         "lesion": (1700.0, 140.0, 90.0, 0.86),
@@ -140,7 +140,7 @@ class Protocol:
 
 
 def sample_protocol(family: str, field_strength: float, rng: np.random.Generator) -> Protocol:
-    """Draw TE/TR/TI/flip uniformly from the family's clinical ranges (IR: TI within 4% of the null point)."""
+    """Draw TE/TR/TI/flip uniformly from the family's clinical ranges (IR: TI within 2% of the null point)."""
     spec = FAMILIES[family]
     te = round(float(rng.uniform(*spec.te)), 2)
     tr = round(float(rng.uniform(*spec.tr)), 1)
@@ -148,7 +148,7 @@ def sample_protocol(family: str, field_strength: float, rng: np.random.Generator
     ti: float | None = None
     if spec.null_tissue is not None:
         t1 = relaxation(field_strength, spec.null_tissue)[0]
-        ti = round(null_inversion_time(t1, tr) * float(rng.uniform(0.96, 1.04)), 1)
+        ti = round(null_inversion_time(t1, tr) * float(rng.uniform(0.98, 1.02)), 1)
     elif spec.ti is not None:
         ti = round(float(rng.uniform(*spec.ti)), 1)
     return Protocol(family, field_strength, te, tr, ti, float(flip))

@@ -1,0 +1,232 @@
+"""CT-CLIP model input from a chest-CT-sized NIfTI: radlens vs the equivalent MONAI Compose.
+
+Writes a seeded, CT-like 512 x 512 x 300 int16 volume (0.7 x 0.7 x 1.25 mm, stored LPS like
+converted DICOM) as .nii.gz in a temporary folder, then builds the CT-CLIP tensor (RAS,
+0.75 x 0.75 x 1.5 mm, clip [-1000, 1000] HU / 1000, centre crop/pad to 480 x 480 x 240 with -1)
+both ways. Each method runs in its own subprocess (fair memory accounting): best-of-N wall
+time, and peak resident memory above the process's post-import baseline (Linux VmHWM, reset
+before each run). Outputs are compared voxel by voxel. The markdown table is printed and
+appended to the ``## prepare_ct`` section of benchmarks/RESULTS.md.
+
+    python benchmarks/prepare_ct.py [--repeats 3] [--threads 2] [--size 512 512 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+SPACING_IN = (0.7, 0.7, 1.25)
+SPACING_OUT = (0.75, 0.75, 1.5)
+SHAPE_OUT = (480, 480, 240)
+RESULTS = Path(__file__).with_name("RESULTS.md")
+SECTION = "## prepare_ct"
+
+
+def make_ct(size: tuple[int, int, int], seed: int = 0) -> np.ndarray:
+    """A chest-CT-like int16 HU volume: air, body ellipse, lungs, spine, noise (built slab by slab)."""
+    rng = np.random.default_rng(seed)
+    nx, ny, nz = size
+    x = np.linspace(-1, 1, nx, dtype=np.float32)[:, None]
+    y = np.linspace(-1, 1, ny, dtype=np.float32)[None, :]
+    out = np.empty(size, dtype=np.int16)
+    for z in range(nz):
+        t = z / max(nz - 1, 1)
+        body = (x / (0.85 - 0.1 * t)) ** 2 + (y / 0.6) ** 2 < 1
+        lungs = ((np.abs(x) - 0.38) / 0.25) ** 2 + ((y + 0.05) / (0.4 * (0.5 + t))) ** 2 < 1
+        spine = x**2 + (y - 0.45) ** 2 < 0.01
+        hu = np.full((nx, ny), -1024, dtype=np.int16)
+        hu[body] = 40
+        hu[body & lungs] = -850
+        hu[spine] = 700
+        noise = rng.integers(-30, 31, size=(nx, ny), dtype=np.int16)
+        out[:, :, z] = np.where(body, hu + noise, hu)
+    return out
+
+
+def write_input(folder: Path, size: tuple[int, int, int]) -> Path:
+    import nibabel as nib
+
+    affine = np.diag([-SPACING_IN[0], -SPACING_IN[1], SPACING_IN[2], 1.0])  # LPS-stored, like DICOM
+    affine[:3, 3] = [180.0, 180.0, -200.0]
+    path = folder / "chest_ct.nii.gz"
+    image = nib.Nifti1Image(make_ct(size), affine)
+    image.header.set_data_dtype(np.int16)
+    nib.save(image, path)
+    return path
+
+
+def _read_radlens(path: Path):  # noqa: ANN202 - returns a Volume
+    """radlens's reader when it exists, else nibabel + Volume keeping the stored int16."""
+    try:
+        from radlens.io.reader import read_volume
+    except ImportError:
+        import nibabel as nib
+
+        from radlens.io.metadata import AcquisitionMetadata
+        from radlens.io.volume import Volume
+
+        img = nib.load(path)
+        return Volume(np.asanyarray(img.dataobj)[None], img.affine, AcquisitionMetadata(Modality="CT"), path, True)
+    return read_volume(path)
+
+
+def run_radlens(path: Path) -> np.ndarray:
+    from radlens.prepare.intensity import ct_window
+    from radlens.prepare.spatial import SpatialConfig, apply_spatial
+
+    volume = _read_radlens(path)
+    spatial = apply_spatial(volume, SpatialConfig(target_spacing=SPACING_OUT, shape=SHAPE_OUT, pad_value=-1000.0))
+    del volume  # the raw input is no longer needed once resampled
+    return ct_window(spatial.array, -1000.0, 1000.0, "hu/1000")
+
+
+def run_monai(path: Path) -> np.ndarray:
+    from monai.transforms import (
+        Compose,
+        EnsureChannelFirst,
+        LoadImage,
+        Orientation,
+        ResizeWithPadOrCrop,
+        ScaleIntensityRange,
+        Spacing,
+    )
+
+    pipeline = Compose(
+        [
+            LoadImage(image_only=True),
+            EnsureChannelFirst(),
+            Orientation(axcodes="RAS", labels=None),
+            Spacing(pixdim=SPACING_OUT, mode="bilinear"),
+            ScaleIntensityRange(a_min=-1000, a_max=1000, b_min=-1.0, b_max=1.0, clip=True),
+            ResizeWithPadOrCrop(SHAPE_OUT, value=-1.0),
+        ]
+    )
+    return np.asarray(pipeline(str(path)))
+
+
+def _memory_kib(field: str) -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def worker(method: str, path: Path, out: Path, repeats: int, threads: int) -> None:
+    """Run one method ``repeats`` times in this process; print times and peaks as JSON."""
+    import torch
+
+    torch.set_num_threads(threads)
+    func = {"radlens": run_radlens, "monai": run_monai}[method]
+    import monai.transforms  # noqa: F401 - both workers pay the same imports before the baseline
+    import radlens.prepare.spatial  # noqa: F401
+
+    times, peaks = [], []
+    for i in range(repeats):
+        with open("/proc/self/clear_refs", "w") as refs:
+            refs.write("5")  # reset VmHWM to the current RSS
+        baseline = _memory_kib("VmRSS")
+        start = time.perf_counter()
+        result = func(path)
+        times.append(time.perf_counter() - start)
+        peaks.append((_memory_kib("VmHWM") - baseline) * 1024)
+        if i == 0:
+            np.save(out, result)
+        del result
+    print(json.dumps({"times": times, "peaks": peaks}))
+
+
+def _spawn(method: str, path: Path, out: Path, repeats: int, threads: int) -> dict:
+    cmd = [sys.executable, __file__, "--worker", method, "--path", str(path), "--out", str(out)]
+    cmd += ["--repeats", str(repeats), "--threads", str(threads)]
+    proc = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _compare(a_path: Path, b_path: Path) -> tuple[float, float, tuple[int, ...], tuple[int, ...]]:
+    a, b = np.load(a_path, mmap_mode="r"), np.load(b_path, mmap_mode="r")
+    if a.shape != b.shape:
+        return float("nan"), 0.0, a.shape, b.shape
+    worst, within = 0.0, 0
+    for i in range(a.shape[1]):  # chunked: the parent holds one slab at a time
+        diff = np.abs(np.asarray(a[:, i], dtype=np.float32) - np.asarray(b[:, i], dtype=np.float32))
+        worst = max(worst, float(diff.max()))
+        within += int((diff <= 0.01).sum())
+    return worst, within / a.size, a.shape, b.shape
+
+
+def _append_results(block: str) -> None:
+    """Add ``block`` at the end of the ``## prepare_ct`` section (created if missing), atomically."""
+    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
+    if SECTION not in text:
+        text = text.rstrip("\n") + f"\n\n{SECTION}\n"
+    start = text.index(SECTION) + len(SECTION)
+    end = text.find("\n## ", start)
+    end = len(text) if end < 0 else end
+    text = text[:end].rstrip("\n") + "\n\n" + block.rstrip("\n") + "\n" + text[end:]
+    tmp = RESULTS.with_name(f".{RESULTS.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, RESULTS)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=min(4, os.cpu_count() or 1))
+    parser.add_argument("--size", type=int, nargs=3, default=(512, 512, 300))
+    parser.add_argument("--no-record", action="store_true", help="print only, do not append to RESULTS.md")
+    parser.add_argument("--worker", choices=("radlens", "monai"), help=argparse.SUPPRESS)
+    parser.add_argument("--path", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker(args.worker, args.path, args.out, args.repeats, args.threads)
+        return
+
+    size = tuple(args.size)
+    with tempfile.TemporaryDirectory(prefix="radlens-bench-") as tmp:
+        folder = Path(tmp)
+        path = write_input(folder, size)
+        stats = {m: _spawn(m, path, folder / f"{m}.npy", args.repeats, args.threads) for m in ("radlens", "monai")}
+        worst, within, shape_r, shape_m = _compare(folder / "radlens.npy", folder / "monai.npy")
+    input_bytes = int(np.prod(size)) * 2
+    best = {m: min(s["times"]) for m, s in stats.items()}
+    peak = {m: max(s["peaks"]) for m, s in stats.items()}
+    rows = [
+        "| method | best time (s) | all runs (s) | peak memory above baseline (MiB) | peak / int16 input |",
+        "| --- | ---: | --- | ---: | ---: |",
+    ]
+    for m in ("radlens", "monai"):
+        runs = ", ".join(f"{t:.2f}" for t in stats[m]["times"])
+        rows.append(f"| {m} | {best[m]:.2f} | {runs} | {peak[m] / 2**20:.0f} | {peak[m] / input_bytes:.2f}x |")
+    command = f"python benchmarks/prepare_ct.py --repeats {args.repeats} --threads {args.threads}"
+    command += "" if size == (512, 512, 300) else " --size " + " ".join(map(str, size))
+    block = "\n".join(
+        [
+            f"### {time.strftime('%Y-%m-%d %H:%M')} — `{command}`",
+            "",
+            f"Input {size[0]}x{size[1]}x{size[2]} int16 ({input_bytes / 2**20:.0f} MiB), {os.cpu_count()} CPUs "
+            f"(shared), torch threads {args.threads}. Output shapes: radlens {shape_r}, MONAI {shape_m}.",
+            "",
+            *rows,
+            "",
+            f"Speed-up radlens vs MONAI: {best['monai'] / best['radlens']:.2f}x. "
+            f"Agreement: max |diff| {worst:.2e}, {100 * within:.4f}% of voxels within 0.01.",
+        ]
+    )
+    print(block)
+    if not args.no_record:
+        _append_results(block)
+
+
+if __name__ == "__main__":
+    main()

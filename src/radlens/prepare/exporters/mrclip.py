@@ -1,0 +1,69 @@
+"""Export a 2D prepared dataset in MR-CLIP's layout: 8-bit PNG slices, ``filepath,text,label`` CSVs, bin intervals.
+
+Writes ``OUT/images/<patient>/<series>/<row>.png`` (the stored slice, mapped from the dataset's
+value range to 0..255), one CSV per split (``train.csv``, ``validation.csv``, ``test.csv``;
+``filepath`` relative to OUT, as :mod:`radlens.prepare.importers.csv` reads it back) and, when
+the dataset has TE/TR bins, ``bin_intervals_et_<te>_rt_<tr>.json`` in MR-CLIP's shape.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from radlens.errors import InputError
+from radlens.prepare.dataset import safe_name, write_bytes_atomic, write_csv_atomic
+
+
+def _png_bytes(image: np.ndarray) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(image, mode="L").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def export_mrclip(prepared: str | Path, out: str | Path) -> Path:
+    """Write the MR-CLIP layout of the 2D prepared dataset ``prepared`` into ``out``; returns ``out``."""
+    from tqdm import tqdm
+
+    from radlens.data.prepared import PreparedDataset
+    from radlens.prepare.intensity import to_uint8
+
+    ds = PreparedDataset(prepared)
+    if ds.slices is None:
+        raise InputError(ds.path, "MR-CLIP export needs a 2D dataset (prepare with dims=2)")
+    out = Path(out)
+    lo, hi = ds.value_range
+    slices = ds.slices
+    patients = ds.series.set_index("series_id")["patient_id"]
+    paths = []
+    for i in tqdm(range(len(slices)), desc="export mrclip", unit="slice"):
+        sid = slices["series_id"].iat[i]
+        rel = f"images/{safe_name(patients[sid])}/{safe_name(sid)}/{int(slices['row'].iat[i]):04d}.png"
+        image = to_uint8((np.asarray(ds.slice(i), dtype=np.float32) - lo) / (hi - lo))
+        write_bytes_atomic(out / rel, _png_bytes(image))
+        paths.append(rel)
+    table = slices.assign(filepath=paths)[["filepath", "text", "label", "split"]]
+    for split, part in table.groupby("split"):
+        write_csv_atomic(out / f"{split}.csv", part[["filepath", "text", "label"]])
+    intervals = ds.path / "extras" / "bin_intervals.json"
+    if intervals.is_file():
+        binning = ds.card["config"]["binning"]
+        shutil.copyfile(intervals, out / f"bin_intervals_et_{binning['te_bins']}_rt_{binning['tr_bins']}.json")
+    return out
+
+
+def mrclip(prepared: Path, out: Path) -> int:
+    """Export a 2D prepared dataset as MR-CLIP PNG slices + filepath,text,label CSVs.
+
+    Args:
+        prepared: a prepared dataset folder (dims 2).
+        out: the folder to write.
+    """
+    print(f"exported -> {export_mrclip(prepared, out)}")
+    return 0

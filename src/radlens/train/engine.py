@@ -1,0 +1,141 @@
+"""The Lightning Trainer factory shared by every training task, and run-folder bookkeeping.
+
+A run folder::
+
+    RUN/
+      config.yaml        resolved config + radlens version + seed (rewritten at every (re)start)
+      checkpoints/       last.ckpt, step-NNNNNNN.ckpt every N steps, best-step-NNNNNNN.ckpt (top k)
+      logs/csv/          metrics.csv (CSVLogger)
+      logs/tensorboard/  TensorBoard events
+      best/, last/       model bundles written at the end
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from radlens.errors import ConfigError, InputError
+
+if TYPE_CHECKING:
+    import lightning.pytorch as pl
+
+    from radlens.train.config import TrainerConfig
+
+CHECKPOINTS = "checkpoints"
+LAST = "last.ckpt"
+
+
+def resolve_precision(precision: str, accelerator: str) -> str:
+    """``auto`` -> ``bf16-mixed`` when training runs on a GPU, ``32-true`` otherwise."""
+    if precision != "auto":
+        return precision
+    import torch
+
+    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    return "bf16-mixed" if on_gpu else "32-true"
+
+
+def resolve_resume(run_dir: Path, resume: str | None) -> Path | None:
+    """The checkpoint to resume from: ``latest`` -> ``RUN/checkpoints/last.ckpt``, or a path.
+
+    A run folder that already holds checkpoints is never overwritten silently.
+    """
+    last = run_dir / CHECKPOINTS / LAST
+    if resume is None:
+        if last.exists():
+            raise ConfigError(f"{run_dir} already holds a run: pass --resume latest to continue it, or choose a new --out")
+        return None
+    path = last if resume == "latest" else Path(resume)
+    if not path.is_file():
+        raise InputError(path, "no checkpoint to resume from")
+    return path
+
+
+def build_trainer(cfg: "TrainerConfig", run_dir: Path) -> "pl.Trainer":
+    """A Trainer with the run folder's loggers and checkpoints, stepping on ``max_steps``.
+
+    Validation and checkpoints are scheduled in training batches across epoch boundaries
+    (``check_val_every_n_epoch=None``). Samplers are radlens' own rank-aware batch samplers,
+    so Lightning must not replace them (``use_distributed_sampler=False``).
+    """
+    import lightning.pytorch as pl
+    from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    ckpt_dir = run_dir / CHECKPOINTS
+    callbacks: list[Any] = [
+        ModelCheckpoint(
+            dirpath=ckpt_dir,
+            filename="step-{step:07d}",
+            auto_insert_metric_name=False,
+            every_n_train_steps=cfg.checkpoint_every_n_steps,
+            save_top_k=-1,
+            save_last=True,
+        ),
+        LearningRateMonitor(logging_interval="step"),
+    ]
+    if cfg.keep_best > 0:
+        callbacks.append(
+            ModelCheckpoint(
+                dirpath=ckpt_dir,
+                filename="best-step-{step:07d}",
+                auto_insert_metric_name=False,
+                monitor=cfg.monitor,
+                mode="min" if cfg.monitor.endswith(("loss", "rank")) else "max",
+                save_top_k=cfg.keep_best,
+            )
+        )
+    loggers = [
+        CSVLogger(save_dir=run_dir / "logs", name="csv", version=""),
+        TensorBoardLogger(save_dir=run_dir / "logs", name="tensorboard", version="", default_hp_metric=False),
+    ]
+    return pl.Trainer(
+        default_root_dir=run_dir,
+        max_steps=cfg.max_steps,
+        max_epochs=-1,
+        max_time=cfg.max_time,
+        accelerator=cfg.accelerator,
+        devices=cfg.devices,
+        num_nodes=cfg.num_nodes,
+        strategy=cfg.strategy,
+        precision=resolve_precision(cfg.precision, cfg.accelerator),  # type: ignore[arg-type]
+        accumulate_grad_batches=cfg.accumulate_grad_batches,
+        gradient_clip_val=cfg.gradient_clip_val,
+        val_check_interval=cfg.val_every_n_steps,
+        check_val_every_n_epoch=None,
+        num_sanity_val_steps=0,
+        log_every_n_steps=cfg.log_every_n_steps,
+        enable_progress_bar=cfg.progress_bar,
+        enable_model_summary=False,
+        use_distributed_sampler=False,
+        callbacks=callbacks,
+        logger=loggers,
+    )
+
+
+def best_checkpoint(trainer: "pl.Trainer") -> Path | None:
+    """Path of the best checkpoint by the monitored metric (None without validation or ``keep_best``)."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    for cb in trainer.callbacks:  # type: ignore[attr-defined]
+        if isinstance(cb, ModelCheckpoint) and cb.monitor and cb.best_model_path:
+            return Path(cb.best_model_path)
+    return None
+
+
+def write_yaml_atomic(path: Path, data: dict[str, Any]) -> None:
+    """Dump ``data`` as YAML to a temp file beside ``path``, then rename it into place."""
+    import yaml
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            yaml.safe_dump(data, fh, sort_keys=False)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,97 @@
+"""NIfTI reading/writing against nibabel's own test images and hand-made bad files."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from nibabel.testing import data_path
+
+from radlens.errors import InputError
+from radlens.io.nifti import read_nifti, write_nifti
+
+
+@pytest.mark.parametrize("name", ["example4d.nii.gz", "anatomical.nii", "standard.nii.gz", "functional.nii", "example_nifti2.nii.gz"])
+def test_matches_nibabel_canonical(name: str) -> None:
+    path = os.path.join(data_path, name)
+    stored = nib.load(path)
+    canonical = nib.as_closest_canonical(stored)
+    volume = read_nifti(path)
+    spatial = canonical.shape[:3]
+    channels = int(np.prod(canonical.shape[3:], dtype=int))
+    assert volume.array.shape == (channels, *spatial)
+    np.testing.assert_allclose(volume.affine, canonical.affine)
+    expected = np.asarray(canonical.dataobj, dtype=np.float32).reshape(*spatial, channels)
+    np.testing.assert_array_equal(np.moveaxis(volume.array, 0, -1), expected)
+    assert volume.orientation == "RAS"
+    column = stored.affine[:3, 2]
+    np.testing.assert_allclose(volume.slice_normal, column / np.linalg.norm(column))
+
+
+def test_header_scaling_is_recorded() -> None:
+    scaled = read_nifti(os.path.join(data_path, "functional.nii"))
+    plain = read_nifti(os.path.join(data_path, "anatomical.nii"))
+    assert scaled.metadata.extra["header_scaling"]["applied"] is True
+    assert scaled.metadata.extra["header_scaling"]["slope"] == pytest.approx(0.0754, rel=1e-3)
+    assert plain.metadata.extra["header_scaling"] == {"slope": 1.0, "intercept": 0.0, "applied": False}
+
+
+def _save(array: np.ndarray, path: Path, affine: np.ndarray | None = None) -> Path:
+    nib.save(nib.Nifti1Image(array, np.eye(4) if affine is None else affine), path)
+    return path
+
+
+def test_lps_file_is_reoriented_and_2d_gets_a_slice_axis(tmp_path: Path) -> None:
+    lps = np.diag([-1.0, -2.0, 3.0, 1.0])
+    data = np.arange(1, 25, dtype=np.int16).reshape(2, 3, 4)
+    volume = read_nifti(_save(data, tmp_path / "lps.nii.gz", lps))
+    np.testing.assert_array_equal(volume.array[0], data[::-1, ::-1, :])
+    np.testing.assert_allclose(volume.spacing, (1, 2, 3))
+    np.testing.assert_allclose(volume.affine @ [0, 0, 0, 1], lps @ [1, 2, 0, 1])
+    flat = read_nifti(_save(np.ones((5, 4), np.float32), tmp_path / "flat.nii"))
+    assert flat.array.shape == (1, 5, 4, 1)
+
+
+def test_sidecar_metadata_is_attached_without_phi(tmp_path: Path) -> None:
+    path = _save(np.ones((2, 2, 2), np.float32), tmp_path / "sub-01_T2w.nii.gz")
+    side = {"Modality": "MR", "EchoTime": 0.09, "PatientName": "Doe^John", "AcquisitionTime": "10:11:12"}
+    (tmp_path / "sub-01_T2w.json").write_text(json.dumps(side))
+    volume = read_nifti(path)
+    assert volume.metadata.EchoTime == 0.09 and volume.modality == "MR" and not volume.hu
+    assert "Doe^John" not in repr(volume.metadata) and "AcquisitionTime" not in volume.metadata.extra
+
+
+def test_truncated_nan_and_empty_files_are_refused(tmp_path: Path) -> None:
+    good = _save(np.random.default_rng(0).random((20, 20, 20)).astype(np.float32), tmp_path / "good.nii.gz")
+    truncated = tmp_path / "truncated.nii.gz"
+    truncated.write_bytes(good.read_bytes()[: len(good.read_bytes()) // 2])
+    with pytest.raises(InputError, match="truncated.nii.gz: cannot read as NIfTI"):
+        read_nifti(truncated)
+    garbage = tmp_path / "garbage.nii.gz"
+    garbage.write_bytes(gzip.compress(b"not a nifti header at all" * 20))
+    with pytest.raises(InputError, match="garbage.nii.gz"):
+        read_nifti(garbage)
+    data = np.ones((3, 3, 3), np.float32)
+    data[0, 0, :2] = [np.nan, np.inf]
+    with pytest.raises(InputError, match="2 of 27 voxels are NaN or infinite"):
+        read_nifti(_save(data, tmp_path / "nan.nii"))
+    with pytest.raises(InputError, match="zeros.nii: every voxel is zero"):
+        read_nifti(_save(np.zeros((3, 3, 3), np.float32), tmp_path / "zeros.nii"))
+    with pytest.raises(InputError, match="does not exist"):
+        read_nifti(tmp_path / "missing.nii.gz")
+
+
+def test_write_round_trip_is_atomic(tmp_path: Path) -> None:
+    volume = read_nifti(os.path.join(data_path, "example4d.nii.gz"))
+    out = write_nifti(volume, tmp_path / "copy.nii.gz", sidecar=True)
+    again = read_nifti(out)
+    np.testing.assert_array_equal(again.array, volume.array)
+    np.testing.assert_allclose(again.affine, volume.affine, atol=1e-5)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["copy.json", "copy.nii.gz"]
+    with pytest.raises(InputError, match="must end in .nii"):
+        write_nifti(volume, tmp_path / "copy.nrrd")

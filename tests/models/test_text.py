@@ -1,0 +1,82 @@
+"""Text encoders: packaged MiniLM offline, scratch WordPiece tower, overflow policy, freezing."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from radlens.errors import ConfigError, InputError
+from radlens.models.text import build_text_encoder, train_wordpiece
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    return build_text_encoder({"kind": "minilm", "context_length": 128}).eval()
+
+
+def test_minilm_loads_offline_and_ranks_similar_sentences_closer(minilm, monkeypatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    texts = [
+        "An axial T2-weighted brain MRI.",
+        "Axial T2 weighted MR image of the brain.",
+        "The stock market fell sharply on Tuesday.",
+    ]
+    with torch.no_grad():
+        emb = F.normalize(minilm(**minilm.tokenize(texts)), dim=-1)
+    sim = emb @ emb.T
+    assert minilm.width == 384 and minilm.pooling == "mean"
+    assert sim[0, 1] > sim[0, 2] + 0.3
+
+
+def test_text_longer_than_context_is_an_error_naming_its_length(minilm) -> None:
+    long_text = " ".join(["echo"] * 200)
+    with pytest.raises(InputError, match=r"text 1 has 202 tokens, more than the context length 128"):
+        minilm.tokenize(["short", long_text])
+
+
+def test_truncate_policy_cuts_counts_and_warns(captions: list[str]) -> None:
+    enc = build_text_encoder({"kind": "scratch", "hidden_size": 32, "num_layers": 1, "num_heads": 2,
+                              "context_length": 16, "on_overflow": "truncate"}, texts=captions)
+    with pytest.warns(UserWarning, match="1 of 2 texts truncated to 16 tokens"):
+        batch = enc.tokenize([captions[0], "axial"])
+    assert batch["input_ids"].shape == (2, 16) and enc.truncated == 1
+    assert batch["input_ids"][0, -1] == enc.tokenizer.sep_token_id
+
+
+def test_scratch_wordpiece_learns_caption_words_and_never_emits_unk(captions: list[str]) -> None:
+    tok = train_wordpiece(captions * 3, vocab_size=300)
+    pieces = tok.convert_ids_to_tokens(tok("plane sagittal, zebra!")["input_ids"])
+    assert pieces[0] == "[CLS]" and pieces[-1] == "[SEP]"
+    assert "sagittal" in pieces  # a caption word is one token
+    assert "[UNK]" not in pieces  # an unseen word splits into characters
+
+
+def test_freeze_all_but_last_layers() -> None:
+    enc = build_text_encoder({"kind": "scratch", "hidden_size": 32, "num_layers": 3, "num_heads": 2,
+                              "trainable_layers": 1})
+    layers = enc.model.encoder.layer
+    assert all(not p.requires_grad for p in enc.model.embeddings.parameters())
+    assert all(not p.requires_grad for p in layers[0].parameters())
+    assert all(p.requires_grad for p in layers[2].parameters())
+    assert enc.model.pooler is None
+
+
+@pytest.mark.parametrize("pooling", ["cls", "mean"])
+def test_pooling_ignores_padding(pooling: str, captions: list[str]) -> None:
+    enc = build_text_encoder({"kind": "scratch", "hidden_size": 32, "num_layers": 1, "num_heads": 2,
+                              "pooling": pooling}, texts=captions).eval()
+    with torch.no_grad():
+        alone = enc(**enc.tokenize(["axial brain"]))
+        padded = enc(**enc.tokenize(["axial brain", captions[0]]))[:1]
+    assert torch.allclose(alone, padded, atol=1e-5)
+
+
+def test_bad_text_configs() -> None:
+    with pytest.raises(ConfigError, match="path_or_id"):
+        build_text_encoder({"kind": "pretrained"})
+    with pytest.raises(ConfigError, match="on_overflow"):
+        build_text_encoder({"kind": "scratch", "hidden_size": 32, "num_layers": 1, "num_heads": 2,
+                            "on_overflow": "ignore"})
+    with pytest.raises(InputError, match="cannot load a text encoder"):
+        build_text_encoder({"kind": "pretrained", "path_or_id": "/nonexistent/bert"})
