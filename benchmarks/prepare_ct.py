@@ -64,26 +64,26 @@ def write_input(folder: Path, size: tuple[int, int, int]) -> Path:
     return path
 
 
-def _read_radlens(path: Path):  # noqa: ANN202 - returns a Volume
-    """radlens's reader when it exists, else nibabel + Volume keeping the stored int16."""
-    try:
+def _read_radlens(path: Path, reader: str):  # noqa: ANN202 - returns a Volume
+    """``radlens.io.reader.read_volume``, or nibabel + Volume keeping the stored int16 ("nibabel")."""
+    if reader == "read_volume":
         from radlens.io.reader import read_volume
-    except ImportError:
-        import nibabel as nib
 
-        from radlens.io.metadata import AcquisitionMetadata
-        from radlens.io.volume import Volume
+        return read_volume(path)
+    import nibabel as nib
 
-        img = nib.load(path)
-        return Volume(np.asanyarray(img.dataobj)[None], img.affine, AcquisitionMetadata(Modality="CT"), path, True)
-    return read_volume(path)
+    from radlens.io.metadata import AcquisitionMetadata
+    from radlens.io.volume import Volume
+
+    img = nib.load(path)
+    return Volume(np.asanyarray(img.dataobj)[None], img.affine, AcquisitionMetadata(Modality="CT"), path, True)
 
 
-def run_radlens(path: Path) -> np.ndarray:
+def run_radlens(path: Path, reader: str) -> np.ndarray:
     from radlens.prepare.intensity import ct_window
     from radlens.prepare.spatial import SpatialConfig, apply_spatial
 
-    volume = _read_radlens(path)
+    volume = _read_radlens(path, reader)
     spatial = apply_spatial(volume, SpatialConfig(target_spacing=SPACING_OUT, shape=SHAPE_OUT, pad_value=-1000.0))
     del volume  # the raw input is no longer needed once resampled
     return ct_window(spatial.array, -1000.0, 1000.0, "hu/1000")

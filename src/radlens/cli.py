@@ -15,8 +15,19 @@ def _commands() -> dict[str, Any]:
     """Subcommand name -> function (or a dict of sub-subcommands)."""
     commands: dict[str, Any] = {}
     # Each area registers its own subcommands here (one line per import).
+    from radlens.evaluate.retrieval import evaluate_retrieval
+    from radlens.train.clip import train_clip
+
+    commands.setdefault("train", {})["clip"] = train_clip
+    commands.setdefault("evaluate", {})["retrieval"] = evaluate_retrieval
+    from radlens.evaluate.embed import embed
+    from radlens.evaluate.zeroshot import zeroshot
+
+    commands.setdefault("evaluate", {})["zeroshot"] = zeroshot
+    commands["embed"] = embed
     from radlens.info import info
     from radlens.models.registry import models
+    from radlens.phantoms.ct import phantom_ct
     from radlens.phantoms.mri import phantom_mri
     from radlens.prepare.exporters.m3d import m3d
     from radlens.prepare.exporters.mrclip import mrclip
@@ -27,6 +38,7 @@ def _commands() -> dict[str, Any]:
     commands["info"] = info
     commands["models"] = models
     commands.setdefault("phantom", {})["mri"] = phantom_mri
+    commands.setdefault("phantom", {})["ct"] = phantom_ct
     return commands
 
 

@@ -78,3 +78,12 @@ def test_cli_lists_models(capsys: pytest.CaptureFixture[str]) -> None:
     for name in REQUIRED:
         assert name in out
     assert "1x256x256x32" in out and "MiniLM" in out
+
+
+def test_registry_and_cli_listing_do_not_import_torch_at_import_time() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, radlens.models, radlens.losses, radlens.models.registry; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

@@ -80,3 +80,12 @@ def test_bad_text_configs() -> None:
                             "on_overflow": "ignore"})
     with pytest.raises(InputError, match="cannot load a text encoder"):
         build_text_encoder({"kind": "pretrained", "path_or_id": "/nonexistent/bert"})
+
+
+def test_any_bert_family_checkpoint_from_a_local_folder(minilm) -> None:
+    from radlens.models.text import minilm_path
+
+    enc = build_text_encoder({"kind": "pretrained", "path_or_id": minilm_path(), "pooling": "mean"}).eval()
+    batch = enc.tokenize(["axial flair"])
+    with torch.no_grad():
+        assert torch.allclose(enc(**batch), minilm(**minilm.tokenize(["axial flair"])), atol=1e-6)

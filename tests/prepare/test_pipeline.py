@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from importers.layouts import SIDECAR, head, tree_state, write_bids
+from importers.prepare_layouts import SIDECAR, head, tree_state, write_bids
 from radlens.cli import main
 from radlens.data.prepared import PreparedDataset
 from radlens.errors import InputError
@@ -101,10 +101,10 @@ def test_resume_skips_series_already_prepared(bids: Path, tmp_path: Path, monkey
 
 
 def test_workers_give_the_same_result(bids: Path, tmp_path: Path) -> None:
-    one = prepare_dataset("bids", bids, tmp_path / "one", small(), workers=1)
-    two = prepare_dataset("bids", bids, tmp_path / "two", small(), workers=2)
+    # 3D keeps torch out of the worker processes, so the test stays quick.
+    one = prepare_dataset("bids", bids, tmp_path / "one", small(dims=3), workers=1)
+    two = prepare_dataset("bids", bids, tmp_path / "two", small(dims=3), workers=2)
     pd.testing.assert_frame_equal(one.series, two.series)
-    pd.testing.assert_frame_equal(one.slices, two.slices)
     for sid in one.series["series_id"]:
         np.testing.assert_array_equal(one.array(sid), two.array(sid))
     strip = lambda card: {k: v for k, v in card.items() if k != "created"}  # noqa: E731

@@ -82,7 +82,8 @@ class ClipDataset:
             arr = self.prepared.slice(int(self.rows[i]))[None]
         else:
             arr = self.prepared.array(self.table["series_id"].iat[i])
-        return np.asarray(arr, dtype=np.float32)
+        # A copy: the memory map is read-only and torch wants writable memory.
+        return np.array(arr, dtype=np.float32)
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
         import torch

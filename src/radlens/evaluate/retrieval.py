@@ -10,9 +10,12 @@ rank of its best-ranked relevant item; ties count in the query's favour.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from radlens.errors import InputError
 
 KS = (1, 5, 10)
 _CHUNK = 1024  # queries per block: bounds the (queries x gallery) boolean masks
@@ -126,3 +129,94 @@ def summarise(metrics: Mapping[str, Any], names: Sequence[str]) -> str:
             c = metrics.get(f"chance_{name}")
             parts.append(f"{name}={metrics[name]:.3f}" + (f" (chance {c:.3f})" if c is not None else ""))
     return ", ".join(parts)
+
+
+def resolve_bundle(bundle_or_run: str | Path) -> Path:
+    """A bundle folder: the given one, or a run folder's ``best/`` (``last/`` when there is no best)."""
+    path = Path(bundle_or_run)
+    for candidate in (path, path / "best", path / "last"):
+        if (candidate / "config.json").is_file() and (candidate / "model.safetensors").is_file():
+            return candidate
+    raise InputError(path, "neither a model bundle nor a run folder with best/ or last/ bundles")
+
+
+def embed_split(model: Any, dataset: Any, batch_size: int = 32, device: str = "cpu") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Image embeddings of every item and text embeddings of every distinct text, each computed once.
+
+    Returns ``(img_emb (N, D), txt_emb (N, D), text_keys (N,))``; identical texts share one row.
+    """
+    import torch
+
+    keys = text_keys_of(dataset.texts)
+    _, first = np.unique(keys, return_index=True)
+    distinct = [dataset.texts[i] for i in first]
+    model = model.to(device).eval()
+    images, texts = [], []
+    with torch.inference_mode():
+        for lo in range(0, len(dataset), batch_size):
+            batch = torch.stack([dataset[i]["image"] for i in range(lo, min(lo + batch_size, len(dataset)))])
+            images.append(model.encode_image(batch.to(device)).float().cpu())
+        for lo in range(0, len(distinct), batch_size):
+            tokens = {k: v.to(device) for k, v in model.tokenize(distinct[lo : lo + batch_size]).items()}
+            texts.append(model.encode_text(tokens["input_ids"], tokens["attention_mask"]).float().cpu())
+    txt = torch.cat(texts).numpy()
+    # keys are ranks of the sorted distinct texts, the order np.unique returned `first` in.
+    return torch.cat(images).numpy(), txt[keys], keys
+
+
+def evaluate_retrieval(
+    bundle_or_run: str,
+    prepared: str,
+    split: str = "test",
+    text_column: str = "text",
+    out: str | None = None,
+    batch_size: int = 32,
+    device: str = "auto",
+) -> dict[str, float]:
+    """Retrieval metrics of a trained CLIP on one split of a prepared dataset, with chance levels.
+
+    Embeds every item and every distinct text once, then reports image->text and text->image
+    R@1/5/10 and mean/median rank at instance level (same text), label level (same protocol)
+    when labels exist, and TE/TR/TI-bin accuracy of the top-1 retrieved text when the bins exist.
+
+    Args:
+        bundle_or_run: a bundle folder or a training run folder (its ``best/`` bundle).
+        prepared: the prepared dataset folder.
+        split: ``train``, ``validation`` or ``test``.
+        text_column: ``text`` or a report section column.
+        out: folder to write ``metrics.json`` to (optional).
+        batch_size: items per forward pass.
+        device: ``auto`` (GPU when present), ``cpu`` or ``cuda``.
+    """
+    import json
+
+    import torch
+
+    from radlens import __version__
+    from radlens.data.datasets import ClipDataset
+    from radlens.models.bundle import load_bundle
+
+    bundle = resolve_bundle(bundle_or_run)
+    clip = load_bundle(bundle)
+    dataset = ClipDataset(prepared, split, text_column)
+    expected, got = tuple(clip.input_shape), (1, *dataset.spatial_shape)
+    if expected != got:
+        raise InputError(dataset.prepared.path, f"items have shape {got} but the model {bundle} takes {expected}")
+    dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    img, txt, keys = embed_split(clip, dataset, batch_size, dev)
+    attributes = {c: dataset.table[c].to_numpy() for c in ("TE_bin", "TR_bin", "TI_bin") if c in dataset.table}
+    attributes = {c: v.astype(np.int64) for c, v in attributes.items() if not np.isnan(v.astype(np.float64)).any()}
+    metrics = clip_retrieval(img, txt, text_keys=keys, labels=dataset.labels, attributes=attributes, chance=True)
+    metrics["n_items"] = float(len(dataset))
+    print(summarise(metrics, ["i2t_R@1", "t2i_R@5", "i2t_label_R@1", "t2i_label_R@1", "i2t_TE_bin_acc", "i2t_TR_bin_acc"]))
+    if out is not None:
+        from radlens.train.engine import write_yaml_atomic
+
+        out_dir = Path(out)
+        config = {"model": str(bundle), "prepared": str(prepared), "split": split, "text_column": text_column,
+                  "radlens_version": __version__}
+        write_yaml_atomic(out_dir / "config.yaml", config)
+        tmp = out_dir / ".metrics.json.tmp"
+        tmp.write_text(json.dumps(metrics, indent=2))
+        tmp.replace(out_dir / "metrics.json")
+    return metrics

@@ -115,6 +115,7 @@ class ContrastiveLoss(nn.Module):
     missing). ``forward(img, txt, logit_scale, labels=None, metadata=None)`` takes L2-normalised
     (N, D) features and the already exponentiated scale, and returns the scalar local loss (mean of
     image->text and text->image), whose DDP-averaged gradient equals the global loss gradient.
+    Under torch.distributed every rank must pass the same local batch size (``drop_last=True``).
     """
 
     def __init__(

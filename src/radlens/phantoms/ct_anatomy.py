@@ -18,7 +18,7 @@ from radlens.phantoms.ct_geometry import Grid, ball, paint, tube
 # Tissue label of every voxel (the truth the HU tests check against).
 TISSUES: dict[str, int] = {
     "air": 0, "fat": 1, "muscle": 2, "lung": 3, "heart": 4, "vessel": 5,
-    "bone": 6, "airway": 7, "abdomen": 8,
+    "bone": 6, "airway": 7, "abdomen": 8, "other": 9,  # other: discs, cord, esophagus
 }
 # Nominal HU of each tissue in a non-contrast scan.
 HU = {
@@ -163,13 +163,13 @@ def build_thorax(grid: Grid, body: Body, rng: np.random.Generator, heart_scale: 
     disc = np.abs(((z + 5.0) % 27.0) - 13.5) < 2.0
     _set(hu, tissue, (r_vb < 17) & ~disc, HU["cortical"], "bone")
     _set(hu, tissue, (r_vb < 14) & ~disc, HU["cancellous"], "bone")
-    _set(hu, tissue, (r_vb < 17) & disc, HU["muscle"] + 40, "muscle")
+    _set(hu, tissue, (r_vb < 17) & disc, HU["muscle"] + 40, "other")
     canal_y = spine_y - 27.0
     r_c = np.sqrt(x**2 + (y - canal_y) ** 2)
     arch = ((r_c >= 8) & (r_c < 15)) | ((np.abs(x) < 5) & (y < canal_y) & (y > canal_y - 32))
     arch |= (np.abs(x) < 4) & (y < spine_y) & (y > canal_y)
     _set(hu, tissue, arch & ~(r_c < 8) & (tissue > 0), HU["cortical"] * 0.8, "bone")
-    _set(hu, tissue, (r_c < 8) & ones, HU["cord"], "muscle")
+    _set(hu, tissue, (r_c < 8) & ones, HU["cord"], "other")
 
     # Heart (+ pericardial fluid rim), aorta, trachea and main bronchi, esophagus.
     heart_c = np.array([-18.0, 0.30 * cb, body.dome + 48.0 + z_shift], np.float32)
@@ -192,7 +192,7 @@ def build_thorax(grid: Grid, body: Body, rng: np.random.Generator, heart_scale: 
     paint(hu, tube(grid, top, carina, 11.0), HU["muscle"])
     airway = paint(hu, tube(grid, top, carina, 8.5), HU["air"])
     esophagus = paint(hu, tube(grid, top - [0, 16, 0], carina - [0, 16, 120], 7.0), HU["muscle"], where=cavity & (tissue == TISSUES["fat"]))
-    tissue[esophagus] = TISSUES["muscle"]
+    tissue[esophagus] = TISSUES["other"]
     hila = {side: np.array([s * 52.0, carina[1] + 4.0, carina[2] - 30.0], np.float32) for side, s in (("right", 1), ("left", -1))}
     for side, h in hila.items():
         paint(hu, tube(grid, carina, h, 8.5), HU["muscle"])

@@ -175,12 +175,12 @@ class _Painter:
         return {"side": side, "lobe": self.lobe(side, c0)}
 
     def emphysema(self) -> dict[str, Any]:
-        """Low-attenuation (about -975 HU) areas, mostly in the upper lobes."""
+        """Low-attenuation (about -985 HU) areas, mostly in the upper lobes."""
         mask = np.zeros(self.th.hu.shape, bool)
         for _ in range(int(self.rng.integers(8, 16))):
             side = str(self.rng.choice(["right", "left"]))
             c = self.spot(self.zone(side, upper=self.rng.random() < 0.8), 6.0)
-            mask |= paint(self.th.hu, ball(self.g, c, max(self.rng.uniform(6, 12), self.big * 0.8)), -975.0, where=self.free_lung())
+            mask |= paint(self.th.hu, ball(self.g, c, max(self.rng.uniform(8, 14), self.big)), -985.0, where=self.free_lung())
         self.mark("Emphysema", mask)
         return {"pattern": str(self.rng.choice(["centrilobular", "paraseptal"])), "sides": ["right", "left"]}
 
@@ -206,7 +206,7 @@ class _Painter:
         soft_tissue = np.isin(self.th.tissue, [TISSUES["fat"], TISSUES["lung"]]) & (self.labels == 0)
         mask = np.zeros(self.th.hu.shape, bool)
         for name in chosen:
-            r = max(float(self.rng.uniform(7.0, 11.0)), self.big * 0.9)
+            r = max(float(self.rng.uniform(8.0, 12.0)), self.big)
             mask |= paint(self.th.hu, ball(self.g, stations[name], [r, r * 0.9, r * 1.3]), 42.0, where=soft_tissue)
         self.mark("Lymphadenopathy", mask)
         return {"stations": chosen, "size_mm": int(round(2 * r))}
@@ -214,7 +214,7 @@ class _Painter:
     def plaques(self, name: str, centres: list[np.ndarray]) -> None:
         mask = np.zeros(self.th.hu.shape, bool)
         for c in centres:
-            r = max(float(self.rng.uniform(3.5, 5.0)), 0.6 * self.g.voxel)
+            r = max(float(self.rng.uniform(3.5, 5.0)), 0.8 * self.g.voxel)
             mask |= paint(self.th.hu, ball(self.g, c, r), float(self.rng.uniform(900, 1200)))
         self.mark(name, mask)
 
@@ -253,7 +253,7 @@ class _Painter:
         if kind == "sternotomy wires":
             for dz in np.linspace(-70, 30, 5):
                 c = np.array([0.0, self.th.sternum_y + 2.0, ca[2] + dz])
-                mask |= paint(hu, tube(g, c - [13, 4, 0], c + [13, 4, 0], 2.5), 3000.0)
+                mask |= paint(hu, tube(g, c - [13, 4, 0], c + [13, 4, 0], max(2.5, 0.45 * g.voxel)), 3000.0)
         else:
             left = kind == "pacemaker"
             box = np.array([-72.0 if left else 66.0, cb + 9.0, ca[2] + 35.0])
@@ -263,7 +263,7 @@ class _Painter:
             if left:
                 path.append(heart + [22.0, 5.0, -15.0])
             for p0, p1 in zip(path[:-1], path[1:]):
-                mask |= paint(hu, tube(g, np.asarray(p0), np.asarray(p1), 2.2), 2500.0)
+                mask |= paint(hu, tube(g, np.asarray(p0), np.asarray(p1), max(2.2, 0.45 * g.voxel)), 2500.0)
         self.mark("Medical material", mask)
         return {"kind": kind}
 

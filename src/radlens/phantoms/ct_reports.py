@@ -69,11 +69,15 @@ def _side(sides: list[str]) -> str:
     return "bilateral" if len(sides) == 2 else sides[0]
 
 
+def _article(number: int) -> str:
+    return "an" if str(number).startswith("8") or number in (11, 18) else "a"
+
+
 def _positive(name: str, d: dict[str, Any], rng: np.random.Generator) -> tuple[str, str]:
     """(Findings sentence, Impression phrase) for a present finding."""
     pick = lambda *options: str(rng.choice(options))  # noqa: E731 - one-line chooser
     if name == "Lung nodule":
-        parts = [f"a {n['size_mm']} mm {pick('nodule', 'nodular lesion', 'solid nodule')} in the {n['lobe']}" for n in d["nodules"]]
+        parts = [f"{_article(n['size_mm'])} {n['size_mm']} mm {pick('nodule', 'nodular lesion', 'solid nodule')} in the {n['lobe']}" for n in d["nodules"]]
         s = "; ".join(parts)
         return pick(f"There is {s}.", f"{s[0].upper()}{s[1:]} is observed." if len(parts) == 1 else f"Noted: {s}."), pick("Pulmonary nodule.", f"Lung nodule{'s' if len(parts) > 1 else ''}, follow-up recommended.")
     if name == "Pleural effusion":
@@ -83,14 +87,14 @@ def _positive(name: str, d: dict[str, Any], rng: np.random.Generator) -> tuple[s
     if name == "Atelectasis":
         s = _side(d["sides"])
         if d.get("kind") == "compressive":
-            return pick(f"Compressive atelectasis adjacent to the {s} effusion.", f"Passive atelectatic changes in the {s} lower lobe."), "Compressive atelectasis."
+            return pick(f"Compressive atelectasis adjacent to the {s} effusion.", f"Passive atelectatic changes in {'both lower lobes' if s == 'bilateral' else f'the {s} lower lobe'}."), "Compressive atelectasis."
         return pick(f"Plate-like atelectasis in the {d['lobe']}.", f"Subsegmental atelectasis is observed in the {d['lobe']}."), "Subsegmental atelectasis."
     if name == "Consolidation":
         return pick(f"Consolidation is observed in the {d['lobe']}.", f"There is a consolidative area in the {d['lobe']}.",
                     f"Patchy consolidation in the {d['lobe']}."), pick("Consolidation, compatible with pneumonia.", f"Consolidation in the {d['lobe']}.")
     if name == "Lung opacity":
         return pick(f"Ground-glass opacities in the {d['lobe']}.", f"There are ground glass densities in the {d['lobe']}.",
-                    f"Patchy ground-glass areas are seen in the {d['side']} lung."), pick("Ground-glass opacity.", "Ground glass opacities; infection cannot be excluded.")
+                    f"Patchy ground-glass areas are seen in the {d['side']} lung."), pick("Ground-glass opacity.", "Ground glass opacities, likely infectious.")
     if name == "Emphysema":
         return pick(f"{d['pattern'].capitalize()} emphysema, predominantly in the upper lobes.", f"Emphysematous changes in both lungs ({d['pattern']}).",
                     f"There are {d['pattern']} emphysematous areas in both upper lobes."), pick("Emphysema.", f"{d['pattern'].capitalize()} emphysema.")

@@ -50,7 +50,8 @@ class MRIPhantomConfig:
     lesion_probability: float = 0.5  # per subject; 0 disables lesions and lesion masks
     max_lesions: int = 6
     scalp: bool = True
-    reorient: bool = True  # store voxels in a random flipped/permuted order (affine kept correct)
+    reorient: bool = True  # random axis flips and in-plane swaps in the stored order (affine kept correct)
+    any_axis_rate: float = 0.2  # share of series stored with the slice axis anywhere (as after a reorienting tool)
     messiness: MessinessRates = field(default_factory=MessinessRates)
     dicom: bool = False
     preview: bool = False
@@ -64,9 +65,9 @@ class MRIPhantomConfig:
             raise ConfigError("subjects, series_per_subject and sequences must be at least 1")
         if not 1 <= self.resolution <= 4:
             raise ConfigError(f"resolution must be 1 to 4 mm (block means of the 1 mm MNI152), got {self.resolution}")
-        rates = [self.lesion_probability, *dataclasses.asdict(self.messiness).values()]
+        rates = [self.lesion_probability, self.any_axis_rate, *dataclasses.asdict(self.messiness).values()]
         if not all(0.0 <= r <= 1.0 for r in rates):
-            raise ConfigError("lesion_probability and messiness rates must lie in [0, 1]")
+            raise ConfigError("lesion_probability, any_axis_rate and messiness rates must lie in [0, 1]")
         if not self.field_strengths or min(self.snr) <= 0 or min(self.slice_thickness) <= 0:
             raise ConfigError("field_strengths must be given; snr and slice_thickness must be positive")
 
@@ -125,7 +126,10 @@ def _generate_subject(out: Path, cfg: MRIPhantomConfig, index: int) -> tuple[lis
         drawn = round(float(rng.uniform(*cfg.slice_thickness)) * 2) / 2
         thickness = anatomy.spacing if spec.acquisition == "3D" else max(drawn, anatomy.spacing)
         image, mask, affine, snr = _image_series(anatomy, cfg, protocol, plane, thickness, rng)
-        ornt = acq.random_orientation(rng) if cfg.reorient else np.array([[0, 1], [1, 1], [2, 1]], float)
+        any_axis = bool(rng.random() < cfg.any_axis_rate)
+        ornt = acq.random_orientation(rng, acq.PLANE_AXIS[plane], any_axis)
+        if not cfg.reorient:
+            ornt = np.array([[0, 1], [1, 1], [2, 1]], float)
         image, stored_affine = acq.reorient(image, affine, ornt)
         mask, _ = acq.reorient(mask, affine, ornt)
         slice_axis = int(ornt[acq.PLANE_AXIS[plane], 0])

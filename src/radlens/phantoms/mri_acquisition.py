@@ -62,9 +62,19 @@ def rician_noise(signal: np.ndarray, sigma: float, rng: np.random.Generator) -> 
     return np.sqrt(real * real + imag * imag).astype(np.float32)
 
 
-def random_orientation(rng: np.random.Generator) -> np.ndarray:
-    """A nibabel orientation array (input axis -> [output axis, +-1]): random permutation and flips."""
-    perm = rng.permutation(3)
+def random_orientation(rng: np.random.Generator, slice_axis: int, any_axis: bool = False) -> np.ndarray:
+    """A nibabel orientation array (input axis -> [output axis, +-1]) with random flips.
+
+    Scanners and dcm2niix store the slice axis last and may swap the in-plane axes; a file that a
+    tool has reoriented (``any_axis``) can hold the slice axis anywhere.
+    """
+    if any_axis:
+        perm = rng.permutation(3)
+    else:
+        in_plane = [a for a in range(3) if a != slice_axis]
+        perm = np.empty(3, dtype=int)
+        perm[in_plane] = rng.permutation(2)
+        perm[slice_axis] = 2
     flips = np.where(rng.random(3) < 0.5, -1.0, 1.0)
     return np.stack([perm.astype(float), flips], axis=1)
 

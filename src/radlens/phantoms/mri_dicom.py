@@ -72,36 +72,35 @@ def write_dicom_series(
     normal /= np.linalg.norm(normal)
     study_uid, frame_uid, series_uid = _uid(subject, "study"), _uid(subject, "frame"), _uid(series_key, "series")
 
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = MRImageStorage
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()  # the series-wide tags, set once; each slice changes only its own
+    ds.file_meta = meta
+    ds.SOPClassUID = MRImageStorage
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study_uid, series_uid, frame_uid
+    for key, value in patient_identity(subject).items():
+        setattr(ds, key, value)
+    ds.Modality = "MR"
+    ds.BodyPartExamined = "BRAIN"
+    ds.PatientPosition = "HFS"
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "ND"]
+    ds.StudyID = "1"
+    ds.SeriesNumber = int(sidecar.get("SeriesNumber", 1))
+    _acquisition_tags(ds, sidecar)
+    ds.ImageOrientationPatient = [_ds(v) for v in np.concatenate([
+        columns_dir / np.linalg.norm(columns_dir), rows_dir / np.linalg.norm(rows_dir)])]
+    ds.PixelSpacing = [_ds(np.linalg.norm(rows_dir)), _ds(np.linalg.norm(columns_dir))]
+    ds.SpacingBetweenSlices = _ds(np.linalg.norm(step))
+
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for k in range(array.shape[slice_axis]):
         pixels = np.ascontiguousarray(np.take(array, k, axis=slice_axis).T)  # (rows, columns)
-        sop_uid = _uid(series_key, "instance", k)
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = MRImageStorage
-        meta.MediaStorageSOPInstanceUID = sop_uid
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = Dataset()
-        ds.file_meta = meta
-        ds.SOPClassUID = MRImageStorage
-        ds.SOPInstanceUID = sop_uid
-        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study_uid, series_uid, frame_uid
-        for key, value in patient_identity(subject).items():
-            setattr(ds, key, value)
-        ds.Modality = "MR"
-        ds.BodyPartExamined = "BRAIN"
-        ds.PatientPosition = "HFS"
-        ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "ND"]
-        ds.StudyID = "1"
-        ds.SeriesNumber = int(sidecar.get("SeriesNumber", 1))
+        ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID = _uid(series_key, "instance", k)
         ds.InstanceNumber = k + 1
-        _acquisition_tags(ds, sidecar)
         position = origin + k * step
         ds.ImagePositionPatient = [_ds(v) for v in position]
-        ds.ImageOrientationPatient = [_ds(v) for v in np.concatenate([
-            columns_dir / np.linalg.norm(columns_dir), rows_dir / np.linalg.norm(rows_dir)])]
-        ds.PixelSpacing = [_ds(np.linalg.norm(rows_dir)), _ds(np.linalg.norm(columns_dir))]
-        ds.SpacingBetweenSlices = _ds(np.linalg.norm(step))
         ds.SliceLocation = _ds(float(position @ normal))
         ds.set_pixel_data(pixels.astype(np.int16), "MONOCHROME2", 16, generate_instance_uid=False)
         buffer = io.BytesIO()

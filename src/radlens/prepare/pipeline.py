@@ -240,7 +240,7 @@ def prepare_dataset(
             bar.update(1)
             if isinstance(result, Failure):
                 failures.append(result)
-                _report([result], strict, write=bar.write)
+                _report([result], strict, write=lambda line: bar.write(line, file=sys.stderr))
             else:
                 records[result.row["series_id"]] = result
     ordered = [records[i.series_id] for i in items if i.series_id in records]

@@ -19,14 +19,15 @@ if TYPE_CHECKING:
     from radlens.models.clip import CLIPModel
 
 _TOKENIZE_CHUNK = 512
+TOKENIZER = "tokenizer"
 
 
 def train_clip(
     data: ClipDataConfig,
     model: str = "tiny-vit2d",
-    optim: OptimConfig | None = None,
-    trainer: TrainerConfig | None = None,
-    loss: LossConfig | None = None,
+    optim: OptimConfig = OptimConfig(),
+    trainer: TrainerConfig = TrainerConfig(),
+    loss: LossConfig = LossConfig(),
     out: str = "runs/clip",
     seed: int = 0,
     resume: str | None = None,
@@ -46,11 +47,12 @@ def train_clip(
         init_from: a model bundle folder to start from instead of a fresh ``model``.
     """
     import lightning.pytorch as pl
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
 
     from radlens import __version__
     from radlens.data.prepared import PreparedDataset
 
-    optim, trainer_cfg, loss = optim or OptimConfig(), trainer or TrainerConfig(), loss or LossConfig()
+    trainer_cfg = trainer
     validate(data, optim, trainer_cfg)
     run_dir = Path(out)
     ckpt_path = resolve_resume(run_dir, resume)
@@ -58,6 +60,9 @@ def train_clip(
     prepared = PreparedDataset(data.path)
     train_set, val_set = _datasets(prepared, data, seed)
     clip = _model(model, init_from, train_set.texts)
+    # DDP re-runs this function in ranks > 0 once rank 0 is in fit(): they take rank 0's tokenizer.
+    follower = rank_zero_only.rank > 0  # type: ignore[attr-defined]
+    _keep_tokenizer(clip, run_dir / TOKENIZER, reuse=ckpt_path is not None or follower)
     check_inputs(clip, prepared, [train_set, *([val_set] if val_set else [])])
 
     config = {
@@ -73,7 +78,7 @@ def train_clip(
     pl_trainer = build_trainer(trainer_cfg, run_dir)
     train_loader, val_loader = _loaders(pl_trainer, clip, train_set, val_set, data, seed)
     pl_trainer.fit(module, train_loader, val_loader, ckpt_path=ckpt_path, weights_only=True)
-    pl_trainer.save_checkpoint(run_dir / CHECKPOINTS / LAST)
+    pl_trainer.save_checkpoint(run_dir / CHECKPOINTS / LAST, weights_only=False)
     if pl_trainer.is_global_zero:
         _save_bundles(module, pl_trainer, run_dir, prepared, config)
     return run_dir
@@ -101,6 +106,25 @@ def _model(name: str, init_from: str | None, texts: list[str]) -> "CLIPModel":
     from radlens.models.registry import build_clip
 
     return build_clip(name, texts=sorted(set(texts)))
+
+
+def _keep_tokenizer(model: "CLIPModel", folder: Path, reuse: bool) -> None:
+    """Save the run's tokenizer at the start; on resume (and in DDP ranks > 0), use the saved one.
+
+    A from-scratch WordPiece vocabulary is not reproducible token for token (the trainer breaks
+    ties in hash order), so a resumed run or another rank must not retrain it: the checkpoint's
+    embedding rows belong to the saved vocabulary.
+    """
+    if not reuse or not folder.is_dir():
+        model.text.tokenizer.save_pretrained(folder)
+        return
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    tokenizer.model_max_length = model.text.context_length
+    if len(tokenizer) != len(model.text.tokenizer):
+        model.text.model.resize_token_embeddings(len(tokenizer))
+    model.text.tokenizer = tokenizer
 
 
 def check_inputs(model: "CLIPModel", prepared: "PreparedDataset", datasets: list["ClipDataset"]) -> None:

@@ -4,9 +4,10 @@ A run folder::
 
     RUN/
       config.yaml        resolved config + radlens version + seed (rewritten at every (re)start)
+      tokenizer/         the text tokenizer the run trains with (reused on resume)
       checkpoints/       last.ckpt, step-NNNNNNN.ckpt every N steps, best-step-NNNNNNN.ckpt (top k)
-      logs/csv/          metrics.csv (CSVLogger)
-      logs/tensorboard/  TensorBoard events
+      logs/csv/version_N/          metrics.csv (CSVLogger), one version per (re)start
+      logs/tensorboard/version_N/  TensorBoard events
       best/, last/       model bundles written at the end
 """
 
@@ -89,8 +90,9 @@ def build_trainer(cfg: "TrainerConfig", run_dir: Path) -> "pl.Trainer":
             )
         )
     loggers = [
-        CSVLogger(save_dir=run_dir / "logs", name="csv", version=""),
-        TensorBoardLogger(save_dir=run_dir / "logs", name="tensorboard", version="", default_hp_metric=False),
+        # One version folder per (re)start: Lightning's CSV writer would replace an existing metrics.csv.
+        CSVLogger(save_dir=run_dir / "logs", name="csv"),
+        TensorBoardLogger(save_dir=run_dir / "logs", name="tensorboard", default_hp_metric=False),
     ]
     return pl.Trainer(
         default_root_dir=run_dir,

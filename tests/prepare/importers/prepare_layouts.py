@@ -102,8 +102,8 @@ def write_ctrate(root: Path, stored_as_hu_column: bool = True, shape: tuple[int,
     return names
 
 
-def write_dicom_tree(root: Path, slices: int = 4) -> Path:
-    """A DICOM tree: a 4-slice CT series built from pydicom's CT_small.dcm, MR_small.dcm, a non-DICOM file.
+def write_dicom_tree(root: Path, slices: int = 4, mr: str = "MR_small.dcm") -> Path:
+    """A DICOM tree: a CT series built from pydicom's CT_small.dcm, one pydicom MR file, a non-DICOM file.
 
     Returns the CT series folder.
     """
@@ -113,18 +113,17 @@ def write_dicom_tree(root: Path, slices: int = 4) -> Path:
 
     ct_dir = root / "patientA" / "ct"
     ct_dir.mkdir(parents=True)
-    base = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
     series_uid = generate_uid(entropy_srcs=["radlens-test-ct"])
     for k in range(slices):
-        ds = base.copy()
+        ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
         ds.SeriesInstanceUID = series_uid
         ds.SOPInstanceUID = generate_uid(entropy_srcs=["radlens-test-ct", str(k)])
         ds.InstanceNumber = k + 1
-        x, y, z = (float(v) for v in base.ImagePositionPatient)
+        x, y, z = (float(v) for v in ds.ImagePositionPatient)
         ds.ImagePositionPatient = [x, y, z + 5.0 * k]
         ds.save_as(ct_dir / f"slice{k:02d}.dcm")
     mr_dir = root / "patientB"
     mr_dir.mkdir()
-    shutil.copyfile(get_testdata_file("MR_small.dcm"), mr_dir / "mr.dcm")
+    shutil.copyfile(get_testdata_file(mr), mr_dir / "mr.dcm")
     (root / "notes.txt").write_text("not a DICOM file\n")
     return ct_dir

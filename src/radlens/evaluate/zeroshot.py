@@ -1,0 +1,277 @@
+"""Zero-shot multi-finding detection: one present/absent prompt pair per finding, one image pass per scan.
+
+CT-CLIP encodes "{finding} is present." / "{finding} is not present." together with the image
+for every finding of every volume (18 text + 18 image passes per volume). Here the prompt
+embeddings are computed once per model (:class:`ZeroShotClassifier`, an (F, 2, D) tensor) and each
+scan costs one image pass plus an (F, 2, D) dot product. P(present) is the softmax over the pair
+at the model's own temperature (``logit_scale``).
+
+Prompt files (YAML; ``ctrate`` and ``mri_contrast`` ship with radlens)::
+
+    name: ct-rate
+    template: {present: ["{finding} is present."], absent: ["{finding} is not present."]}
+    findings:
+      Cardiomegaly: {}                                   # the template, {finding} = the name
+      T2*w: {term: T2*-weighted}                          # {finding} = term
+      Lung nodule: {present: [...], absent: [...]}        # own phrasings
+
+Several phrasings of one side are averaged in embedding space and re-normalised.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from radlens.errors import ConfigError, InputError
+
+if TYPE_CHECKING:
+    import torch
+
+    from radlens.models.clip import CLIPModel
+
+SIDES = ("present", "absent")
+_FILE_KEYS = {"name", "description", "template", "findings"}
+_FINDING_KEYS = {"term", "present", "absent"}
+
+
+@dataclass(frozen=True)
+class PromptSet:
+    """Per finding, the phrasings of "present" and of "absent" (each a non-empty tuple)."""
+
+    name: str
+    findings: tuple[str, ...]
+    present: tuple[tuple[str, ...], ...]
+    absent: tuple[tuple[str, ...], ...]
+
+    def subset(self, names: Sequence[str]) -> PromptSet:
+        """The prompts of ``names`` only, in that order."""
+        index = [self.findings.index(n) for n in names]
+        return PromptSet(self.name, tuple(names), tuple(self.present[i] for i in index), tuple(self.absent[i] for i in index))
+
+
+def packaged_prompt_files() -> dict[str, Path]:
+    """Name -> YAML file of the prompt sets shipped in ``radlens/evaluate/prompts``."""
+    folder = resources.files("radlens.evaluate") / "prompts"
+    return {Path(p.name).stem: Path(str(p)) for p in folder.iterdir() if p.name.endswith(".yaml")}
+
+
+def _strings(value: Any, path: Path, where: str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) and v.strip() for v in value):
+        raise InputError(path, f"{where} must be a non-empty list of non-empty strings, got {value!r}")
+    return tuple(value)
+
+
+def load_prompts(name_or_path: str | os.PathLike[str]) -> PromptSet:
+    """A validated PromptSet from a packaged name (``ctrate``, ``mri_contrast``) or a YAML path.
+
+    Every finding must end up with at least one present and one absent phrasing (its own or the
+    template's); unknown keys, empty lists and a missing ``findings`` section are errors.
+    """
+    import yaml
+
+    packaged = packaged_prompt_files()
+    path = packaged[str(name_or_path)] if str(name_or_path) in packaged else Path(name_or_path)
+    if not path.is_file():
+        raise InputError(path, f"no such prompt file (packaged prompt sets: {', '.join(sorted(packaged))})")
+    try:
+        spec = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise InputError(path, f"not valid YAML ({err})".replace("\n", " ")) from err
+    if not isinstance(spec, dict) or not isinstance(spec.get("findings"), dict) or not spec["findings"]:
+        raise InputError(path, "missing field 'findings' (a mapping of finding name -> prompts)")
+    unknown = sorted(set(spec) - _FILE_KEYS)
+    if unknown:
+        raise InputError(path, f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(_FILE_KEYS))}")
+    template = spec.get("template") or {}
+    if not isinstance(template, dict) or set(template) - set(SIDES):
+        raise InputError(path, "field 'template' must be a mapping with 'present' and/or 'absent' lists")
+    present, absent = [], []
+    for finding, entry in spec["findings"].items():
+        entry = entry or {}
+        if not isinstance(entry, dict) or set(entry) - _FINDING_KEYS:
+            raise InputError(path, f"finding {finding!r}: expected a mapping with keys from {sorted(_FINDING_KEYS)}")
+        term = str(entry.get("term", finding))
+        sides = []
+        for side in SIDES:
+            if side in entry:
+                sides.append(_strings(entry[side], path, f"finding {finding!r} field '{side}'"))
+            elif side in template:
+                phrasings = _strings(template[side], path, f"template field '{side}'")
+                sides.append(tuple(p.replace("{finding}", term) for p in phrasings))
+            else:
+                raise InputError(path, f"finding {finding!r} has no '{side}' prompts (and the template has none)")
+        present.append(sides[0])
+        absent.append(sides[1])
+    return PromptSet(str(spec.get("name", path.stem)), tuple(str(f) for f in spec["findings"]), tuple(present), tuple(absent))
+
+
+def check_findings(prompts: PromptSet, known: Sequence[str], where: str | os.PathLike[str]) -> None:
+    """InputError naming ``where`` when a prompt finding is not one of the dataset's findings."""
+    unknown = [f for f in prompts.findings if f not in known]
+    if unknown:
+        raise InputError(where, f"prompt finding(s) {unknown} are not in the dataset's findings {list(known)}")
+
+
+class ZeroShotClassifier:
+    """P(finding present) for image embeddings, from prompt embeddings encoded once.
+
+    ``text_embeddings`` is the cached (F, 2, D) tensor: [:, 0] present, [:, 1] absent, each the
+    re-normalised mean of its phrasings. The logit scale is read once too (a frozen model).
+    """
+
+    def __init__(self, model: CLIPModel, prompts: PromptSet, batch_size: int = 64) -> None:
+        import torch
+
+        self.model, self.prompts = model, prompts
+        self.findings = prompts.findings
+        with torch.inference_mode():
+            self.text_embeddings = self._encode_prompts(batch_size)
+            self.logit_scale = float(model.logit_scale)
+
+    def _encode_prompts(self, batch_size: int) -> torch.Tensor:
+        """Encode every phrasing once (batched), then average per finding and side."""
+        import torch
+        import torch.nn.functional as F
+
+        texts = [t for pair in zip(self.prompts.present, self.prompts.absent) for side in pair for t in side]
+        device = next(self.model.parameters()).device
+        chunks = []
+        for lo in range(0, len(texts), batch_size):
+            tokens = self.model.tokenize(texts[lo : lo + batch_size])
+            chunks.append(self.model.encode_text(tokens["input_ids"].to(device), tokens["attention_mask"].to(device)))
+        flat = torch.cat(chunks).float()
+        out, pos = [], 0
+        for pair in zip(self.prompts.present, self.prompts.absent):
+            sides = []
+            for side in pair:
+                sides.append(F.normalize(flat[pos : pos + len(side)].mean(0), dim=-1))
+                pos += len(side)
+            out.append(torch.stack(sides))
+        return torch.stack(out)
+
+    def probabilities(self, image_embeddings: torch.Tensor | np.ndarray) -> np.ndarray:
+        """(B, D) L2-normalised image embeddings -> (B, F) P(present), softmax over each pair."""
+        import torch
+
+        emb = torch.as_tensor(np.asarray(image_embeddings) if not torch.is_tensor(image_embeddings) else image_embeddings)
+        text = self.text_embeddings.to(emb.device)
+        logits = self.logit_scale * torch.einsum("bd,fkd->bfk", emb.float(), text)
+        return logits.softmax(dim=-1)[..., 0].cpu().numpy()
+
+    def predict(self, images: torch.Tensor) -> np.ndarray:
+        """(B, C, *spatial) model-ready images -> (B, F) P(present): one image pass."""
+        import torch
+
+        with torch.inference_mode():
+            return self.probabilities(self.model.encode_image(images))
+
+
+def _labels(ds: Any, scans: Any, findings: Sequence[str], split: str) -> np.ndarray:
+    """(N, F) 0/1 labels of ``scans`` (a scan's reconstructions share them); unknown (-1) is an error."""
+    series = ds.series if "scan_id" in ds.series.columns else ds.series.assign(scan_id=ds.series["series_id"])
+    table = series.groupby("scan_id")[list(findings)].first().reindex(scans)
+    values = table.to_numpy()
+    bad = [f for j, f in enumerate(findings) if not np.isin(values[:, j], (0, 1)).all()]
+    if bad:
+        raise InputError(ds.path / "series.parquet", f"finding column(s) {bad} have unknown labels (not 0/1) in split {split!r}")
+    return values.astype(np.int8)
+
+
+def scan_probabilities(
+    ds: Any, classifier: ZeroShotClassifier, split: str, batch_size: int = 4, device: str = "cpu"
+) -> Any:
+    """One row per scan of ``split``: ``scan_id, patient_id`` and P(present) per finding.
+
+    Probabilities are averaged over the slices of a series (2D) and then over the
+    reconstructions (series) of a scan, before any metric.
+    """
+    from radlens.evaluate.embed import embed_items, item_table
+    from radlens.evaluate.metrics import aggregate_scans
+
+    items = item_table(ds, split)
+    if items.empty:
+        raise InputError(ds.path, f"split {split!r} is empty")
+    probs = classifier.probabilities(embed_items(ds, classifier.model, items, batch_size, device))
+    names = list(classifier.findings)
+    table = items[["series_id", "scan_id", "patient_id"]].copy()
+    table[names] = probs
+    per_series = aggregate_scans(table, names, by="series_id", keep=("scan_id", "patient_id"))
+    return aggregate_scans(per_series, names, by="scan_id", keep=("patient_id",))
+
+
+def zeroshot(
+    bundle: str,
+    prepared: str,
+    out: str,
+    split: str = "test",
+    prompts: str = "ctrate",
+    findings: list[str] | None = None,
+    threshold_split: str = "validation",
+    threshold_method: str = "youden",
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    batch_size: int = 4,
+    device: str = "auto",
+) -> int:
+    """Zero-shot finding detection of a model bundle on one split of a prepared dataset.
+
+    ``prompts``: a packaged prompt set (ctrate, mri_contrast) or a YAML file; ``findings`` limits
+    to some of its findings. Thresholds (``youden`` or ``f1``) are chosen on ``threshold_split``
+    and applied to ``split``; CIs bootstrap patients (``n_bootstrap``, ``seed``). OUT receives
+    predictions.csv, metrics.json, roc.png, pr.png and run.json, all at once (nothing on error).
+    """
+    config = dict(locals())
+    from radlens.data.prepared import SPLITS, PreparedDataset
+    from radlens.evaluate.embed import check_compatible, resolve_model, run_info, staged_output
+    from radlens.evaluate.figures import curve_figures
+    from radlens.evaluate.metrics import evaluate_findings
+    from radlens.prepare.dataset import write_json_atomic
+
+    for name, value in (("split", split), ("threshold_split", threshold_split)):
+        if value not in SPLITS:
+            raise ConfigError(f"{name} must be one of {', '.join(SPLITS)}, got {value!r}")
+    if threshold_split == split:
+        raise ConfigError(f"thresholds must be chosen on another split than the evaluated one ({split!r})")
+    if threshold_method not in ("youden", "f1"):
+        raise ConfigError(f"threshold_method must be 'youden' or 'f1', got {threshold_method!r}")
+    prompt_set = load_prompts(prompts)
+    if findings:
+        missing = [f for f in findings if f not in prompt_set.findings]
+        if missing:
+            raise ConfigError(f"findings {missing} have no prompts in {prompts!r} (it has {list(prompt_set.findings)})")
+        prompt_set = prompt_set.subset(findings)
+    ds = PreparedDataset(prepared)
+    check_findings(prompt_set, ds.card.get("findings", []), prompts)
+    for name in (split, threshold_split):
+        if ds.split(name).empty:
+            raise InputError(prepared, f"split {name!r} is empty")
+    model = resolve_model(bundle)
+    check_compatible(model, ds)
+    classifier = ZeroShotClassifier(model, prompt_set)
+    names = list(prompt_set.findings)
+    test = scan_probabilities(ds, classifier, split, batch_size, device)
+    val = scan_probabilities(ds, classifier, threshold_split, batch_size, device)
+    y_test, y_val = _labels(ds, test["scan_id"], names, split), _labels(ds, val["scan_id"], names, threshold_split)
+    metrics = evaluate_findings(
+        y_test, test[names].to_numpy(), test["patient_id"].to_numpy(), y_val, val[names].to_numpy(), names,
+        threshold_method=threshold_method, threshold_split=threshold_split,  # type: ignore[arg-type]
+        n_bootstrap=n_bootstrap, seed=seed,
+    )
+    metrics.update(split=split, prompts=prompt_set.name, n_scans=len(test))
+    with staged_output(out) as tmp:
+        test.to_csv(tmp / "predictions.csv", index=False)
+        write_json_atomic(tmp / "metrics.json", metrics)
+        curve_figures(y_test, test[names].to_numpy(), names, tmp)
+        write_json_atomic(tmp / "run.json", run_info("evaluate zeroshot", config, seed))
+    macro = metrics["macro"]
+    print(f"{len(test)} scans, {len(names)} findings: macro AUROC {macro['auroc']}, AUPRC {macro['auprc']} -> {out}")
+    return 0

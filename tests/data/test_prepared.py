@@ -1,0 +1,53 @@
+"""Reading a prepared dataset: tables, memory-mapped arrays, fast slice access, splits, bad folders."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "prepare" / "importers"))
+from prepare_layouts import write_bids  # noqa: E402
+
+from radlens.data.prepared import PreparedDataset  # noqa: E402
+from radlens.errors import InputError  # noqa: E402
+from radlens.prepare.pipeline import default_config, prepare_dataset  # noqa: E402
+from radlens.prepare.slicing import SliceConfig  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("prepared")
+    write_bids(tmp / "bids", subjects=3)
+    cfg = dataclasses.replace(default_config("bids"), slicing=SliceConfig(slice_shape=(12, 12)))
+    prepare_dataset("bids", tmp / "bids", tmp / "out", cfg)
+    return tmp / "out"
+
+
+def test_reader(prepared: Path) -> None:
+    ds = PreparedDataset(prepared)
+    assert ds.dims == 2 and len(ds.series) == 6 and len(ds.slices) == ds.card["counts"]["slices"]
+    row = ds.slices.iloc[5]
+    by_id, by_row = ds.slice(row["slice_id"]), ds.slice(5)
+    full = ds.array(row["series_id"])
+    assert isinstance(full, np.memmap) and not full.flags.writeable
+    np.testing.assert_array_equal(by_id, full[row["row"]])
+    np.testing.assert_array_equal(by_row, by_id)
+    assert ds.array(row["series_id"]) is full  # memmaps are cached
+    train = ds.split("train")
+    assert set(train["split"]) == {"train"} and len(train) + len(ds.split("validation")) + len(ds.split("test")) == len(ds.slices)
+    assert ds.value_range == (0.0, 1.0) and ds.failures.empty
+    with pytest.raises(ValueError, match="unknown split"):
+        ds.split("holdout")
+    with pytest.raises(KeyError):
+        ds.array("nope")
+
+
+def test_not_a_prepared_dataset(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="not a prepared dataset"):
+        PreparedDataset(tmp_path)
+    with pytest.raises(InputError, match="not a folder"):
+        PreparedDataset(tmp_path / "missing")

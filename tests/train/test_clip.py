@@ -1,0 +1,135 @@
+"""CLIP training end to end on a tiny synthetic prepared dataset (CPU, a handful of steps)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from conftest import quick_trainer
+from synthetic_prepared import write_prepared
+
+from radlens.cli import main
+from radlens.errors import ConfigError, InputError
+
+
+def _log(run: Path) -> pd.DataFrame:
+    """The CSV logs of every (re)start of a run, in order."""
+    files = sorted((run / "logs" / "csv").glob("version_*/metrics.csv"))
+    return pd.concat([pd.read_csv(f) for f in files], ignore_index=True)
+
+
+def _train_losses(run: Path) -> pd.Series:
+    rows = _log(run).dropna(subset=["train/loss"])
+    return rows.set_index("step")["train/loss"]
+
+
+def test_training_lowers_loss_and_writes_the_run_folder(trained_run: Path) -> None:
+    losses = _train_losses(trained_run)
+    assert len(losses) == 8
+    assert losses.iloc[-3:].mean() < losses.iloc[:3].mean()
+    config = yaml.safe_load((trained_run / "config.yaml").read_text())
+    assert config["seed"] == 0 and config["loss"]["mode"] == "multi_positive" and "radlens_version" in config
+    assert (trained_run / "checkpoints" / "last.ckpt").is_file()
+    assert (trained_run / "checkpoints" / "step-0000004.ckpt").is_file()
+    assert list((trained_run / "logs" / "tensorboard").glob("version_0/events.out.tfevents.*"))
+    log = _log(trained_run)
+    assert log["val/i2t_label_R@1"].dropna().between(0, 1).all()
+    for name in ("best", "last"):
+        bundle = json.loads((trained_run / name / "config.json").read_text())
+        assert bundle["preprocessing"]["array_shape"] == [64, 64]
+        assert bundle["preprocessing"]["dims"] == 2
+
+
+def test_bundle_reloads_with_the_modules_embeddings(trained_run: Path, prepared_2d: Path) -> None:
+    import torch
+
+    from radlens.data.datasets import ClipDataset
+    from radlens.models.bundle import load_bundle
+    from radlens.train.clip_module import ClipModule
+
+    ckpt = torch.load(trained_run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    module = ClipModule(load_bundle(trained_run / "last"))
+    module.load_state_dict(ckpt["state_dict"])
+    reloaded = load_bundle(trained_run / "last")
+    ds = ClipDataset(prepared_2d, "test")
+    images = torch.stack([ds[i]["image"] for i in range(4)])
+    tokens = reloaded.tokenize(ds.texts[:4])
+    module.eval()
+    with torch.inference_mode():
+        torch.testing.assert_close(module.model.encode_image(images), reloaded.encode_image(images))
+        torch.testing.assert_close(
+            module.model.encode_text(**tokens), reloaded.encode_text(tokens["input_ids"], tokens["attention_mask"])
+        )
+
+
+def test_evaluate_retrieval_reports_metrics_with_chance(trained_run: Path, prepared_2d: Path, tmp_path: Path) -> None:
+    from radlens.evaluate.retrieval import evaluate_retrieval
+
+    metrics = evaluate_retrieval(str(trained_run), str(prepared_2d), "test", out=str(tmp_path / "eval"))
+    assert metrics["n_items"] == 8  # 1 test patient x 2 protocols x 4 slices
+    assert metrics["chance_i2t_label_R@1"] == pytest.approx(0.5)
+    assert 0 <= metrics["i2t_TE_bin_acc"] <= 1
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["i2t_R@1"] == metrics["i2t_R@1"]
+
+
+def test_resume_continues_with_the_same_losses(trained_run: Path, prepared_2d: Path, tmp_path: Path) -> None:
+    """4 steps in one go == 2 steps + resume for 2 (3 batches per epoch: the resume is mid-epoch)."""
+    from radlens.train.clip import train_clip
+    from radlens.train.config import ClipDataConfig
+
+    data = ClipDataConfig(path=str(prepared_2d), batch_size=8)  # 24 train slices: 3 batches per epoch
+    # Both runs start from one bundle (--init-from): a fresh scratch tokenizer is not reproducible.
+    start = {"init_from": str(trained_run / "last"), "seed": 3}
+    full = train_clip(data, trainer=quick_trainer(max_steps=4, val_every_n_steps=100), out=str(tmp_path / "full"), **start)
+    part = tmp_path / "part"
+    train_clip(data, trainer=quick_trainer(max_steps=2, val_every_n_steps=100), out=str(part), **start)
+    with pytest.raises(ConfigError, match="--resume latest"):
+        train_clip(data, trainer=quick_trainer(max_steps=4), out=str(part), **start)
+    resumed = quick_trainer(max_steps=4, val_every_n_steps=100)
+    train_clip(data, trainer=resumed, out=str(part), resume="latest", **start)
+    expected, got = _train_losses(full), _train_losses(part)
+    assert list(got.index) == [0, 1, 2, 3]
+    pd.testing.assert_series_equal(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def _cli(*args: str) -> int:
+    return main(["train", "clip", *args])
+
+
+def test_cli_rejects_unknown_keys_and_wrong_types(prepared_2d: Path, tmp_path: Path) -> None:
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump({"data": {"path": str(prepared_2d), "batch_sise": 4}}))
+    with pytest.raises(SystemExit):
+        _cli("--config", str(cfg), "--out", str(tmp_path / "a"))
+    with pytest.raises(SystemExit):
+        _cli("--data.path", str(prepared_2d), "--data.batch_size", "many", "--out", str(tmp_path / "b"))
+    with pytest.raises(SystemExit):
+        _cli("--data.path", str(prepared_2d), "--trainer.strategy", "horovod", "--out", str(tmp_path / "c"))
+    assert not any((tmp_path / d).exists() for d in "abc")
+
+
+def test_cli_clear_errors_before_training(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    not_prepared = tmp_path / "raw"
+    not_prepared.mkdir()
+    assert _cli("--data.path", str(not_prepared), "--out", str(tmp_path / "run1")) == 2
+    assert "not a prepared dataset" in capsys.readouterr().err
+    small = write_prepared(tmp_path / "small", shape=(32, 32), patients={"train": 2, "validation": 1})
+    assert _cli("--data.path", str(small), "--data.batch_size", "4", "--out", str(tmp_path / "run2")) == 2
+    assert "the model takes (1, 64, 64)" in capsys.readouterr().err
+    assert not (tmp_path / "run1").exists() and not (tmp_path / "run2" / "checkpoints").exists()
+
+
+def test_text_longer_than_the_context_is_an_error_before_training(tmp_path: Path) -> None:
+    from radlens.train.clip import train_clip
+    from radlens.train.config import ClipDataConfig
+
+    ds = write_prepared(tmp_path / "long", patients={"train": 2, "validation": 1})
+    slices = pd.read_parquet(ds / "slices.parquet")
+    slices.loc[slices["split"] == "validation", "text"] = " ".join(f"word{i}" for i in range(400))
+    slices.to_parquet(ds / "slices.parquet", index=False)
+    with pytest.raises(InputError, match="more than the context length"):
+        train_clip(ClipDataConfig(path=str(ds), batch_size=4), trainer=quick_trainer(), out=str(tmp_path / "run"))
+    assert not (tmp_path / "run" / "checkpoints").exists()
