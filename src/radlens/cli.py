@@ -42,14 +42,49 @@ def _commands() -> dict[str, Any]:
     return commands
 
 
+_BOOL_WORDS = {"true", "false", "yes", "no", "1", "0", "on", "off"}
+
+
+def _bool_options(commands: dict[str, Any]) -> set[str]:
+    """``--name`` of every bool parameter of every command function."""
+    import inspect
+
+    names: set[str] = set()
+    for value in commands.values():
+        if isinstance(value, dict):
+            names |= _bool_options(value)
+            continue
+        for param in inspect.signature(value).parameters.values():
+            if param.annotation in (bool, "bool", "bool | None"):
+                names.add(f"--{param.name}")
+    return names
+
+
+def bare_flags_to_true(argv: list[str], bool_options: set[str]) -> list[str]:
+    """Let a bool option be given bare (``--preview``) as well as ``--preview true``.
+
+    jsonargparse wants a value after every bool option; users of command-line tools expect
+    flags, so a bool option not followed by a truth word gets an explicit ``true``.
+    """
+    out: list[str] = []
+    for i, token in enumerate(argv):
+        out.append(token)
+        following = argv[i + 1].lower() if i + 1 < len(argv) else None
+        if token in bool_options and following not in _BOOL_WORDS:
+            out.append("true")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``radlens`` console script."""
     from jsonargparse import auto_cli
 
     from radlens.errors import ConfigError, InputError
 
+    commands = _commands()
+    args = bare_flags_to_true(list(sys.argv[1:] if argv is None else argv), _bool_options(commands))
     try:
-        result = auto_cli(_commands(), args=argv, as_positional=True)
+        result = auto_cli(commands, args=args, as_positional=True)
     except (InputError, ConfigError) as err:
         print(f"radlens: error: {err}", file=sys.stderr)
         return 2

@@ -61,7 +61,7 @@ def test_ct_rate_layout_and_tables(dataset: tuple[Path, pd.DataFrame]) -> None:
             m = re.fullmatch(rf"({split}_\d+)_([ab])_([12])\.nii\.gz", name)
             assert m, name
             rel = Path(split) / m.group(1) / f"{m.group(1)}_{m.group(2)}" / name
-            assert (out / rel).is_file() and (out / "masks" / rel).is_file()
+            assert (out / rel).is_file() and (out / "masks" / rel.parent / f"{rel.name[:-7]}_mask.nii.gz").is_file()
         assert (lab[[f for f in FINDINGS if f not in IMPLEMENTED]] == 0).all().all()
         xy = [ast.literal_eval(s) for s in met.XYSpacing]
         assert all(len(v) == 2 and v[0] > 0 for v in xy)

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from radlens.errors import ConfigError
+from radlens.errors import ConfigError, InputError
 from radlens.phantoms.mri import MRIPhantomConfig, generate_mri_phantom
 
 TINY = MRIPhantomConfig(subjects=2, seed=3, series_per_subject=4, resolution=4, lesion_probability=1.0,
@@ -122,6 +122,9 @@ def test_bad_config_is_refused(tmp_path: Path) -> None:
         generate_mri_phantom(tmp_path, MRIPhantomConfig(sequences=("DWI",)))
     with pytest.raises(ConfigError):
         generate_mri_phantom(tmp_path, MRIPhantomConfig(lesion_probability=1.5))
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(InputError, match="must be a folder"):
+        generate_mri_phantom(tmp_path / "file", MRIPhantomConfig(subjects=1))
 
 
 def test_cli_writes_a_phantom_without_lesions(tmp_path: Path) -> None:

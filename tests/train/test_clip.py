@@ -39,7 +39,7 @@ def test_training_lowers_loss_and_writes_the_run_folder(trained_run: Path) -> No
     assert log["val/i2t_label_R@1"].dropna().between(0, 1).all()
     for name in ("best", "last"):
         bundle = json.loads((trained_run / name / "config.json").read_text())
-        assert bundle["preprocessing"]["array_shape"] == [64, 64]
+        assert bundle["preprocessing"]["array_shape"] == [32, 32]
         assert bundle["preprocessing"]["dims"] == 2
 
 
@@ -70,6 +70,7 @@ def test_evaluate_retrieval_reports_metrics_with_chance(trained_run: Path, prepa
 
     metrics = evaluate_retrieval(str(trained_run), str(prepared_2d), "test", out=str(tmp_path / "eval"))
     assert metrics["n_items"] == 8  # 1 test patient x 2 protocols x 4 slices
+    assert metrics["i2t_label_R@1"] >= 0.5
     assert metrics["chance_i2t_label_R@1"] == pytest.approx(0.5)
     assert 0 <= metrics["i2t_TE_bin_acc"] <= 1
     assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["i2t_R@1"] == metrics["i2t_R@1"]
@@ -111,25 +112,27 @@ def test_cli_rejects_unknown_keys_and_wrong_types(prepared_2d: Path, tmp_path: P
     assert not any((tmp_path / d).exists() for d in "abc")
 
 
-def test_cli_clear_errors_before_training(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_clear_errors_before_training(micro_model: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     not_prepared = tmp_path / "raw"
     not_prepared.mkdir()
     assert _cli("--data.path", str(not_prepared), "--out", str(tmp_path / "run1")) == 2
     assert "not a prepared dataset" in capsys.readouterr().err
-    small = write_prepared(tmp_path / "small", shape=(32, 32), patients={"train": 2, "validation": 1})
-    assert _cli("--data.path", str(small), "--data.batch_size", "4", "--out", str(tmp_path / "run2")) == 2
-    assert "the model takes (1, 64, 64)" in capsys.readouterr().err
+    other = write_prepared(tmp_path / "other", shape=(16, 16), patients={"train": 2, "validation": 1})
+    args = ["--data.path", str(other), "--model", micro_model, "--data.batch_size", "4", "--out", str(tmp_path / "run2")]
+    assert _cli(*args) == 2
+    assert "the model takes (1, 32, 32)" in capsys.readouterr().err
     assert not (tmp_path / "run1").exists() and not (tmp_path / "run2" / "checkpoints").exists()
 
 
-def test_text_longer_than_the_context_is_an_error_before_training(tmp_path: Path) -> None:
+def test_text_longer_than_the_context_is_an_error_before_training(micro_model: str, tmp_path: Path) -> None:
     from radlens.train.clip import train_clip
     from radlens.train.config import ClipDataConfig
 
-    ds = write_prepared(tmp_path / "long", patients={"train": 2, "validation": 1})
+    ds = write_prepared(tmp_path / "long", shape=(32, 32), patients={"train": 2, "validation": 1})
     slices = pd.read_parquet(ds / "slices.parquet")
-    slices.loc[slices["split"] == "validation", "text"] = " ".join(f"word{i}" for i in range(400))
+    slices.loc[slices["split"] == "validation", "text"] = " ".join(f"word{i}" for i in range(100))
     slices.to_parquet(ds / "slices.parquet", index=False)
     with pytest.raises(InputError, match="more than the context length"):
-        train_clip(ClipDataConfig(path=str(ds), batch_size=4), trainer=quick_trainer(), out=str(tmp_path / "run"))
+        train_clip(ClipDataConfig(path=str(ds), batch_size=4), model=micro_model, trainer=quick_trainer(),
+                   out=str(tmp_path / "run"))
     assert not (tmp_path / "run" / "checkpoints").exists()

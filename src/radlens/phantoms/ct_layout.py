@@ -1,7 +1,8 @@
 """CT-RATE's on-disk layout for the CT phantom: names, folders, stored values, CSV tables.
 
 Volumes: ``{split}/{split}_{p}/{split}_{p}_{scan}/{split}_{p}_{scan}_{recon}.nii.gz`` with
-``split`` in ``train``/``valid``; masks mirror that under ``masks/``. Tables sit at the top:
+``split`` in ``train``/``valid``; masks mirror that under ``masks/`` as ``{name}_mask.nii.gz``
+(the suffix keeps a recursive ``*.nii.gz`` search for volumes from picking up masks). Tables sit at the top:
 ``train_reports.csv``/``validation_reports.csv``, ``train_predicted_labels.csv``/
 ``valid_predicted_labels.csv``, ``train_metadata.csv``/``validation_metadata.csv``, ``lesions.csv``.
 
@@ -49,7 +50,9 @@ def volume_relpath(name: str) -> Path:
 
 
 def mask_relpath(name: str) -> Path:
-    return Path("masks") / volume_relpath(name)
+    """``train_12_a_1`` -> ``masks/train/train_12/train_12_a/train_12_a_1_mask.nii.gz``."""
+    rel = volume_relpath(name)
+    return Path("masks") / rel.parent / f"{name}_mask.nii.gz"
 
 
 def encode(hu: np.ndarray, slope: float, intercept: float, stored_as_hu: bool) -> np.ndarray:

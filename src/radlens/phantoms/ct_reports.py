@@ -75,7 +75,10 @@ def _article(number: int) -> str:
 
 def _positive(name: str, d: dict[str, Any], rng: np.random.Generator) -> tuple[str, str]:
     """(Findings sentence, Impression phrase) for a present finding."""
-    pick = lambda *options: str(rng.choice(options))  # noqa: E731 - one-line chooser
+
+    def pick(*options: str) -> str:
+        return str(rng.choice(options))
+
     if name == "Lung nodule":
         parts = [f"{_article(n['size_mm'])} {n['size_mm']} mm {pick('nodule', 'nodular lesion', 'solid nodule')} in the {n['lobe']}" for n in d["nodules"]]
         s = "; ".join(parts)
@@ -127,7 +130,10 @@ def write_report(
 ) -> dict[str, str]:
     """The four CT-RATE report sections for one scan."""
     positives = {n: _positive(n, details[n], rng) for n, v in findings.items() if v}
-    negate = lambda n: str(rng.choice(_NEGATIVE[n])) if n in _NEGATIVE and rng.random() < 0.6 else None  # noqa: E731
+
+    def negate(name: str) -> str | None:
+        """A negation for some absent findings (reports do not list every normal)."""
+        return str(rng.choice(_NEGATIVE[name])) if name in _NEGATIVE and rng.random() < 0.6 else None
 
     def section(names: tuple[str, ...], normal: str) -> list[str]:
         out = [positives[n][0] if n in positives else negate(n) for n in names]

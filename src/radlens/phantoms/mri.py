@@ -12,12 +12,13 @@ import dataclasses
 import json
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from radlens.errors import ConfigError
+from radlens.errors import ConfigError, InputError
 from radlens.phantoms.mri_metadata import MessinessRates
 from radlens.phantoms.mri_physics import FAMILIES
 
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from radlens.phantoms.mri_anatomy import Anatomy
+    from radlens.phantoms.mri_physics import Protocol
 
 # Contrast class -> BIDS-like file suffix.
 SUFFIX = {"T1w": "T1w", "T2w": "T2w", "PDw": "PDw", "FLAIR": "FLAIR", "T2*w": "T2starw", "STIR": "STIR"}
@@ -78,9 +80,12 @@ def _draw_plane(rng: np.random.Generator, acquisition: str) -> str:
     return str(rng.choice(PLANES, p=weights))
 
 
-def _image_series(anatomy: Anatomy, cfg: MRIPhantomConfig, protocol: Any, plane: str, thickness: float,
+def _image_series(anatomy: Anatomy, cfg: MRIPhantomConfig, protocol: Protocol, plane: str, thickness: float,
                   rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-    """(int16 image, lesion mask, affine) in RAS order on the acquisition grid, and the SNR drawn."""
+    """Image one series: (int16 image, uint8 lesion mask, affine), RAS order on the acquisition grid, and its SNR.
+
+    Partial volume: signal = sum over tissues of fraction x tissue signal, before slab averaging.
+    """
     from radlens.phantoms import mri_acquisition as acq
     from radlens.phantoms.mri_physics import tissue_signals
 
@@ -107,7 +112,7 @@ def _generate_subject(out: Path, cfg: MRIPhantomConfig, index: int) -> tuple[lis
     from radlens.phantoms.mri_anatomy import make_subject
     from radlens.phantoms.mri_dicom import write_dicom_series
     from radlens.phantoms.mri_io import write_json, write_nifti
-    from radlens.phantoms.mri_metadata import draw_scanner, make_sidecar
+    from radlens.phantoms.mri_metadata import draw_scanner, make_sidecar, true_values
     from radlens.phantoms.mri_physics import sample_protocol
 
     rng = np.random.default_rng([cfg.seed, index])
@@ -147,18 +152,18 @@ def _generate_subject(out: Path, cfg: MRIPhantomConfig, index: int) -> tuple[lis
         dicom_dir = ""
         if cfg.dicom:
             dicom_dir = f"dicom/{subject}/series-{number:02d}"
-            write_dicom_series(out / dicom_dir, image, stored_affine, slice_axis, sidecar, subject, f"{cfg.seed}/{stem}")
+            key = f"{cfg.seed}/{stem}"
+            write_dicom_series(out / dicom_dir, image, stored_affine, slice_axis, sidecar, subject, key)
+        true = true_values(protocol, scanner, plane, thickness)
+        del true["SeriesDescription"]  # the written one is in notes; description_status says if it is right
+        for key in ("ScanningSequence", "SequenceVariant"):
+            true[key] = "_".join(true[key])
         truth.append({
             "subject": subject, "session": "ses-01", "series": stem, "file": f"{subject}/ses-01/anat/{stem}.nii.gz",
-            "contrast": spec.contrast, "sequence": family, "plane": plane, "MRAcquisitionType": spec.acquisition,
-            "EchoTime": round(protocol.te / 1000.0, 5), "RepetitionTime": round(protocol.tr / 1000.0, 5),
-            "InversionTime": None if protocol.ti is None else round(protocol.ti / 1000.0, 5),
-            "FlipAngle": protocol.flip, "MagneticFieldStrength": scanner.field_strength,
-            "Manufacturer": scanner.manufacturer, "ManufacturersModelName": scanner.model,
-            "SliceThickness": round(thickness, 3), "shape": "x".join(str(s) for s in image.shape),
-            "orientation": "".join(nib.aff2axcodes(stored_affine)), "slice_axis": slice_axis, "snr": snr,
-            "lesion_count": anatomy.lesion_count, "lesion_voxels": int(mask.sum()), "lesion_mask": mask_file,
-            "dicom_dir": dicom_dir, **notes,
+            "contrast": spec.contrast, "sequence": family, "plane": plane, **true,
+            "shape": "x".join(str(s) for s in image.shape), "orientation": "".join(nib.aff2axcodes(stored_affine)),
+            "slice_axis": slice_axis, "snr": snr, "lesion_count": anatomy.lesion_count,
+            "lesion_voxels": int(mask.sum()), "lesion_mask": mask_file, "dicom_dir": dicom_dir, **notes,
         })
     return truth, lesions
 
@@ -174,16 +179,17 @@ def generate_mri_phantom(out: Path, cfg: MRIPhantomConfig = MRIPhantomConfig(), 
 
     cfg.validate()
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise InputError(out, "the phantom output must be a folder")
     out.mkdir(parents=True, exist_ok=True)
     template_anatomy(cfg.resolution, cfg.scalp)  # load once here; forked workers inherit the cache
-    results: list[tuple[list[dict], list[dict]]]
-    indices = range(cfg.subjects)
+    progress = partial(tqdm, desc="MRI phantom", unit="subject", disable=None)
     if workers > 1:
         with ProcessPoolExecutor(max_workers=workers) as pool:
-            futures = [pool.submit(_generate_subject, out, cfg, i) for i in indices]
-            results = [f.result() for f in tqdm(futures, desc="MRI phantom", unit="subject", disable=None)]
+            futures = [pool.submit(_generate_subject, out, cfg, i) for i in range(cfg.subjects)]
+            results = [f.result() for f in progress(futures)]
     else:
-        results = [_generate_subject(out, cfg, i) for i in tqdm(indices, desc="MRI phantom", unit="subject", disable=None)]
+        results = [_generate_subject(out, cfg, i) for i in progress(range(cfg.subjects))]
     truth = pd.DataFrame([row for rows, _ in results for row in rows])
     write_csv(out / "truth.csv", truth)
     if cfg.lesion_probability > 0:

@@ -43,7 +43,8 @@ def _block_mean(volume: np.ndarray, factor: int) -> np.ndarray:
         return volume
     crop = [s - s % factor for s in volume.shape]
     v = volume[: crop[0], : crop[1], : crop[2]]
-    return v.reshape(crop[0] // factor, factor, crop[1] // factor, factor, crop[2] // factor, factor).mean(axis=(1, 3, 5))
+    blocks = v.reshape(crop[0] // factor, factor, crop[1] // factor, factor, crop[2] // factor, factor)
+    return blocks.mean(axis=(1, 3, 5))
 
 
 @lru_cache(maxsize=2)

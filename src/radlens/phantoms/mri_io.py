@@ -39,7 +39,7 @@ def write_nifti(path: Path, array: np.ndarray, affine: np.ndarray) -> Path:
     image.header.set_xyzt_units("mm", "sec")
     image.set_sform(affine, code=1)
     image.set_qform(affine, code=1)
-    return atomic_write_bytes(path, gzip.compress(image.to_bytes(), compresslevel=6, mtime=0))
+    return atomic_write_bytes(path, gzip.compress(image.to_bytes(), compresslevel=3, mtime=0))
 
 
 def write_json(path: Path, data: dict[str, Any]) -> Path:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -100,8 +101,21 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
         raise
 
 
+def _strict_json(obj: Any) -> Any:
+    """Replace non-finite floats (e.g. the open last TI bin edge) by the strings "inf"/"-inf"/"nan",
+    so the card stays valid for strict JSON parsers."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return str(obj)
+    if isinstance(obj, dict):
+        return {k: _strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_strict_json(v) for v in obj]
+    return obj
+
+
 def write_json_atomic(path: Path, obj: Any) -> None:
-    write_bytes_atomic(path, (json.dumps(obj, indent=2, default=_json_default) + "\n").encode())
+    text = json.dumps(_strict_json(obj), indent=2, default=_json_default, allow_nan=False)
+    write_bytes_atomic(path, (text + "\n").encode())
 
 
 def save_array_atomic(path: Path, array: np.ndarray) -> None:

@@ -195,7 +195,13 @@ def _resample_into(array: np.ndarray, maps: list[_AxisMap], out: np.ndarray, nea
             array = np.flip(array, axis=axis + 1)
             flipped[axis] = True
     taps = [m.taps(nearest, f) for m, f in zip(maps, flipped)]
-    # After the slab axis (X), interpolate along the axis that shrinks the data most first
+    # Slab along the slowest-varying axis in memory (X for C order, Z for NIfTI's Fortran order)
+    # so every slab is one contiguous block; the output view is permuted the same way.
+    order = sorted(range(3), key=lambda a: -array.strides[a + 1])
+    array = array.transpose(0, *(a + 1 for a in order))
+    out = out.transpose(0, *(a + 1 for a in order))
+    maps, taps = [maps[a] for a in order], [taps[a] for a in order]
+    # After the slab axis, interpolate along the axis that shrinks the data most first
     # (ordered by step only, so a cropped region rounds exactly like the full grid).
     rest = sorted((1, 2), key=lambda a: -maps[a].step)
     source = torch.from_numpy(array)
