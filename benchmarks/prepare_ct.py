@@ -86,7 +86,7 @@ def run_radlens(path: Path, reader: str) -> np.ndarray:
     volume = _read_radlens(path, reader)
     spatial = apply_spatial(volume, SpatialConfig(target_spacing=SPACING_OUT, shape=SHAPE_OUT, pad_value=-1000.0))
     del volume  # the raw input is no longer needed once resampled
-    return ct_window(spatial.array, -1000.0, 1000.0, "hu/1000")
+    return ct_window(spatial.array, -1000.0, 1000.0, "hu/1000", out=spatial.array)  # fresh array: in place
 
 
 def run_monai(path: Path) -> np.ndarray:

@@ -44,6 +44,15 @@ def test_ct_window_soft_tissue_and_input_untouched() -> None:
         ct_window(HU, 100, 100)
 
 
+def test_ct_window_in_place() -> None:
+    array = HU.astype(np.float32)
+    out = ct_window(array, -1000, 1000, "hu/1000", out=array)
+    assert out is array
+    np.testing.assert_allclose(array, [-1, -1, -0.5, 0, 0.04, 1, 1], atol=1e-6)
+    with pytest.raises(ValueError, match="float32"):
+        ct_window(HU, -1000, 1000, out=HU.copy())
+
+
 def test_percentile_normalise_ignores_background_by_default() -> None:
     array = np.zeros(1000, dtype=np.float32)
     array[500:] = np.linspace(100, 200, 500)

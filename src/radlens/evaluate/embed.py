@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -239,14 +239,22 @@ def embed(
     prepared: str,
     bundle: str,
     out: str,
-    split: str | None = None,
+    split: Literal["train", "validation", "test"] | None = None,
     batch_size: int = 8,
     device: str = "auto",
 ) -> int:
     """Write image embeddings of a prepared dataset: OUT/embeddings.npy (N, D), ids.parquet, run.json.
 
-    Row i of ``embeddings.npy`` is row i of ``ids.parquet`` (series_id, patient_id, scan_id, split;
-    slice_id for 2D datasets). ``split`` limits to one split (default: all). Memory-mappable.
+    Row i of ``embeddings.npy`` (float32, L2-normalised, memory-mappable) is row i of
+    ``ids.parquet`` (series_id, patient_id, scan_id, split; slice_id first for 2D datasets).
+
+    Args:
+        prepared: prepared dataset folder.
+        bundle: model bundle folder, registry name or Hugging Face Hub id.
+        out: output folder (replaced as a whole when it exists).
+        split: embed only this split (default: every item).
+        batch_size: items per image-encoder pass.
+        device: auto, cpu, cuda, cuda:1, ...
     """
     from radlens.data.prepared import PreparedDataset
     from radlens.prepare.dataset import write_json_atomic

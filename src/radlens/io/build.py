@@ -46,13 +46,15 @@ def build_volume(
     source: str | PathLike[str] | None,
     metadata: AcquisitionMetadata | None = None,
     hu: bool = False,
+    allow_empty: bool = False,
 ) -> Volume:
     """A RAS+ channel-first :class:`Volume` from spatial-first ``data`` ``(X, Y, Z[, C...])``.
 
     ``affine`` maps ``data``'s voxels to RAS mm. Trailing axes after the third become one
     channel axis. The voxel axes are permuted/flipped to the closest RAS+ order with
     nibabel's orientation tools (the affine follows); ``slice_normal`` is taken from the
-    stored third axis before that. Values become float32.
+    stored third axis before that. Values become float32. ``allow_empty`` accepts an
+    all-zero array (a label map with nothing marked), never NaN/inf.
     """
     import nibabel as nib
 
@@ -64,7 +66,10 @@ def build_volume(
     if abs(np.linalg.det(affine[:3, :3])) < 1e-12:
         raise InputError(source, "the voxel-to-world affine is singular: orientation cannot be determined")
     array = np.asarray(data, dtype=np.float32).reshape(*data.shape[:3], -1)
-    check_values(array, source)
+    if allow_empty:
+        check_finite(array, source)
+    else:
+        check_values(array, source)
     normal = axis_direction(affine, 2)
     ornt = nib.orientations.io_orientation(affine)
     ras_affine = affine @ nib.orientations.inv_ornt_aff(ornt, array.shape[:3])  # shape before reorienting

@@ -7,6 +7,7 @@ import os
 import zlib
 from os import PathLike
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -26,6 +27,27 @@ def _header_scaling(img: object) -> tuple[float, float]:
     return slope, inter
 
 
+def _load(path: Path) -> tuple[np.ndarray, Any]:
+    """Voxel data (float32, at least 3 axes) and the nibabel image, or a clear InputError."""
+    import nibabel as nib
+
+    if not path.is_file():
+        raise InputError(path, "file does not exist")
+    try:
+        img = nib.load(path)
+        data = np.asarray(img.dataobj, dtype=np.float32)
+    except (nib.filebasedimages.ImageFileError, EOFError, zlib.error, OSError, ValueError) as err:
+        raise InputError(path, f"cannot read as NIfTI (truncated or corrupt?): {err}") from None
+    return (data[:, :, None] if data.ndim == 2 else data), img
+
+
+def read_mask(path: str | PathLike[str]) -> Volume:
+    """Read a NIfTI label map (lesion or segmentation mask) in RAS+; an empty mask is allowed."""
+    path = Path(path)
+    data, img = _load(path)
+    return build_volume(data, img.affine, source=path, allow_empty=True)
+
+
 def read_nifti(path: str | PathLike[str]) -> Volume:
     """Read a NIfTI file into a RAS+ channel-first :class:`Volume`.
 
@@ -35,18 +57,8 @@ def read_nifti(path: str | PathLike[str]) -> Volume:
     they changed the stored values. Metadata comes from a JSON sidecar of the same stem when
     there is one; a CT sidecar (dcm2niix stores the rescale in the header) marks the volume HU.
     """
-    import nibabel as nib
-
     path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "file does not exist")
-    try:
-        img = nib.load(path)
-        data = np.asarray(img.dataobj, dtype=np.float32)
-    except (nib.filebasedimages.ImageFileError, EOFError, zlib.error, OSError, ValueError) as err:
-        raise InputError(path, f"cannot read as NIfTI (truncated or corrupt?): {err}") from None
-    if data.ndim == 2:
-        data = data[:, :, None]
+    data, img = _load(path)
     slope, inter = _header_scaling(img)
     side = sidecar_path(path)
     metadata = read_sidecar(side) if side.is_file() else AcquisitionMetadata()

@@ -66,7 +66,7 @@ class Scanner:
 class MessinessRates:
     """How often a sidecar field goes missing, a description is wrong/ambiguous, a name or list is non-canonical."""
 
-    missing_field: float = 0.08
+    missing_field: float = 0.05
     wrong_description: float = 0.05
     ambiguous_description: float = 0.10
     vendor_variant: float = 0.25

@@ -51,6 +51,7 @@ class SeriesItem:
     modality: str | None = None
     text: str | None = None
     rescale: tuple[float, float] | None = None
+    mask: str | None = None  # a lesion/label map in the image's geometry: sets slices' ``lesion`` flag
     fields: dict[str, Any] = field(default_factory=dict)
 
 

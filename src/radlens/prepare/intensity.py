@@ -42,11 +42,19 @@ def _check_values(array: np.ndarray) -> None:
         raise InputError(None, "volume is all zero" if lo == 0 else f"volume is constant ({lo})")
 
 
-def ct_window(array: np.ndarray, lo: float, hi: float, output: CtOutput = "-1,1") -> np.ndarray:
-    """Clip HU to ``[lo, hi]`` and map to [0, 1], [-1, 1], or HU/1000 (a new float32 array)."""
+def ct_window(
+    array: np.ndarray, lo: float, hi: float, output: CtOutput = "-1,1", *, out: np.ndarray | None = None
+) -> np.ndarray:
+    """Clip HU to ``[lo, hi]`` and map to [0, 1], [-1, 1], or HU/1000, as float32.
+
+    Writes into ``out`` when given (``out=array`` windows a float32 array in place, saving a
+    volume-sized copy), else into a new array.
+    """
     if not hi > lo:
         raise ValueError(f"CT window must have lo < hi, got ({lo}, {hi})")
-    out = np.clip(array, lo, hi, dtype=np.float32, casting="unsafe")
+    if out is not None and out.dtype != np.float32:
+        raise ValueError(f"out must be float32, got {out.dtype}")
+    out = np.clip(array, lo, hi, out=out, dtype=np.float32, casting="unsafe")
     if output == "hu/1000":
         out /= np.float32(1000.0)
     elif output == "0,1":

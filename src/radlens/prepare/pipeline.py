@@ -126,7 +126,12 @@ def prepare_series(item: SeriesItem, cfg: PrepareConfig, source: str, out: Path)
     if cfg.dims == 3:
         array = processed.array
     else:
-        array, infos = extract_slices(processed, cfg.slicing)
+        mask = None
+        if item.mask:
+            from radlens.io.nifti import read_mask
+
+            mask = apply_spatial(read_mask(item.mask), cfg.spatial, is_mask=True)
+        array, infos = extract_slices(processed, cfg.slicing, mask=mask)
         if len(infos) == 0:
             raise InputError(item.source_path, "no slice kept after slicing (all background?)")
         for row, info in enumerate(infos):

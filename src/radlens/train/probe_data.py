@@ -115,7 +115,7 @@ def collate_findings(items: list[dict[str, Any]]) -> dict[str, Any]:
     import torch
 
     return {
-        "images": torch.stack([it["image"] for it in items]),
+        "inputs": {"images": torch.stack([it["image"] for it in items])},
         "targets": torch.stack([it["targets"] for it in items]),
         "index": torch.tensor([it["index"] for it in items], dtype=torch.long),
     }

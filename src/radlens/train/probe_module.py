@@ -77,31 +77,33 @@ class ClassFineModel(nn.Module):
         return {"findings": self.findings, "features": self.features, "hidden": self.hidden, "dropout": self.dropout}
 
 
-class ClassFineModule(ClipModule):
-    """Lightning module of ClassFine: BCE with ``pos_weight``; logs ``val/loss`` and ``val/mean_auroc``.
+class MultiLabelModule(ClipModule):
+    """Multi-label training with class-weighted BCE; logs ``val/loss`` and ``val/mean_auroc``.
 
-    Reuses :class:`ClipModule`'s optimiser (AdamW without decay on biases/norms, warm-up + cosine)
-    and its resumable RNG checkpointing; only the trainable head reaches the optimiser.
+    Used by ClassFine (images) and the report labeller (tokens): a batch is ``{"inputs": kwargs of
+    the model's forward, "targets": (B, F) 0/1}``. Reuses :class:`ClipModule`'s optimiser (AdamW
+    without decay on biases/norms, warm-up + cosine) and its resumable RNG checkpointing; only
+    trainable parameters reach the optimiser.
     """
 
-    def __init__(self, model: ClassFineModel, pos_weight: np.ndarray, optim: OptimConfig | None = None) -> None:
+    def __init__(self, model: nn.Module, pos_weight: np.ndarray, optim: OptimConfig | None = None) -> None:
         super().__init__(model, None, optim)
         self.register_buffer("pos_weight", torch.as_tensor(pos_weight, dtype=torch.float32))
 
     def _bce(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self.model(batch["images"])
+        logits = self.model(**batch["inputs"]).float()
         loss = nn.functional.binary_cross_entropy_with_logits(logits, batch["targets"], pos_weight=self.pos_weight)
         return loss, logits
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         loss, _ = self._bce(batch)
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=len(batch["images"]))
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=len(batch["targets"]))
         return loss
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         loss, logits = self._bce(batch)
-        self.log("val/loss", loss, on_epoch=True, batch_size=len(batch["images"]))
-        self._val.append({"scores": logits.float().sigmoid().cpu(), "targets": batch["targets"].cpu()})
+        self.log("val/loss", loss, on_epoch=True, batch_size=len(batch["targets"]))
+        self._val.append({"scores": logits.sigmoid().cpu(), "targets": batch["targets"].cpu()})
 
     def on_validation_epoch_end(self) -> None:
         if self._val:
@@ -120,8 +122,10 @@ def mean_auroc(targets: np.ndarray, scores: np.ndarray) -> float:
     return float(np.mean(finite)) if finite else float("nan")
 
 
-def predict_scores(model: ClassFineModel, dataset: Any, batch_size: int = 8, device: torch.device | str = "cpu") -> np.ndarray:
-    """(N, F) probabilities for every item of a :class:`radlens.train.probe_data.FindingDataset`."""
+def predict_scores(
+    model: nn.Module, dataset: Any, batch_size: int = 8, device: torch.device | str = "cpu", collate: Any = None
+) -> np.ndarray:
+    """(N, F) probabilities for every item of ``dataset`` (batches as :class:`MultiLabelModule` takes them)."""
     from torch.utils.data import DataLoader
 
     from radlens.train.probe_data import collate_findings
@@ -129,8 +133,9 @@ def predict_scores(model: ClassFineModel, dataset: Any, batch_size: int = 8, dev
     model = model.to(device).eval()
     out = []
     with torch.inference_mode():
-        for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_findings):
-            out.append(model(batch["images"].to(device)).float().sigmoid().cpu().numpy())
+        for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate or collate_findings):
+            inputs = {k: v.to(device) for k, v in batch["inputs"].items()}
+            out.append(model(**inputs).float().sigmoid().cpu().numpy())
     return np.concatenate(out)
 
 

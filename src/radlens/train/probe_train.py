@@ -62,7 +62,7 @@ def train_probe(
         FindingDataset, device_of, positive_weights, require_splits, restore_best, select_findings, trainer_for,
         training_loaders, validate_finding_config,
     )
-    from radlens.train.probe_module import ClassFineModel, ClassFineModule, predict_scores, save_classfine
+    from radlens.train.probe_module import ClassFineModel, MultiLabelModule, predict_scores, save_classfine
 
     optim = optim or OptimConfig(lr=1e-3, weight_decay=1e-4, warmup_steps=10)
     trainer_cfg = trainer_for(trainer or TrainerConfig(), "val/loss", MONITORS)
@@ -85,7 +85,7 @@ def train_probe(
               "resume": resume, "findings": findings, "radlens_version": __version__}
     write_yaml_atomic(run_dir / "config.yaml", config)
     model = ClassFineModel(clip, findings, features, hidden, dropout)
-    module = ClassFineModule(model, positive_weights(train_set.targets), optim)
+    module = MultiLabelModule(model, positive_weights(train_set.targets), optim)
     pl_trainer = build_trainer(trainer_cfg, run_dir)
     loaders = training_loaders(pl_trainer, train_set, val_set, data.batch_size, data.eval_batch_size, data.num_workers, seed)
     pl_trainer.fit(module, *loaders, ckpt_path=ckpt_path, weights_only=True)

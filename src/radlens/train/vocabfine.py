@@ -77,20 +77,20 @@ def vocabfine_module(model: CLIPModel, prompts: PromptSet, optim: OptimConfig | 
             return (self.model.logit_scale * img @ txt.T).view(len(img), -1, 2)
 
         def _pair_loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-            logits = self.pair_logits(batch["images"])
+            logits = self.pair_logits(batch["inputs"]["images"])
             target = (1 - batch["targets"]).long()  # class 0 = present
             return F.cross_entropy(logits.reshape(-1, 2).float(), target.reshape(-1)), logits
 
         def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
             loss, _ = self._pair_loss(batch)
-            n = len(batch["images"])
+            n = len(batch["targets"])
             self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=n)
             self.log("train/logit_scale", self.model.logit_scale.detach(), on_step=True, on_epoch=False, batch_size=n)
             return loss
 
         def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
             loss, logits = self._pair_loss(batch)
-            self.log("val/loss", loss, on_epoch=True, batch_size=len(batch["images"]))
+            self.log("val/loss", loss, on_epoch=True, batch_size=len(batch["targets"]))
             self._val.append({"scores": logits.float().softmax(-1)[..., 0].cpu(), "targets": batch["targets"].cpu()})
 
         def on_validation_epoch_end(self) -> None:

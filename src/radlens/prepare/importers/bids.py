@@ -4,6 +4,8 @@ Every ``*.nii``/``*.nii.gz`` under the root is one series; its sidecar is the ``
 same stem. Ids come from the BIDS entities in the path: patient ``sub-<label>``, study
 ``sub-<label>_ses-<label>`` (``ses-1`` when the layout has no sessions), series = file stem.
 A file without a ``sub-`` entity is skipped: a patient id is needed for patient-level splits.
+Label maps (``*_mask``, ``*_dseg``, ``*_label`` suffixes) are not series: a
+``<stem>_desc-lesion_mask.nii.gz`` beside an image marks which of its slices hold a lesion.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ if TYPE_CHECKING:
 PROTOCOL_LABELS = True
 _SUB = re.compile(r"(?:^|[_/])(sub-[A-Za-z0-9]+)")
 _SES = re.compile(r"(?:^|[_/])(ses-[A-Za-z0-9]+)")
+_LABEL_MAP = re.compile(r"_(mask|dseg|label|labels)$")
+LESION_MASK = "_desc-lesion_mask.nii.gz"
 
 
 def default_config() -> "PrepareConfig":
@@ -51,6 +55,8 @@ def discover(root: Path, cfg: "PrepareConfig") -> Discovery:
     for path in sorted(p for p in root.rglob("*") if p.is_file() and nifti_stem(p) is not None):
         rel = path.relative_to(root).as_posix()
         stem = nifti_stem(path)
+        if _LABEL_MAP.search(stem or ""):
+            continue
         sub = _SUB.search(rel)
         if sub is None:
             failures.append(Failure(rel, "discover", "no sub-<label> entity in the path (needed as patient id)"))
@@ -62,7 +68,9 @@ def discover(root: Path, cfg: "PrepareConfig") -> Discovery:
         ses = _SES.search(rel)
         patient = sub.group(1)
         sidecar = sidecar_path(path)
-        inputs = (str(path), str(sidecar)) if sidecar.is_file() else (str(path),)
+        lesion = path.with_name(f"{stem}{LESION_MASK}")
+        mask = str(lesion) if lesion.is_file() else None
+        inputs = (str(path), *(str(p) for p in (sidecar, lesion) if p.is_file()))
         items.append(
             SeriesItem(
                 series_id=stem,
@@ -71,6 +79,7 @@ def discover(root: Path, cfg: "PrepareConfig") -> Discovery:
                 source_path=rel,
                 inputs=inputs,
                 modality="MR",
+                mask=mask,
             )
         )
     return Discovery(items, failures)

@@ -1,0 +1,87 @@
+"""Image-text datasets over a prepared folder, seeded augmentation, collation."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "train"))
+from synthetic_prepared import write_prepared  # noqa: E402
+
+from radlens.data.datasets import ClipCollate, ClipDataset  # noqa: E402
+from radlens.data.samplers import ClipBatchSampler  # noqa: E402
+from radlens.errors import ConfigError, InputError  # noqa: E402
+from radlens.train.config import AugmentConfig  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def prep2d(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_prepared(tmp_path_factory.mktemp("p2"), shape=(16, 16), patients={"train": 2, "test": 1})
+
+
+def test_2d_items_are_the_stored_slices(prep2d: Path) -> None:
+    ds = ClipDataset(prep2d, "train")
+    assert len(ds) == 16  # 2 patients x 2 protocols x 4 slices
+    item = ds[5]
+    row = ds.table.iloc[5]
+    stored = np.load(prep2d / row["array_path"])[row["row"]]
+    np.testing.assert_array_equal(item["image"].numpy()[0], stored)
+    assert item["label"] == row["label"] and item["text"] == row["text"]
+    assert item["times"][0] == pytest.approx(row["EchoTime"]) and torch.isnan(item["times"][2])
+
+
+def test_3d_items_are_volumes(tmp_path: Path) -> None:
+    ds = ClipDataset(write_prepared(tmp_path / "p3", dims=3, shape=(8, 8, 4), patients={"train": 1}), "train")
+    assert len(ds) == 2 and ds[0]["image"].shape == (1, 8, 8, 4)
+
+
+def test_bad_folders_and_columns(prep2d: Path, tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="not a prepared dataset"):
+        ClipDataset(tmp_path, "train")
+    with pytest.raises(InputError, match="no items in split 'validation'"):
+        ClipDataset(prep2d, "validation")
+    with pytest.raises(InputError, match="no text column"):
+        ClipDataset(prep2d, "train", text_column="report_impression")
+    with pytest.raises(ConfigError, match="text_column 'text'"):
+        ClipDataset(prep2d, "train", text_column="report_findings", caption_dropout=0.5)
+
+
+def _epoch_images(ds: ClipDataset, workers: int) -> torch.Tensor:
+    sampler = ClipBatchSampler(len(ds), 4, seed=0)
+    sampler.set_epoch(2)
+    loader = torch.utils.data.DataLoader(ds, batch_sampler=sampler, num_workers=workers,
+                                         collate_fn=lambda items: torch.stack([it["image"] for it in items]))
+    return torch.cat(list(loader))
+
+
+def test_augmentation_depends_on_seed_epoch_index_not_workers(prep2d: Path) -> None:
+    ds = ClipDataset(prep2d, "train", augment=AugmentConfig(flip_prob=0.5, affine_prob=1.0, noise_prob=1.0), seed=7)
+    a, b = ds[(3, 1)]["image"], ds[(3, 1)]["image"]
+    torch.testing.assert_close(a, b)
+    assert not torch.equal(a, ds[(3, 2)]["image"])
+    assert not torch.equal(a, ds[3]["image"])  # an evaluation key is never augmented
+    torch.testing.assert_close(_epoch_images(ds, 0), _epoch_images(ds, 2))
+
+
+def test_caption_dropout_is_seeded(prep2d: Path) -> None:
+    ds = ClipDataset(prep2d, "train", caption_dropout=1.0)
+    text = ds[(0, 0)]["text"]
+    assert text == ds[(0, 0)]["text"]
+    assert text == "A brain MRI, plane axial, TE NONE, TR NONE"
+    assert ds[0]["text"] == ds.texts[0]
+
+
+def test_collate_tokenises_and_stacks(prep2d: Path) -> None:
+    ds = ClipDataset(prep2d, "train")
+
+    def tokenize(texts: list[str]) -> dict[str, torch.Tensor]:
+        ids = torch.ones(len(texts), 3, dtype=torch.long)
+        return {"input_ids": ids, "attention_mask": ids}
+
+    batch = ClipCollate(tokenize)([ds[i] for i in range(3)])
+    assert batch["images"].shape == (3, 1, 16, 16) and batch["input_ids"].shape == (3, 3)
+    assert batch["labels"].tolist() == [ds[i]["label"] for i in range(3)] and batch["times"].shape == (3, 3)
