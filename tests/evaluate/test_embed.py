@@ -101,3 +101,52 @@ def test_embed_cli_refuses_mismatched_dataset(tmp_path):
     with pytest.raises(InputError, match="ct_output"):
         embed(str(prepared), str(bundle), str(tmp_path / "emb"))
     assert not (tmp_path / "emb").exists()
+
+
+class _MeanStd(torch.nn.Module):
+    """A stand-in image encoder: (mean, std) of each image, L2-normalised."""
+
+    embed_dim = 2
+
+    def encode_image(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.flatten(1)
+        return torch.nn.functional.normalize(torch.stack([flat.mean(1), flat.std(1)], dim=1), dim=1)
+
+
+def test_2d_dataset_items_are_slices_with_their_scan(tmp_path):
+    from radlens.data.prepared import PreparedDataset
+    from radlens.evaluate.embed import embed_items, item_table
+
+    (tmp_path / "arrays").mkdir()
+    rng = np.random.default_rng(0)
+    series, slices = [], []
+    for sid, split in (("s1", "test"), ("s2", "test"), ("s3", "train")):
+        np.save(tmp_path / "arrays" / f"{sid}.npy", rng.random((3, 8, 8), dtype=np.float32))
+        series.append({"series_id": sid, "patient_id": f"p{sid}", "scan_id": "scan12" if sid != "s3" else "scan3",
+                       "array_path": f"arrays/{sid}.npy", "split": split})
+        slices += [{"slice_id": f"{sid}:{r}", "series_id": sid, "patient_id": f"p{sid}", "array_path": f"arrays/{sid}.npy",
+                    "row": r, "split": split} for r in range(3)]
+    pd.DataFrame(series).to_parquet(tmp_path / "series.parquet")
+    pd.DataFrame(slices).to_parquet(tmp_path / "slices.parquet")
+    (tmp_path / "dataset.json").write_text(json.dumps({"dims": 2, "array_shape": [8, 8], "findings": []}))
+    ds = PreparedDataset(tmp_path)
+    items = item_table(ds, "test")
+    assert items["slice_id"].tolist() == [f"s{i}:{r}" for i in (1, 2) for r in range(3)]
+    assert set(items["scan_id"]) == {"scan12"}
+    emb = embed_items(ds, _MeanStd(), items, batch_size=4)
+    img = ds.slice("s2:1")
+    expected = np.array([img.mean(), img.std(ddof=1)])
+    np.testing.assert_allclose(emb[4], expected / np.linalg.norm(expected), rtol=1e-5)
+
+
+def test_staged_output_leaves_previous_output_on_failure(tmp_path):
+    from radlens.evaluate.embed import staged_output
+
+    out = tmp_path / "out"
+    with staged_output(out) as tmp:
+        (tmp / "a.txt").write_text("first")
+    with pytest.raises(RuntimeError), staged_output(out) as tmp:
+        (tmp / "a.txt").write_text("half")
+        raise RuntimeError("interrupted")
+    assert (out / "a.txt").read_text() == "first"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no temporary folder left behind

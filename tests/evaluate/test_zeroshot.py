@@ -168,3 +168,13 @@ def test_empty_split_and_bad_threshold_split(bundle, prompt_file, tmp_path):
     with pytest.raises(ConfigError, match="another split"):
         zeroshot(str(bundle), str(ds), str(tmp_path / "o"), prompts=str(prompt_file), threshold_split="test")
     assert not (tmp_path / "o").exists()
+
+
+def test_unknown_labels_are_refused_before_any_work(bundle, prompt_file, tmp_path):
+    ds = write_prepared(tmp_path / "ds")
+    series = pd.read_parquet(ds / "series.parquet")
+    series.loc[series["patient_id"] == "val_p2", "Lung nodule"] = -1
+    series.to_parquet(ds / "series.parquet", index=False)
+    with pytest.raises(InputError, match=r"\['Lung nodule'\] have unknown labels .* 'validation'"):
+        zeroshot(str(bundle), str(ds), str(tmp_path / "o"), prompts=str(prompt_file))
+    assert not (tmp_path / "o").exists()

@@ -56,13 +56,9 @@ def _model_shape(model: CLIPModel) -> list[int]:
 
 
 def _bundle_shape(model: CLIPModel) -> list[int]:
-    """The input shape the bundle's preprocessing names (without channel), else the network's own."""
-    pre = model.preprocessing or {}
-    shape = pre.get("array_shape") or pre.get("input_shape")
-    if not shape:
-        return _model_shape(model)
-    shape = [int(s) for s in shape]
-    return shape[1:] if len(shape) == len(_model_shape(model)) + 1 else shape
+    """The array shape the bundle's preprocessing names (no channel), else the network's own."""
+    shape = (model.preprocessing or {}).get("array_shape")
+    return [int(s) for s in shape] if shape else _model_shape(model)
 
 
 def _canonical(value: Any) -> Any:

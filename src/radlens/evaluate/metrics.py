@@ -118,7 +118,8 @@ def choose_threshold(y_true: np.ndarray, scores: np.ndarray, method: ThresholdMe
         return float(thresholds[1 + int(np.argmax((tpr - fpr)[1:]))])
     if method == "f1":
         precision, recall, thresholds = precision_recall_curve(y, scores)
-        f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros_like(precision), where=precision + recall > 0)
+        total = precision + recall
+        f1 = np.divide(2 * precision * recall, total, out=np.zeros_like(total), where=total > 0)
         return float(thresholds[int(np.argmax(f1[:-1]))])
     raise ValueError(f"unknown threshold method {method!r}; use 'youden' or 'f1'")
 
@@ -131,7 +132,8 @@ def _means(per_finding: dict[str, dict[str, float]], weights: dict[str, float]) 
         w = np.array([weights[f] for f in per_finding])
         ok = np.isfinite(values)
         out["macro"][metric] = float(values[ok].mean()) if ok.any() else float("nan")
-        out["weighted"][metric] = float(np.average(values[ok], weights=w[ok])) if ok.any() and w[ok].sum() else float("nan")
+        weighted = ok.any() and w[ok].sum() > 0
+        out["weighted"][metric] = float(np.average(values[ok], weights=w[ok])) if weighted else float("nan")
     return out
 
 
@@ -237,7 +239,8 @@ def evaluate_findings(
             "prevalence": prevalence[name],
         }
     for kind, values in _means(point, prevalence).items():
-        result[kind] = {**{m: _nan_to_none(v) for m, v in values.items()}, "ci": {m: _ci(boot[kind][m], level) for m in METRICS}}
+        cis = {m: _ci(boot[kind][m], level) for m in METRICS}
+        result[kind] = {**{m: _nan_to_none(v) for m, v in values.items()}, "ci": cis}
     result["bootstrap"] = {
         "unit": "patient",
         "n_requested": n_bootstrap,

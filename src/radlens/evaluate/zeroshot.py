@@ -54,7 +54,8 @@ class PromptSet:
     def subset(self, names: Sequence[str]) -> PromptSet:
         """The prompts of ``names`` only, in that order."""
         index = [self.findings.index(n) for n in names]
-        return PromptSet(self.name, tuple(names), tuple(self.present[i] for i in index), tuple(self.absent[i] for i in index))
+        present, absent = tuple(self.present[i] for i in index), tuple(self.absent[i] for i in index)
+        return PromptSet(self.name, tuple(names), present, absent)
 
 
 def packaged_prompt_files() -> dict[str, Path]:
@@ -112,7 +113,8 @@ def load_prompts(name_or_path: str | os.PathLike[str]) -> PromptSet:
                 raise InputError(path, f"finding {finding!r} has no '{side}' prompts (and the template has none)")
         present.append(sides[0])
         absent.append(sides[1])
-    return PromptSet(str(spec.get("name", path.stem)), tuple(str(f) for f in spec["findings"]), tuple(present), tuple(absent))
+    names = tuple(str(f) for f in spec["findings"])
+    return PromptSet(str(spec.get("name", path.stem)), names, tuple(present), tuple(absent))
 
 
 def check_findings(prompts: PromptSet, known: Sequence[str], where: str | os.PathLike[str]) -> None:
@@ -188,7 +190,8 @@ def scan_labels(ds: Any, findings: Sequence[str], split: str) -> Any:
     table = series[series["split"] == split].groupby("scan_id", sort=False)[list(findings)].first()
     bad = [f for f in findings if not table[f].isin((0, 1)).all()]
     if bad:
-        raise InputError(ds.path / "series.parquet", f"finding column(s) {bad} have unknown labels (not 0/1) in split {split!r}")
+        reason = f"finding column(s) {bad} have unknown labels (not 0/1) in split {split!r}"
+        raise InputError(ds.path / "series.parquet", reason)
     return table.astype(np.int8)
 
 

@@ -1,0 +1,240 @@
+"""Report labeller: ``radlens train labeller`` (reports + finding labels -> a text classifier bundle) and
+``radlens label-reports`` (a CT-RATE style reports CSV -> a CT-RATE style labels CSV).
+
+The classifier is a BERT-family encoder (default: the packaged MiniLM, offline) with one logit per
+finding, trained with class-weighted BCE on the prepared dataset's train split (one report per
+scan). Thresholds are chosen on validation (max F1 by default) and stored in the bundle; the
+test split gives per-finding F1/AUROC with patient-bootstrap CIs (``eval/metrics.json``).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from radlens.errors import ConfigError, InputError
+from radlens.evaluate.metrics import ThresholdMethod
+from radlens.train.config import OptimConfig, TrainerConfig, as_dict
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+MONITORS = ("val/loss", "val/mean_auroc")
+SPLITS = ("train", "validation", "test")
+
+
+def texts_from_columns(table: pd.DataFrame, columns: Sequence[str]) -> list[str]:
+    """Per row, the non-empty values of ``columns`` joined by a space (the report sections in order)."""
+    parts = [table[c].fillna("").astype(str).str.strip().tolist() for c in columns]
+    return [" ".join(t for t in row if t) for row in zip(*parts)]
+
+
+def report_columns(sections: Sequence[str], text_column: str | None) -> list[str]:
+    """Prepared-dataset columns holding the training text: ``text_column`` or ``report_<section>``."""
+    from radlens.prepare.reports import SECTIONS
+
+    if text_column:
+        return [text_column]
+    unknown = [s for s in sections if s not in SECTIONS]
+    if unknown or not sections:
+        raise ConfigError(f"sections must be a non-empty subset of {', '.join(SECTIONS)}; got {list(sections)}")
+    return [f"report_{s}" for s in sections]
+
+
+def csv_columns(sections: Sequence[str], text_column: str | None) -> list[str]:
+    """The reports-CSV columns (CT-RATE names: ``Findings_EN`` ...) that give a bundle's text."""
+    from radlens.prepare.reports import CTRATE_COLUMNS
+
+    if text_column:
+        return [text_column]
+    by_section = {section: column for column, section in CTRATE_COLUMNS.items()}
+    return [by_section[s] for s in sections]
+
+
+def _split_reports(
+    prepared: Any, findings: Sequence[str], columns: Sequence[str]
+) -> dict[str, tuple[pd.DataFrame, list[str], np.ndarray]]:
+    """Per split: (rows, texts, targets), one row per scan, rows without any report text dropped."""
+    from radlens.train.probe_data import targets_of
+
+    series = prepared.series
+    missing = [c for c in columns if c not in series.columns]
+    if missing:
+        raise InputError(prepared.path, f"no report column(s) {missing} in series.parquet (choose sections or text_column)")
+    key = "scan_id" if "scan_id" in series.columns else "series_id"
+    table = series.drop_duplicates(key).reset_index(drop=True)
+    texts = np.array(texts_from_columns(table, columns), dtype=object)
+    keep = texts != ""
+    out = {}
+    for split in SPLITS:
+        mask = keep & (table["split"] == split).to_numpy()
+        if not mask.any():
+            raise InputError(prepared.path, f"split {split!r} has no scan with report text in {list(columns)}")
+        rows = table[mask].reset_index(drop=True)
+        out[split] = (rows, texts[mask].tolist(), targets_of(rows, findings, prepared.path))
+    return out
+
+
+def train_labeller(
+    prepared: str,
+    out: str,
+    encoder: str = "minilm",
+    findings: list[str] | None = None,
+    sections: list[str] | None = None,
+    text_column: str | None = None,
+    context_length: int = 256,
+    batch_size: int = 16,
+    dropout: float = 0.1,
+    optim: OptimConfig | None = None,
+    trainer: TrainerConfig | None = None,
+    threshold_method: ThresholdMethod = "f1",
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    resume: str | None = None,
+) -> Path:
+    """Train a multi-label report classifier on PREPARED's reports and labels; returns the run folder OUT.
+
+    Args:
+        prepared: prepared dataset with finding columns and report text (train/validation/test).
+        out: run folder: config.yaml, checkpoints/, logs/, bundle/ (for label-reports), eval/ (test metrics).
+        encoder: ``minilm`` (packaged, offline), ``tiny`` (from scratch, for tests/demos), or a
+            BERT-family local folder / hub id.
+        findings: findings to learn (default: all in the card).
+        sections: report sections joined as the text (default: findings, impression).
+        text_column: a series.parquet column to use instead of the sections (e.g. ``text``).
+        context_length: tokens per report (longer reports are truncated).
+        batch_size: reports per training batch.
+        dropout: dropout before the head.
+        optim: AdamW + warm-up/cosine.
+        trainer: steps, devices, precision, validation/checkpoint intervals (monitor: val/loss).
+        threshold_method: ``f1`` (max F1) or ``youden`` on validation.
+        n_bootstrap: patient-bootstrap resamples for the test confidence intervals.
+        seed: seeds the head, the scratch encoder and the batch order.
+        resume: ``latest`` or a checkpoint path to continue from.
+    """
+    import lightning.pytorch as pl
+
+    from radlens import __version__
+    from radlens.data.prepared import PreparedDataset
+    from radlens.evaluate.embed import run_info
+    from radlens.evaluate.probe import finding_results, scan_scores, validation_thresholds, write_results
+    from radlens.models.text import build_text_encoder
+    from radlens.train.engine import CHECKPOINTS, LAST, build_trainer, resolve_resume, write_yaml_atomic
+    from radlens.train.labeller_model import ReportCollate, ReportDataset, ReportLabeller, encoder_spec, save_labeller
+    from radlens.train.probe_data import (
+        FindingDataConfig, device_of, positive_weights, restore_best, select_findings, trainer_for, training_loaders,
+        validate_finding_config,
+    )
+    from radlens.train.probe_module import MultiLabelModule, predict_scores
+
+    sections = sections or ["findings", "impression"]
+    columns = report_columns(sections, text_column)
+    optim = optim or OptimConfig(lr=5e-5, weight_decay=0.01, warmup_steps=50)
+    trainer_cfg = trainer_for(trainer or TrainerConfig(), "val/loss", MONITORS)
+    validate_finding_config(FindingDataConfig(path=prepared, batch_size=batch_size), optim, trainer_cfg)
+    run_dir = Path(out)
+    ckpt_path = resolve_resume(run_dir, resume)
+    ds = PreparedDataset(prepared)
+    names = select_findings(ds.card, findings, ds.path / "dataset.json")
+    splits = _split_reports(ds, names, columns)
+    spec = encoder_spec(encoder, context_length)
+    pl.seed_everything(seed, workers=True, verbose=False)
+    model = ReportLabeller(build_text_encoder(spec, splits["train"][1]), names, dropout)
+
+    config = {"prepared": prepared, "out": out, "encoder": encoder, "findings": names, "sections": sections,
+              "text_column": text_column, "context_length": context_length, "batch_size": batch_size, "dropout": dropout,
+              "optim": as_dict(optim), "trainer": as_dict(trainer_cfg), "threshold_method": threshold_method,
+              "n_bootstrap": n_bootstrap, "seed": seed, "resume": resume, "radlens_version": __version__}
+    write_yaml_atomic(run_dir / "config.yaml", config)
+    sets = {s: ReportDataset(texts, targets) for s, (_, texts, targets) in splits.items()}
+    module = MultiLabelModule(model, positive_weights(sets["train"].targets), optim)
+    pl_trainer = build_trainer(trainer_cfg, run_dir)
+    collate = ReportCollate(model.tokenize)
+    loaders = training_loaders(pl_trainer, sets["train"], sets["validation"], batch_size, None, 0, seed, collate)
+    pl_trainer.fit(module, *loaders, ckpt_path=ckpt_path, weights_only=True)
+    pl_trainer.save_checkpoint(run_dir / CHECKPOINTS / LAST, weights_only=False)
+    if not pl_trainer.is_global_zero:
+        return run_dir
+
+    checkpoint = restore_best(module, pl_trainer)
+    device = device_of()
+    scans = {s: scan_scores(splits[s][0], splits[s][2], predict_scores(model, sets[s], batch_size, device, collate), names)
+             for s in ("validation", "test")}
+    thresholds = validation_thresholds(scans["validation"], names, threshold_method)
+    meta = {"thresholds": thresholds, "threshold_method": threshold_method, "sections": sections, "text_column": text_column,
+            "extra": {"run": str(run_dir.resolve()), "dataset": str(ds.path.resolve()), "checkpoint": checkpoint,
+                      "global_step": int(pl_trainer.global_step)}}
+    save_labeller(model.cpu(), run_dir / "bundle", spec, meta)
+    metrics, predictions = finding_results(scans["validation"], scans["test"], names, threshold_method, n_bootstrap, seed)
+    write_results(run_dir / "eval", metrics, predictions, run_info("train labeller", config, seed))
+    print(f"labeller: test macro F1 {metrics['macro']['f1']} over {len(names)} finding(s) -> {run_dir / 'bundle'}")
+    return run_dir
+
+
+def _read_reports(path: Path, needed: Sequence[str]) -> pd.DataFrame:
+    import pandas as pd
+
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (OSError, ValueError) as err:
+        raise InputError(path, f"not a readable CSV ({err})") from err
+    missing = [c for c in needed if c not in table.columns]
+    if missing:
+        raise InputError(path, f"missing column(s) {missing}; this labeller reads VolumeName + {list(needed[1:])}")
+    return table
+
+
+def _write_csv_atomic(table: pd.DataFrame, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        table.to_csv(tmp, index=False)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def label_reports(bundle: str, reports: str, out: str, batch_size: int = 32, device: str = "auto") -> int:
+    """Label every report of REPORTS (CSV: VolumeName + Findings_EN, Impressions_EN) with a labeller BUNDLE.
+
+    OUT (CSV) has CT-RATE's labels shape: VolumeName, one 0/1 column per finding (bundle order),
+    then ``<finding> probability`` columns. Rows without report text are skipped and listed in
+    ``OUT.failures.csv``. Nothing is written unless every check passes (atomic writes).
+    """
+    import pandas as pd
+
+    from radlens.train.labeller_model import ReportCollate, ReportDataset, load_labeller, read_labeller_config
+    from radlens.train.probe_data import device_of
+    from radlens.train.probe_module import predict_scores
+
+    src, dst = Path(reports), Path(out)
+    if dst.resolve() == src.resolve():
+        raise InputError(dst, "the output would overwrite the input reports CSV")
+    config = read_labeller_config(bundle)
+    columns = csv_columns(config["sections"], config.get("text_column"))
+    table = _read_reports(src, ["VolumeName", *columns])
+    model, config = load_labeller(bundle)
+    texts = texts_from_columns(table, columns)
+    ok = np.array([bool(t) for t in texts])
+    if not ok.any():
+        raise InputError(src, f"no row has report text in {columns}")
+    names = config["findings"]
+    scores = predict_scores(model, ReportDataset([t for t, k in zip(texts, ok) if k], np.zeros((int(ok.sum()), len(names)))),
+                            batch_size, device_of(device), ReportCollate(model.tokenize))
+    thresholds = np.array([config["thresholds"][f] for f in names])
+    labels = pd.DataFrame((scores >= thresholds).astype(int), columns=names)
+    probs = pd.DataFrame(scores, columns=[f"{f} probability" for f in names])
+    result = pd.concat([table.loc[ok, ["VolumeName"]].reset_index(drop=True), labels, probs], axis=1)
+    _write_csv_atomic(result, dst)
+    failures = table.loc[~ok, ["VolumeName"]].assign(reason=f"no report text in {columns}")
+    if len(failures):
+        _write_csv_atomic(failures, dst.with_name(dst.name + ".failures.csv"))
+    print(f"labelled {len(result)} report(s) -> {dst}" + (f"; {len(failures)} skipped (see {dst.name}.failures.csv)" if len(failures) else ""))
+    return 0
