@@ -15,9 +15,11 @@ def _commands() -> dict[str, Any]:
     """Subcommand name -> function (or a dict of sub-subcommands)."""
     commands: dict[str, Any] = {}
     # Each area registers its own subcommands here (one line per import).
+    from radlens.demo import demo
     from radlens.evaluate.retrieval import evaluate_retrieval
     from radlens.train.clip import train_clip
 
+    commands["demo"] = demo
     commands.setdefault("train", {})["clip"] = train_clip
     commands.setdefault("evaluate", {})["retrieval"] = evaluate_retrieval
     from radlens.evaluate.embed import embed

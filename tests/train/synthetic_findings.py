@@ -2,7 +2,8 @@
 
 Finding 0 ("Pleural effusion") brightens the low-X half of the volume, finding 1 ("Lung nodule")
 puts a bright cube in the high-X/high-Y corner: both are linearly visible in the pixels. Reports
-state each finding as present ("Pleural effusion is seen.") or negated ("No pleural effusion.").
+state each of the dataset's findings as present ("Pleural effusion is seen.") or negated ("No
+pleural effusion.").
 Also a tiny model config (ViT + scratch BERT) for that shape, so tests train in seconds.
 """
 
@@ -16,8 +17,8 @@ import pandas as pd
 
 FINDINGS = ["Pleural effusion", "Lung nodule"]
 SHAPE = (16, 16, 8)
-PRESENT = ("{name} is seen.", "There is {lower}.", "{name} is present in the right lung.")
-ABSENT = ("No {lower}.", "There is no {lower}.", "{name} is not seen.")
+PRESENT = ("{name} is seen.", "There is {lower}.", "{name}.")
+ABSENT = ("No {lower}.", "There is no {lower}.", "No {lower} is seen.")
 FILLER = ("Trachea is patent.", "Heart size is normal.", "Bones are unremarkable.")
 
 
@@ -58,7 +59,7 @@ def write_findings_prepared(
                 labels = {f: int(rng.integers(0, 2)) for f in FINDINGS}
                 sid = f"p{pid:03d}_s{scan}"
                 np.save(out / f"arrays/{sid}.npy", image(labels, rng))
-                findings_text, impression = report(labels, rng)
+                findings_text, impression = report({f: labels[f] for f in findings}, rng)
                 rows.append({
                     "series_id": sid, "patient_id": f"p{pid:03d}", "study_id": sid, "scan_id": sid,
                     "source_path": f"{sid}.nii.gz", "array_path": f"arrays/{sid}.npy", "modality": "CT", "plane": "axial",

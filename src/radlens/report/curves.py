@@ -7,7 +7,7 @@ from typing import Sequence
 
 
 def plot_training_curves(metrics_csv: str | Path, out_png: str | Path, keys: Sequence[str] | None = None) -> Path:
-    """Plot every logged metric (or ``keys``) against the step, one panel per metric.
+    """Plot every logged metric (or those of ``keys`` that were logged) against the step, one panel each.
 
     Lightning's CSVLogger writes one row per logging call with empty cells for metrics not
     logged at that step, so each metric is plotted from its own non-empty rows.
@@ -21,7 +21,8 @@ def plot_training_curves(metrics_csv: str | Path, out_png: str | Path, keys: Seq
     frame = pd.read_csv(metrics_csv)
     if "step" not in frame.columns:
         raise ValueError(f"{metrics_csv}: not a Lightning metrics.csv (no 'step' column)")
-    names = list(keys) if keys else [c for c in frame.columns if c not in ("step", "epoch") and frame[c].notna().any()]
+    logged = [c for c in frame.columns if c not in ("step", "epoch") and frame[c].notna().any()]
+    names = [k for k in keys if k in logged] if keys else logged
     if not names:
         raise ValueError(f"{metrics_csv}: no metrics logged")
     fig, axes = plt.subplots(1, len(names), figsize=(3.6 * len(names), 2.8), squeeze=False)
