@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 from pydicom.data import get_testdata_file
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / "prepare" / "importers"))
-from prepare_layouts import write_bids  # noqa: E402
+from support.layouts import write_bids  # noqa: E402
 
 from radlens.cli import main  # noqa: E402
 from radlens.info import describe  # noqa: E402

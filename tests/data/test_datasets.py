@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "train"))
-from synthetic_prepared import write_prepared  # noqa: E402
+from support.prepared_clip import write_prepared
 
-from radlens.data.datasets import ClipCollate, ClipDataset  # noqa: E402
-from radlens.data.samplers import ClipBatchSampler  # noqa: E402
-from radlens.errors import ConfigError, InputError  # noqa: E402
-from radlens.train.config import AugmentConfig  # noqa: E402
+from radlens.data.datasets import ClipCollate, ClipDataset
+from radlens.data.samplers import ClipBatchSampler
+from radlens.errors import ConfigError, InputError
+from radlens.train.config import AugmentConfig
 
 
 @pytest.fixture(scope="module")

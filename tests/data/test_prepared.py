@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "prepare" / "importers"))
-from prepare_layouts import write_bids  # noqa: E402
+from support.layouts import write_bids  # noqa: E402
 
 from radlens.data.prepared import PreparedDataset  # noqa: E402
 from radlens.errors import InputError  # noqa: E402

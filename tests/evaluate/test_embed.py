@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from synthetic_prepared import SHAPE, tiny_model, write_bundle, write_prepared
+from support.prepared_zeroshot import SHAPE, tiny_model, write_bundle, write_prepared
 
 from radlens.cli import main
 from radlens.errors import ConfigError, InputError

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from synthetic_prepared import FINDINGS, tiny_model, write_bundle, write_prepared
+from support.prepared_zeroshot import FINDINGS, tiny_model, write_bundle, write_prepared
 
 from radlens.cli import main
 from radlens.errors import ConfigError, InputError

@@ -10,7 +10,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 from pydicom.data import get_testdata_file
-from synthetic_dicom import rotation, slice_positions, voxel_values, write_enhanced, write_series
+from support.synthetic_dicom import rotation, slice_positions, voxel_values, write_enhanced, write_series
 
 from radlens.errors import InputError
 from radlens.io.dicom import find_series, read_dicom_series

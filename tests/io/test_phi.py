@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pydicom
-from synthetic_dicom import PHI, write_series
+from support.synthetic_dicom import PHI, write_series
 
 from radlens.io.dicom import read_dicom_series
 from radlens.io.phi import is_phi, pseudonymise_uid, safe_tags

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from nibabel.testing import data_path
 from pydicom.data import get_testdata_file
-from synthetic_dicom import write_series
+from support.synthetic_dicom import write_series
 
 from radlens.errors import InputError
 from radlens.io.reader import read_volume

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from synthetic_dicom import MR_SIDECAR, write_series
+from support.synthetic_dicom import MR_SIDECAR, write_series
 
 from radlens.errors import InputError
 from radlens.io.dicom import read_dicom_series

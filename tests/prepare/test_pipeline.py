@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from importers.prepare_layouts import SIDECAR, head, tree_state, write_bids
+from support.layouts import SIDECAR, head, tree_state, write_bids
 from radlens.cli import main
 from radlens.data.prepared import PreparedDataset
 from radlens.errors import InputError

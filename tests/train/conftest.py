@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from synthetic_prepared import write_prepared
+from support.prepared_clip import write_prepared
 
 # A micro 2D CLIP (32x32 slices) so that CPU training steps take milliseconds.
 MICRO = {

@@ -99,3 +99,14 @@ def quick_trainer(**changes: object) -> object:
     base = dict(max_steps=20, val_every_n_steps=10, checkpoint_every_n_steps=10, progress_bar=False, log_every_n_steps=5,
                 accelerator="cpu", devices=1)
     return TrainerConfig(**{**base, **changes})  # type: ignore[arg-type]
+
+
+def base_bundle(folder: Path, prepared: Path, model_json: Path, **preprocessing: object) -> Path:
+    """A freshly initialised tiny CLIP saved as a bundle for ``prepared`` (``preprocessing`` overrides the card's)."""
+    from radlens.models.bundle import save_bundle
+    from radlens.models.registry import build_clip
+    from radlens.train.clip import preprocessing_from_card
+
+    card = json.loads((prepared / "dataset.json").read_text())
+    prompts = [f"{f} is {s}present." for f in FINDINGS for s in ("", "not ")]
+    return save_bundle(build_clip(str(model_json), texts=prompts), folder, {**preprocessing_from_card(card), **preprocessing})

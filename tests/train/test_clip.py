@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import yaml
 from conftest import quick_trainer
-from synthetic_prepared import write_prepared
+from support.prepared_clip import write_prepared
 
 from radlens.cli import main
 from radlens.errors import ConfigError, InputError

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from prepare_layouts import write_bids, write_ctrate
+from support.layouts import write_bids, write_ctrate
 from radlens.cli import main
 from radlens.prepare.exporters.m3d import export_m3d
 from radlens.prepare.pipeline import default_config, prepare_dataset

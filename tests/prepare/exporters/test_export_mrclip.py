@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from prepare_layouts import write_bids
+from support.layouts import write_bids
 from radlens.cli import main
 from radlens.data.prepared import PreparedDataset
 from radlens.errors import InputError

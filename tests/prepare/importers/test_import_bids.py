@@ -8,7 +8,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from prepare_layouts import head
+from support.layouts import head
 from radlens.prepare.importers.bids import default_config, discover
 
 

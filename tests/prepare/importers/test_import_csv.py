@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from prepare_layouts import write_bids
+from support.layouts import write_bids
 from radlens.errors import InputError
 from radlens.prepare import pipeline
 from radlens.prepare.pipeline import default_config, prepare_dataset

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from prepare_layouts import tree_state, write_dicom_tree
+from support.layouts import tree_state, write_dicom_tree
 from radlens.prepare.importers.dicom import pseudonym
 from radlens.prepare.pipeline import default_config, prepare_dataset
 from radlens.prepare.slicing import SliceConfig

@@ -1,0 +1,1 @@
+"""Shared test helpers: small synthetic inputs written by the tests themselves."""

@@ -1,0 +1,76 @@
+"""ClassFine (``radlens train probe``): frozen encoder, a head that learns, a bundle that reloads, bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from synthetic_findings import FINDINGS, base_bundle, quick_trainer, tiny_model, write_findings_prepared
+
+from radlens.errors import InputError
+from radlens.train.config import OptimConfig
+from radlens.train.probe_data import FindingDataConfig
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("classfine")
+    prepared = write_findings_prepared(root / "prep")
+    return {"root": root, "prepared": prepared, "bundle": base_bundle(root / "base", prepared, tiny_model(root / "tiny.json"))}
+
+
+@pytest.fixture(scope="module")
+def run(setup: dict[str, Path]) -> Path:
+    from radlens.train.probe_train import train_probe
+
+    return train_probe(
+        FindingDataConfig(path=str(setup["prepared"]), batch_size=8), str(setup["bundle"]), out=str(setup["root"] / "run"),
+        optim=OptimConfig(lr=1e-2, warmup_steps=2), trainer=quick_trainer(max_steps=30), n_bootstrap=20,
+    )
+
+
+def _weights(folder: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "model.safetensors"))
+
+
+def test_head_learns_a_separable_finding_with_validation_thresholds(run: Path) -> None:
+    metrics = json.loads((run / "eval" / "metrics.json").read_text())
+    effusion = metrics["per_finding"]["Pleural effusion"]
+    assert effusion["auroc"] > 0.9
+    assert effusion["threshold_source"] == "validation"
+    assert metrics["bootstrap"]["unit"] == "patient"
+    assert (run / "eval" / "predictions.csv").is_file()
+
+
+def test_encoder_stays_frozen_and_bundle_reloads(run: Path, setup: dict[str, Path]) -> None:
+    from radlens.models.bundle import load_bundle
+    from radlens.train.probe_module import load_classfine
+
+    before, after = _weights(setup["bundle"]), _weights(run / "bundle")
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    model = load_classfine(run / "bundle")
+    assert model.findings == FINDINGS and set(model.thresholds) == set(FINDINGS)
+    assert not any(p.requires_grad for p in model.clip.parameters())
+    logits = model(torch.zeros(3, *model.clip.input_shape))
+    assert logits.shape == (3, len(FINDINGS))
+    assert load_bundle(run / "bundle").embed_dim == model.clip.embed_dim  # still a plain CLIP bundle
+
+
+def test_bad_input_fails_before_any_work(setup: dict[str, Path], tmp_path: Path) -> None:
+    from radlens.train.probe_train import train_probe
+
+    prepared, bundle = str(setup["prepared"]), str(setup["bundle"])
+    with pytest.raises(InputError, match="unknown finding"):
+        train_probe(FindingDataConfig(path=prepared, findings=["Pleural efusion"]), bundle, out=str(tmp_path / "a"))
+    wrong = base_bundle(tmp_path / "mr", setup["prepared"], tiny_model(tmp_path / "t.json"), modality="MR")
+    with pytest.raises(InputError, match="modality"):
+        train_probe(FindingDataConfig(path=prepared), str(wrong), out=str(tmp_path / "b"))
+    no_val = write_findings_prepared(tmp_path / "noval", patients={"train": 8, "validation": 0, "test": 2})
+    with pytest.raises(InputError, match="'validation' is empty"):
+        train_probe(FindingDataConfig(path=str(no_val)), bundle, out=str(tmp_path / "c"))
+    assert not any((tmp_path / name).exists() for name in ("a", "b", "c"))

@@ -1,0 +1,52 @@
+"""VocabFine (``radlens train vocabfine``): the pair loss goes down and the result is a zero-shot-ready CLIP bundle."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from synthetic_findings import FINDINGS, base_bundle, quick_trainer, tiny_model, write_findings_prepared
+
+from radlens.errors import InputError
+from radlens.train.config import OptimConfig
+from radlens.train.probe_data import FindingDataConfig
+
+
+def _pair_loss(bundle: Path, prepared: Path) -> float:
+    """Mean present/absent cross-entropy of a bundle over the training split (eval mode, no dropout)."""
+    from radlens.data.prepared import PreparedDataset
+    from radlens.models.bundle import load_bundle
+    from radlens.train.probe_data import FindingDataset, collate_findings
+    from radlens.train.vocabfine import prompt_set, vocabfine_module
+
+    module = vocabfine_module(load_bundle(bundle), prompt_set(FINDINGS, None, prepared)).eval()
+    ds = FindingDataset(PreparedDataset(prepared), "train", FINDINGS)
+    with torch.no_grad():
+        return float(module._pair_loss(collate_findings([ds[i] for i in range(len(ds))]))[0])
+
+
+def test_vocabfine_lowers_the_pair_loss_and_bundle_works_in_zeroshot(tmp_path: Path) -> None:
+    from radlens.evaluate.zeroshot import ZeroShotClassifier
+    from radlens.models.bundle import load_bundle
+    from radlens.train.vocabfine import prompt_set, train_vocabfine
+
+    prepared = write_findings_prepared(tmp_path / "prep")
+    base = base_bundle(tmp_path / "base", prepared, tiny_model(tmp_path / "tiny.json"))
+    run = train_vocabfine(
+        FindingDataConfig(path=str(prepared), batch_size=8), str(base), out=str(tmp_path / "run"),
+        optim=OptimConfig(lr=3e-3, warmup_steps=2), trainer=quick_trainer(max_steps=30),
+    )
+    assert _pair_loss(run / "last", prepared) < _pair_loss(base, prepared) - 0.01
+    model = load_bundle(run / "best")
+    classifier = ZeroShotClassifier(model, prompt_set(FINDINGS, None, prepared))
+    probs = classifier.predict(torch.randn(4, *model.input_shape))
+    assert probs.shape == (4, len(FINDINGS)) and ((probs >= 0) & (probs <= 1)).all()
+
+
+def test_prompt_file_must_cover_the_findings(tmp_path: Path) -> None:
+    from radlens.train.vocabfine import prompt_set
+
+    assert prompt_set(["Pleural effusion"], "ctrate", tmp_path).present == (("Pleural effusion is present.",),)
+    with pytest.raises(InputError, match="no prompts for finding"):
+        prompt_set(["Pleural effusion", "Brain tumour"], "ctrate", tmp_path)
