@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from radlens.phantoms.mri_io import atomic_write_bytes
+from radlens.io.atomic import write_bytes_atomic
 
 LPS = np.diag([-1.0, -1.0, 1.0])
 
@@ -106,7 +106,7 @@ def write_dicom_series(
         buffer = io.BytesIO()
         ds.save_as(buffer, enforce_file_format=True)
         path = folder / f"IM{k + 1:04d}.dcm"
-        atomic_write_bytes(path, buffer.getvalue())
+        write_bytes_atomic(path, buffer.getvalue())
         paths.append(path)
     return paths
 

@@ -13,12 +13,14 @@ import hashlib
 import json
 import math
 import os
-import tempfile
+
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
+
+from radlens.io.atomic import atomic_target, write_bytes_atomic
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -85,23 +87,6 @@ class SeriesRecord:
     slices: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _atomic_target(path: Path) -> tuple[int, str]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file next to ``path`` and rename it into place."""
-    fd, tmp = _atomic_target(path)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _strict_json(obj: Any) -> Any:
     """Replace non-finite floats (e.g. the open last TI bin edge) by the strings "inf"/"-inf"/"nan",
     so the card stays valid for strict JSON parsers."""
@@ -121,7 +106,7 @@ def write_json_atomic(path: Path, obj: Any) -> None:
 
 def save_array_atomic(path: Path, array: np.ndarray) -> None:
     """Save a memory-mappable ``.npy`` so that a partly written file never has the final name."""
-    fd, tmp = _atomic_target(path)
+    fd, tmp = atomic_target(path)
     try:
         with os.fdopen(fd, "wb") as fh:
             np.save(fh, np.ascontiguousarray(array), allow_pickle=False)
@@ -132,7 +117,7 @@ def save_array_atomic(path: Path, array: np.ndarray) -> None:
 
 
 def write_parquet_atomic(path: Path, df: "pd.DataFrame") -> None:
-    fd, tmp = _atomic_target(path)
+    fd, tmp = atomic_target(path)
     os.close(fd)
     try:
         df.to_parquet(tmp, index=False)
