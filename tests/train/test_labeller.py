@@ -63,5 +63,5 @@ def test_missing_report_columns_is_a_clear_error(run: Path, tmp_path: Path) -> N
     with pytest.raises(InputError, match=r"missing column\(s\) \['Findings_EN'\]"):
         label_reports(str(run / "bundle"), str(src), str(tmp_path / "out.csv"))
     assert not (tmp_path / "out.csv").exists()
-    with pytest.raises(InputError, match="not a radlens report-labeller bundle"):
+    with pytest.raises(InputError, match="not a readable labeller bundle"):
         label_reports(str(tmp_path), str(src), str(tmp_path / "out.csv"))

@@ -13,7 +13,6 @@ import hashlib
 import json
 import math
 import os
-
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
