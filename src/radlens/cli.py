@@ -27,6 +27,16 @@ def _commands() -> dict[str, Any]:
 
     commands.setdefault("evaluate", {})["zeroshot"] = zeroshot
     commands["embed"] = embed
+    from radlens.evaluate.probe import evaluate_probe
+    from radlens.train.labeller import label_reports, train_labeller
+    from radlens.train.probe_train import train_probe
+    from radlens.train.vocabfine import train_vocabfine
+
+    commands.setdefault("train", {})["probe"] = train_probe
+    commands.setdefault("train", {})["vocabfine"] = train_vocabfine
+    commands.setdefault("train", {})["labeller"] = train_labeller
+    commands["label-reports"] = label_reports
+    commands.setdefault("evaluate", {})["probe"] = evaluate_probe
     from radlens.info import info
     from radlens.models.registry import models
     from radlens.phantoms.ct import phantom_ct

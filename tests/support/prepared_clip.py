@@ -97,3 +97,11 @@ def write_prepared(
     }
     (out / "dataset.json").write_text(json.dumps(card))
     return out
+
+
+def quick_trainer(**changes):
+    """A TrainerConfig of a few steps with validation and checkpoints, for fast tests."""
+    from radlens.train.config import TrainerConfig
+
+    base = dict(max_steps=4, val_every_n_steps=4, checkpoint_every_n_steps=2, progress_bar=False, log_every_n_steps=1)
+    return TrainerConfig(**{**base, **changes})

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from support.prepared_clip import write_prepared
+from support.prepared_clip import quick_trainer, write_prepared
 
 # A micro 2D CLIP (32x32 slices) so that CPU training steps take milliseconds.
 MICRO = {
@@ -16,13 +16,6 @@ MICRO = {
              "vocab_size": 256, "context_length": 64, "pooling": "cls", "on_overflow": "error"},
     "embed_dim": 32,
 }
-
-
-def quick_trainer(**changes):
-    from radlens.train.config import TrainerConfig
-
-    base = dict(max_steps=4, val_every_n_steps=4, checkpoint_every_n_steps=2, progress_bar=False, log_every_n_steps=1)
-    return TrainerConfig(**{**base, **changes})
 
 
 @pytest.fixture(scope="session")

@@ -8,8 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from conftest import quick_trainer
-from support.prepared_clip import write_prepared
+from support.prepared_clip import quick_trainer, write_prepared
 
 from radlens.cli import main
 from radlens.errors import ConfigError, InputError

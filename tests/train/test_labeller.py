@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from synthetic_findings import quick_trainer, write_findings_prepared
+from support.prepared_findings import quick_trainer, write_findings_prepared
 
 from radlens.errors import InputError
 from radlens.train.config import OptimConfig

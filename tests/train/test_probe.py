@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from synthetic_findings import FINDINGS, base_bundle, quick_trainer, tiny_model, write_findings_prepared
+from support.prepared_findings import FINDINGS, base_bundle, quick_trainer, tiny_model, write_findings_prepared
 
 from radlens.errors import InputError
 from radlens.train.config import OptimConfig

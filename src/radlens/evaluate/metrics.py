@@ -9,7 +9,7 @@ together), and says how many resamples it could use.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -137,6 +137,16 @@ def _means(per_finding: dict[str, dict[str, float]], weights: dict[str, float]) 
     return out
 
 
+def patient_resamples(patients: np.ndarray, n: int, seed: int = 0) -> Iterator[np.ndarray]:
+    """Row indices of ``n`` bootstrap resamples: as many patients as there are, drawn with
+    replacement, each bringing all of its rows (``patients`` holds the patient id of each row)."""
+    _, codes = np.unique(np.asarray(patients), return_inverse=True)
+    members = [np.flatnonzero(codes == p) for p in range(codes.max() + 1)]
+    rng = np.random.default_rng(seed)
+    for _ in range(n):
+        yield np.concatenate([members[p] for p in rng.integers(0, len(members), size=len(members))])
+
+
 def patient_bootstrap(
     labels: np.ndarray,
     scores: np.ndarray,
@@ -148,21 +158,16 @@ def patient_bootstrap(
     """Bootstrap distributions of every metric, resampling patients with replacement.
 
     ``labels``/``scores`` are (N, F) per scan, ``patients`` (N,) their patient ids, ``thresholds``
-    (F,) fixed (chosen on validation). Each resample draws as many patients as there are, with
-    replacement, and takes all scans of each drawn patient. A finding with one class in a
-    resample is skipped for that resample; the macro/weighted means use only resamples where
-    every finding has both classes. Returns ``{"per_finding": [F x {metric: values}],
+    (F,) fixed (chosen on validation). Resamples come from :func:`patient_resamples`. A finding
+    with one class in a resample is skipped for that resample; the macro/weighted means use only
+    resamples where every finding has both classes. Returns ``{"per_finding": [F x {metric: values}],
     "macro"/"weighted": {metric: values}}`` (arrays of the used resamples).
     """
     labels, scores = np.asarray(labels).astype(bool), np.asarray(scores, dtype=np.float64)
-    _, codes = np.unique(np.asarray(patients), return_inverse=True)
-    members = [np.flatnonzero(codes == p) for p in range(codes.max() + 1)]
-    rng = np.random.default_rng(seed)
     n_f = labels.shape[1]
     per_finding: list[dict[str, list[float]]] = [{m: [] for m in METRICS} for _ in range(n_f)]
     means: dict[str, dict[str, list[float]]] = {"macro": {m: [] for m in METRICS}, "weighted": {m: [] for m in METRICS}}
-    for _ in range(n):
-        idx = np.concatenate([members[p] for p in rng.integers(0, len(members), size=len(members))])
+    for idx in patient_resamples(patients, n, seed):
         y, s = labels[idx], scores[idx]
         values = {}
         for f in range(n_f):
@@ -183,7 +188,8 @@ def _arrays(values: dict[str, list[float]]) -> dict[str, np.ndarray]:
     return {m: np.asarray(v) for m, v in values.items()}
 
 
-def _ci(values: np.ndarray, level: float) -> dict[str, Any]:
+def percentile_ci(values: np.ndarray, level: float) -> dict[str, Any]:
+    """Percentile interval of bootstrap ``values`` at ``level`` and how many values it rests on."""
     if len(values) == 0:
         return {"low": None, "high": None, "n": 0}
     lo, hi = np.percentile(values, [50 * (1 - level), 50 * (1 + level)])
@@ -231,7 +237,7 @@ def evaluate_findings(
     for f, name in enumerate(findings):
         result["per_finding"][name] = {
             **{m: _nan_to_none(v) for m, v in point[name].items()},
-            "ci": {m: _ci(boot["per_finding"][f][m], level) for m in METRICS},
+            "ci": {m: percentile_ci(boot["per_finding"][f][m], level) for m in METRICS},
             "threshold": thresholds[f],
             "threshold_source": sources[f],
             "n": int(len(test_labels)),
@@ -239,7 +245,7 @@ def evaluate_findings(
             "prevalence": prevalence[name],
         }
     for kind, values in _means(point, prevalence).items():
-        cis = {m: _ci(boot[kind][m], level) for m in METRICS}
+        cis = {m: percentile_ci(boot[kind][m], level) for m in METRICS}
         result[kind] = {**{m: _nan_to_none(v) for m, v in values.items()}, "ci": cis}
     result["bootstrap"] = {
         "unit": "patient",

@@ -15,7 +15,9 @@ Prompt files (YAML; ``ctrate`` and ``mri_contrast`` ship with radlens)::
       T2*w: {term: T2*-weighted}                          # {finding} = term
       Lung nodule: {present: [...], absent: [...]}        # own phrasings
 
-Several phrasings of one side are averaged in embedding space and re-normalised.
+Several phrasings of one side are averaged in embedding space and re-normalised. A prompt file
+with ``mode: classes`` instead names mutually exclusive classes (one label column, softmax over
+the classes): see :mod:`radlens.evaluate.zeroshot_classes`.
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ if TYPE_CHECKING:
 
 Split = Literal["train", "validation", "test"]
 SIDES = ("present", "absent")
-_FILE_KEYS = {"name", "description", "template", "findings"}
+MODES = ("pairs", "classes")
+_FILE_KEYS = {"name", "description", "mode", "template", "findings"}
 _FINDING_KEYS = {"term", "present", "absent"}
 
 
@@ -72,11 +75,10 @@ def _strings(value: Any, path: Path, where: str) -> tuple[str, ...]:
     return tuple(value)
 
 
-def load_prompts(name_or_path: str | os.PathLike[str]) -> PromptSet:
-    """A validated PromptSet from a packaged name (``ctrate``, ``mri_contrast``) or a YAML path.
+def read_prompt_spec(name_or_path: str | os.PathLike[str]) -> tuple[Path, dict[str, Any], str]:
+    """(file, parsed YAML mapping, mode) of a packaged prompt set name or a YAML path.
 
-    Every finding must end up with at least one present and one absent phrasing (its own or the
-    template's); unknown keys, empty lists and a missing ``findings`` section are errors.
+    ``mode`` is the file's ``mode:`` (``pairs`` when absent); anything else is an InputError.
     """
     import yaml
 
@@ -88,7 +90,24 @@ def load_prompts(name_or_path: str | os.PathLike[str]) -> PromptSet:
         spec = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
         raise InputError(path, f"not valid YAML ({err})".replace("\n", " ")) from err
-    if not isinstance(spec, dict) or not isinstance(spec.get("findings"), dict) or not spec["findings"]:
+    if not isinstance(spec, dict):
+        raise InputError(path, "a prompt file must be a YAML mapping")
+    mode = spec.get("mode", "pairs")
+    if mode not in MODES:
+        raise InputError(path, f"field 'mode' must be one of {', '.join(MODES)}, got {mode!r}")
+    return path, spec, mode
+
+
+def load_prompts(name_or_path: str | os.PathLike[str]) -> PromptSet:
+    """A validated PromptSet from a packaged name (``ctrate``, ``mri_contrast``) or a YAML path.
+
+    Every finding must end up with at least one present and one absent phrasing (its own or the
+    template's); unknown keys, empty lists and a missing ``findings`` section are errors.
+    """
+    path, spec, mode = read_prompt_spec(name_or_path)
+    if mode != "pairs":
+        raise InputError(path, f"a 'mode: {mode}' prompt file, not present/absent pairs (run it with --label_column)")
+    if not isinstance(spec.get("findings"), dict) or not spec["findings"]:
         raise InputError(path, "missing field 'findings' (a mapping of finding name -> prompts)")
     unknown = sorted(set(spec) - _FILE_KEYS)
     if unknown:
@@ -124,6 +143,26 @@ def check_findings(prompts: PromptSet, known: Sequence[str], where: str | os.Pat
         raise InputError(where, f"prompt finding(s) {unknown} are not in the dataset's findings {list(known)}")
 
 
+def encode_prompt_groups(model: CLIPModel, groups: Sequence[Sequence[str]], batch_size: int = 64) -> torch.Tensor:
+    """(G, D) float32: per group of phrasings, the re-normalised mean of their text embeddings.
+
+    Every phrasing is encoded exactly once, in batches of ``batch_size``; call under
+    ``torch.inference_mode()``.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    texts = [t for group in groups for t in group]
+    device = next(model.parameters()).device
+    chunks = []
+    for lo in range(0, len(texts), batch_size):
+        tokens = model.tokenize(texts[lo : lo + batch_size])
+        chunks.append(model.encode_text(tokens["input_ids"].to(device), tokens["attention_mask"].to(device)))
+    flat = torch.cat(chunks).float()
+    bounds = np.cumsum([0, *(len(g) for g in groups)])
+    return torch.stack([F.normalize(flat[lo:hi].mean(0), dim=-1) for lo, hi in zip(bounds[:-1], bounds[1:])])
+
+
 class ZeroShotClassifier:
     """P(finding present) for image embeddings, from prompt embeddings encoded once.
 
@@ -145,25 +184,9 @@ class ZeroShotClassifier:
         self._weights = self.logit_scale * (pair[:, 0] - pair[:, 1]).T
 
     def _encode_prompts(self, batch_size: int) -> torch.Tensor:
-        """Encode every phrasing once (batched), then average per finding and side."""
-        import torch
-        import torch.nn.functional as F
-
-        texts = [t for pair in zip(self.prompts.present, self.prompts.absent) for side in pair for t in side]
-        device = next(self.model.parameters()).device
-        chunks = []
-        for lo in range(0, len(texts), batch_size):
-            tokens = self.model.tokenize(texts[lo : lo + batch_size])
-            chunks.append(self.model.encode_text(tokens["input_ids"].to(device), tokens["attention_mask"].to(device)))
-        flat = torch.cat(chunks).float()
-        out, pos = [], 0
-        for pair in zip(self.prompts.present, self.prompts.absent):
-            sides = []
-            for side in pair:
-                sides.append(F.normalize(flat[pos : pos + len(side)].mean(0), dim=-1))
-                pos += len(side)
-            out.append(torch.stack(sides))
-        return torch.stack(out)
+        """Encode every phrasing once (batched), then average per finding and side: (F, 2, D)."""
+        groups = [side for pair in zip(self.prompts.present, self.prompts.absent) for side in pair]
+        return encode_prompt_groups(self.model, groups, batch_size).reshape(len(self.findings), 2, -1)
 
     def probabilities(self, image_embeddings: torch.Tensor | np.ndarray) -> np.ndarray:
         """(B, D) L2-normalised image embeddings -> (B, F) P(present) = softmax over each pair."""
@@ -224,6 +247,7 @@ def zeroshot(
     split: Split = "test",
     prompts: str = "ctrate",
     findings: list[str] | None = None,
+    label_column: str | None = None,
     threshold_split: Split = "validation",
     threshold_method: Literal["youden", "f1"] = "youden",
     n_bootstrap: int = 1000,
@@ -231,21 +255,26 @@ def zeroshot(
     batch_size: int = 4,
     device: str = "auto",
 ) -> int:
-    """Zero-shot finding detection of a model bundle on one split of a prepared dataset.
+    """Zero-shot finding detection (or, with a ``mode: classes`` prompt file, classification) of a model bundle.
 
-    Writes OUT/predictions.csv (one row per scan: scan_id, patient_id, P(present) per finding),
-    metrics.json (per finding, macro and prevalence-weighted; bootstrap CIs; thresholds and the
-    split that chose them), roc.png, pr.png and run.json (config, radlens version, seed), all at
-    once: nothing is written when an input is bad.
+    Pairs mode writes OUT/predictions.csv (one row per scan: scan_id, patient_id, P(present) per
+    finding), metrics.json (per finding, macro and prevalence-weighted; bootstrap CIs; thresholds
+    and the split that chose them), roc.png, pr.png and run.json (config, radlens version, seed),
+    all at once: nothing is written when an input is bad. Classes mode (``--label_column``) scores
+    each series of the split against the classes of the prompt file and writes predictions.csv
+    (P(class) per class, predicted, true), metrics.json (accuracy, balanced accuracy, macro
+    one-vs-rest AUROC, per-class recall, confusion matrix, chance levels, bootstrap CIs),
+    confusion.png and run.json (:mod:`radlens.evaluate.zeroshot_classes`).
 
     Args:
         bundle: model bundle folder, registry name or Hugging Face Hub id.
         prepared: prepared dataset folder (its card lists the finding columns).
         out: output folder (replaced as a whole when it exists).
         split: the split to evaluate.
-        prompts: packaged prompt set (ctrate, mri_contrast) or a YAML prompt file.
-        findings: evaluate only these findings of the prompt set.
-        threshold_split: the split on which thresholds are chosen (never the evaluated one).
+        prompts: packaged prompt set (ctrate, mri_contrast, mri_contrast_captions) or a YAML prompt file.
+        findings: evaluate only these findings of the prompt set (pairs mode).
+        label_column: series column holding the true class (classes mode, required there).
+        threshold_split: the split on which thresholds are chosen (never the evaluated one; pairs mode).
         threshold_method: youden (max TPR - FPR) or f1 (max F1 of the positive class).
         n_bootstrap: bootstrap resamples of patients for the 95% CIs.
         seed: bootstrap seed.
@@ -262,6 +291,18 @@ def zeroshot(
     for name, value in (("split", split), ("threshold_split", threshold_split)):
         if value not in SPLITS:
             raise ConfigError(f"{name} must be one of {', '.join(SPLITS)}, got {value!r}")
+    mode = read_prompt_spec(prompts)[2]
+    if mode == "classes":
+        from radlens.evaluate.zeroshot_classes import zeroshot_classes
+
+        if not label_column:
+            raise ConfigError(f"prompt set {prompts!r} is a classes-mode file: give --label_column (the true class)")
+        if findings:
+            raise ConfigError("--findings selects present/absent pairs; it does not apply to a classes-mode prompt file")
+        return zeroshot_classes(bundle, prepared, out, split, prompts, label_column,
+                                n_bootstrap, seed, batch_size, device, config)
+    if label_column:
+        raise ConfigError(f"--label_column needs a 'mode: classes' prompt file; {prompts!r} holds present/absent pairs")
     if threshold_split == split:
         raise ConfigError(f"thresholds must be chosen on another split than the evaluated one ({split!r})")
     if threshold_method not in ("youden", "f1"):

@@ -27,7 +27,8 @@ _ALPHABET_WORDS = [*_ALPHABET, _ALPHABET, _ALPHABET[::-1]]
 def train_wordpiece(texts: Iterable[str], vocab_size: int = 4096, lowercase: bool = True) -> Any:
     """A BERT-style WordPiece tokenizer trained on ``texts`` (e.g. a dataset's own captions).
 
-    Returned as a transformers ``PreTrainedTokenizerFast`` that adds ``[CLS] ... [SEP]``.
+    Returned as a transformers ``PreTrainedTokenizerFast`` that adds ``[CLS] ... [SEP]``. Token ids
+    are deterministic for the same texts.
     """
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
@@ -38,6 +39,10 @@ def train_wordpiece(texts: Iterable[str], vocab_size: int = 4096, lowercase: boo
     tok.decoder = decoders.WordPiece()
     trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS)
     tok.train_from_iterator(_with_alphabet(texts), trainer=trainer)
+    # The trainer numbers tokens in hash-map order, which changes from process to process; renumber
+    # them (special tokens first, then sorted) so the same texts always give the same token ids.
+    learned = sorted(set(tok.get_vocab()) - set(SPECIAL_TOKENS))
+    tok.model = models.WordPiece({t: i for i, t in enumerate([*SPECIAL_TOKENS, *learned])}, unk_token="[UNK]")
     cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)]

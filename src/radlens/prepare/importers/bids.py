@@ -6,6 +6,9 @@ same stem. Ids come from the BIDS entities in the path: patient ``sub-<label>``,
 A file without a ``sub-`` entity is skipped: a patient id is needed for patient-level splits.
 Label maps (``*_mask``, ``*_dseg``, ``*_label`` suffixes) are not series: a
 ``<stem>_desc-lesion_mask.nii.gz`` beside an image marks which of its slices hold a lesion.
+The BIDS suffix names the contrast (``T1w``, ``T2w``, ``PDw``, ``FLAIR``, ``T2starw``, ``STIR``, ...)
+and becomes the ``contrast`` column of ``series.parquet`` (``T2starw`` written ``T2*w``; null when
+the name ends in a ``key-value`` entity, i.e. has no suffix).
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ _SUB = re.compile(r"(?:^|[_/])(sub-[A-Za-z0-9]+)")
 _SES = re.compile(r"(?:^|[_/])(ses-[A-Za-z0-9]+)")
 _LABEL_MAP = re.compile(r"_(mask|dseg|label|labels)$")
 LESION_MASK = "_desc-lesion_mask.nii.gz"
+# BIDS suffixes written differently in the contrast column (the class names radlens uses).
+_CONTRAST_NAMES = {"T2starw": "T2*w"}
 
 
 def default_config() -> "PrepareConfig":
@@ -41,6 +46,14 @@ def nifti_stem(path: Path) -> str | None:
         if path.name.endswith(suffix):
             return path.name[: -len(suffix)]
     return None
+
+
+def bids_contrast(stem: str) -> str | None:
+    """The contrast a BIDS file name states: its suffix (last ``_`` part), None when that is an entity."""
+    suffix = stem.rsplit("_", 1)[-1]
+    if "_" not in stem or not suffix or "-" in suffix:
+        return None
+    return _CONTRAST_NAMES.get(suffix, suffix)
 
 
 def discover(root: Path, cfg: "PrepareConfig") -> Discovery:
@@ -80,6 +93,7 @@ def discover(root: Path, cfg: "PrepareConfig") -> Discovery:
                 inputs=inputs,
                 modality="MR",
                 mask=mask,
+                fields={"contrast": bids_contrast(stem or "")},
             )
         )
     return Discovery(items, failures)

@@ -1,0 +1,188 @@
+"""What a retrieval evaluation retrieved, for people to look at: top-k tables and image grids.
+
+``trace.csv`` has one row per (query, rank) for three directions: ``i2t`` (an item's image ->
+distinct texts), ``t2i`` (a distinct text -> items) and ``v2v`` (a volume -> other volumes, its
+own scan left out, as in MAP@K). Items are slices (2D, ``slice_id``) or volumes (3D,
+``series_id``); volumes are series; texts are ``text-{j}``, listed in ``trace_texts.csv``.
+``same_label`` is empty when either side is unlabelled; ``shared_findings`` (finding datasets)
+counts the positive findings both sides have.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from radlens.data.datasets import ClipDataset
+
+_CHUNK = 1024  # queries per block of the top-k selection
+
+
+@dataclass(frozen=True)
+class Side:
+    """Queries or gallery of one direction: ids and what relevance is judged by."""
+
+    ids: np.ndarray
+    text_keys: np.ndarray
+    labels: np.ndarray  # -1: unlabelled
+    findings: np.ndarray | None = None  # (n, F) 0/1, None without findings
+
+    def take(self, index: np.ndarray) -> Side:
+        return Side(self.ids[index], self.text_keys[index], self.labels[index],
+                    None if self.findings is None else self.findings[index])
+
+
+@dataclass(frozen=True)
+class Volumes(Side):
+    """The split's volumes (3D items, or 2D series) with L2-normalised embeddings."""
+
+    emb: np.ndarray = np.empty((0, 0))
+    scans: np.ndarray = np.empty(0)
+    first: np.ndarray = np.empty(0, dtype=np.int64)  # row of each volume's first item
+
+
+def finding_matrix(dataset: ClipDataset) -> np.ndarray | None:
+    """(N, F) 0/1 finding labels of the items (the card's ``findings`` columns), None without any."""
+    names = [f for f in dataset.prepared.card.get("findings") or [] if f in dataset.table.columns]
+    if not names:
+        return None
+    return (np.nan_to_num(dataset.table[names].to_numpy(dtype=np.float64)) > 0).astype(np.int8)
+
+
+def volumes_of(dataset: ClipDataset, img: np.ndarray, text_keys: np.ndarray) -> Volumes:
+    """One row per series: the normalised mean of its items' embeddings (a 3D item is its own mean)."""
+    import pandas as pd
+
+    codes, ids = pd.factorize(dataset.table["series_id"])
+    emb = np.zeros((len(ids), img.shape[1]))
+    np.add.at(emb, codes, np.asarray(img, dtype=np.float64))
+    emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+    first = np.unique(codes, return_index=True)[1]
+    table = dataset.table
+    scans = (table["scan_id"] if "scan_id" in table else table["series_id"]).to_numpy()[first]
+    findings = finding_matrix(dataset)
+    return Volumes(np.asarray(ids), np.asarray(text_keys)[first], dataset.labels[first],
+                   None if findings is None else findings[first], emb=emb, scans=scans, first=first)
+
+
+def top_k(sim: np.ndarray, k: int, exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Indices and similarities of each row's k best gallery items, best first (excluded items never)."""
+    sim = np.asarray(sim, dtype=np.float64)
+    if exclude is not None:
+        sim = np.where(exclude, -np.inf, sim)
+    k = min(k, sim.shape[1] if exclude is None else int((~exclude).sum(axis=1).min()))
+    index = np.empty((len(sim), k), dtype=np.int64)
+    for lo in range(0, len(sim), _CHUNK):
+        block = sim[lo : lo + _CHUNK]
+        top = np.argpartition(-block, k - 1, axis=1)[:, :k] if k else np.empty((len(block), 0), dtype=np.int64)
+        order = np.argsort(-np.take_along_axis(block, top, axis=1), axis=1, kind="stable")
+        index[lo : lo + _CHUNK] = np.take_along_axis(top, order, axis=1)
+    return index, np.take_along_axis(sim, index, axis=1)
+
+
+def trace_table(
+    direction: str, sim: np.ndarray, queries: Side, gallery: Side, k: int, exclude: np.ndarray | None = None
+) -> pd.DataFrame:
+    """The top-k rows of every query: direction, query_id, rank, retrieved_id, similarity and flags."""
+    import pandas as pd
+
+    index, values = top_k(sim, k, exclude)
+    q = np.repeat(np.arange(len(index)), index.shape[1])
+    g = index.ravel()
+    labelled = (queries.labels[q] >= 0) & (gallery.labels[g] >= 0)
+    table = pd.DataFrame({
+        "direction": direction, "query_id": queries.ids[q], "rank": np.tile(np.arange(1, index.shape[1] + 1), len(index)),
+        "retrieved_id": gallery.ids[g], "similarity": values.ravel(),
+        "same_text": queries.text_keys[q] == gallery.text_keys[g],
+        "same_label": pd.array(np.where(labelled, queries.labels[q] == gallery.labels[g], False), dtype="boolean"),
+    })
+    table.loc[~labelled, "same_label"] = pd.NA
+    if queries.findings is not None and gallery.findings is not None:
+        table["shared_findings"] = (queries.findings[q] * gallery.findings[g]).sum(axis=1).astype(np.int64)
+    return table
+
+
+def _picture(dataset: ClipDataset, row: int, whole_series: bool = False) -> np.ndarray:
+    """A 2D picture of item ``row``, anterior up: its slice (or with ``whole_series`` its series'
+    middle slice), or a 3D volume's middle axial slice."""
+    if dataset.prepared.dims == 2:
+        if whole_series:
+            array = dataset.prepared.array(dataset.table["series_id"].iat[row])
+            return np.rot90(np.asarray(array[len(array) // 2], dtype=np.float32))
+        return np.rot90(dataset.image(row)[0])
+    volume = dataset.image(row)[0]
+    return np.rot90(volume[:, :, volume.shape[2] // 2])
+
+
+def _mark(row: pd.Series) -> str:
+    if row["same_text"]:
+        return "same text"
+    return {True: "same label", False: "other label"}.get(row["same_label"], "")
+
+
+def _grid(
+    path: Path, dataset: ClipDataset, table: pd.DataFrame, queries: list[tuple[str, str, int]],
+    rows_of: dict[str, int], whole_series: bool,
+) -> Path:
+    """One grid row per query (id, title, picture row): the query, then its retrieved items in rank order."""
+    from radlens.phantoms.preview import save_montage
+
+    images, titles = [], []
+    for query_id, title, row in queries:
+        hits = table[table["query_id"] == query_id]
+        images.append(_picture(dataset, row, whole_series))
+        titles.append(title)
+        for hit in hits.itertuples(index=False):
+            images.append(_picture(dataset, rows_of[hit.retrieved_id], whole_series))
+            mark = _mark(hit._asdict())  # type: ignore[arg-type]
+            titles.append(f"#{hit.rank} {str(hit.retrieved_id)[-18:]}\n{hit.similarity:.2f} {mark}")
+    columns = 1 + int(table["rank"].max())
+    return save_montage(images, titles, path, columns=columns, vrange=[dataset.prepared.value_range] * len(images))
+
+
+def write_trace(
+    folder: Path, dataset: ClipDataset, img: np.ndarray, txt: np.ndarray, text_keys: np.ndarray, volumes: Volumes,
+    k: int = 5, n_queries: int = 8, seed: int = 0,
+) -> list[Path]:
+    """Write ``trace.csv``, ``trace_texts.csv``, ``trace_t2i.png`` and ``trace_v2v.png`` into ``folder``."""
+    import pandas as pd
+
+    from radlens.evaluate.retrieval import text_gallery
+
+    keys = np.asarray(text_keys)
+    gallery = text_gallery(keys)
+    id_column = "slice_id" if dataset.prepared.dims == 2 else "series_id"
+    items = Side(dataset.table[id_column].to_numpy().astype(str), keys, dataset.labels, finding_matrix(dataset))
+    texts = items.take(gallery)
+    texts = Side(np.array([f"text-{j}" for j in range(len(gallery))]), texts.text_keys, texts.labels, texts.findings)
+    sim_i2t = np.asarray(img, dtype=np.float64) @ np.asarray(txt, dtype=np.float64)[gallery].T
+    own_scan = volumes.scans[:, None] == volumes.scans[None, :]
+    t2i = trace_table("t2i", sim_i2t.T, texts, items, k)
+    v2v = trace_table("v2v", volumes.emb @ volumes.emb.T, volumes, volumes, k, own_scan)
+    table = pd.concat([trace_table("i2t", sim_i2t, items, texts, k), t2i, v2v], ignore_index=True)
+    folder = Path(folder)
+    table.to_csv(folder / "trace.csv", index=False)
+    pd.DataFrame({"text_id": texts.ids, "n_items": np.bincount(np.searchsorted(np.sort(keys[gallery]), keys))[
+        np.searchsorted(np.sort(keys[gallery]), keys[gallery])], "label": texts.labels,
+        "text": [dataset.texts[i] for i in gallery]}).to_csv(folder / "trace_texts.csv", index=False)
+    rng = np.random.default_rng(seed)
+    written = [folder / "trace.csv", folder / "trace_texts.csv"]
+    picks = np.sort(rng.choice(len(gallery), size=min(n_queries, len(gallery)), replace=False))
+    text_rows = [(texts.ids[j], "query: " + textwrap.shorten(dataset.texts[gallery[j]], 90, placeholder=" ..."), int(gallery[j]))
+                 for j in picks]
+    text_rows = [(i, "\n".join(textwrap.wrap(t, 32)[:3]), r) for i, t, r in text_rows]
+    item_rows = {str(v): i for i, v in enumerate(items.ids)}
+    written.append(_grid(folder / "trace_t2i.png", dataset, t2i, text_rows, item_rows, whole_series=False))
+    if len(v2v):
+        picks = np.sort(rng.choice(len(volumes.ids), size=min(n_queries, len(volumes.ids)), replace=False))
+        volume_rows = {str(v): int(r) for v, r in zip(volumes.ids, volumes.first)}
+        queries = [(str(volumes.ids[j]), f"query {str(volumes.ids[j])[-18:]}", int(volumes.first[j])) for j in picks]
+        written.append(_grid(folder / "trace_v2v.png", dataset, v2v, queries, volume_rows, whole_series=True))
+    return written
