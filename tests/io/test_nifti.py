@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import tracemalloc
 from pathlib import Path
 
 import nibabel as nib
@@ -13,7 +14,7 @@ import pytest
 from nibabel.testing import data_path
 
 from radlens.errors import InputError
-from radlens.io.nifti import read_nifti, write_nifti
+from radlens.io.nifti import read_mask, read_nifti, write_nifti
 
 
 @pytest.mark.parametrize("name", ["example4d.nii.gz", "anatomical.nii", "standard.nii.gz", "functional.nii", "example_nifti2.nii.gz"])
@@ -55,6 +56,37 @@ def test_lps_file_is_reoriented_and_2d_gets_a_slice_axis(tmp_path: Path) -> None
     np.testing.assert_allclose(volume.affine @ [0, 0, 0, 1], lps @ [1, 2, 0, 1])
     flat = read_nifti(_save(np.ones((5, 4), np.float32), tmp_path / "flat.nii"))
     assert flat.array.shape == (1, 5, 4, 1)
+
+
+def test_stored_integers_are_kept_unless_the_header_scales(tmp_path: Path) -> None:
+    anatomical = read_nifti(os.path.join(data_path, "anatomical.nii"))  # big-endian int16, no scaling
+    assert anatomical.array.dtype == np.int16 and anatomical.array.dtype.isnative
+    assert read_nifti(os.path.join(data_path, "standard.nii.gz")).array.dtype == np.uint8
+    assert read_nifti(os.path.join(data_path, "functional.nii")).array.dtype == np.float32  # scl_slope set
+    assert read_nifti(_save(np.ones((2, 2, 2)), tmp_path / "f64.nii")).array.dtype == np.float32
+    labels = np.zeros((4, 3, 2), np.uint8)
+    labels[0, 0, 0] = 2
+    mask = read_mask(_save(labels, tmp_path / "mask.nii.gz", np.diag([-1.0, 1.0, 1.0, 1.0])))
+    assert mask.array.dtype == np.uint8 and mask.array[0, -1, 0, 0] == 2
+    assert read_mask(_save(np.zeros((2, 2, 2), np.uint8), tmp_path / "empty.nii")).array.max() == 0
+
+
+def test_lps_int16_ct_is_read_with_one_copy_into_a_torch_ready_array(tmp_path: Path) -> None:
+    import torch
+
+    data = np.random.default_rng(0).integers(-1024, 2000, (64, 64, 48), dtype=np.int16)
+    path = _save(data, tmp_path / "ct.nii.gz", np.diag([-0.7, -0.7, 1.25, 1.0]))  # LPS, like DICOM
+    read_nifti(path)  # imports and caches outside the measurement
+    tracemalloc.start()
+    try:
+        volume = read_nifti(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert volume.array.dtype == np.int16 and volume.orientation == "RAS"
+    np.testing.assert_array_equal(torch.from_numpy(volume.array)[0].numpy(), data[::-1, ::-1, :])
+    # Decompressed stored array plus one reoriented copy (~2.3x); float32 + a C-contiguous copy was 4x.
+    assert peak < 3.0 * data.nbytes
 
 
 def test_sidecar_metadata_is_attached_without_phi(tmp_path: Path) -> None:

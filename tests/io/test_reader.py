@@ -31,7 +31,8 @@ def test_rescale_is_explicit_and_on_top(tmp_path: Path) -> None:
     plain = read_volume(path)
     assert not plain.hu and "rescale" not in plain.metadata.extra
     raw = read_volume(path, rescale=(2.0, -1024.0))
-    np.testing.assert_allclose(raw.array, plain.array * 2 - 1024)
+    assert plain.array.dtype == np.int16 and raw.array.dtype == np.float32  # int16 * 2 would overflow
+    np.testing.assert_allclose(raw.array, plain.array.astype(np.float64) * 2 - 1024)
     assert raw.hu and raw.metadata.extra["rescale"] == {"slope": 2.0, "intercept": -1024.0}
     with pytest.raises(InputError, match="rescale must be"):
         read_volume(path, rescale=(0.0, 1.0))

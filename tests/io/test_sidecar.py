@@ -58,3 +58,12 @@ def test_malformed_and_non_object_json(tmp_path: Path) -> None:
 def test_sidecar_path_uses_the_full_stem() -> None:
     assert sidecar_path("/d/sub-01_T1w.nii.gz") == Path("/d/sub-01_T1w.json")
     assert sidecar_path("/d/a.b.nii") == Path("/d/a.b.json")
+
+
+def test_millisecond_times_convert_to_the_same_seconds_as_a_sidecar() -> None:
+    from radlens.io.sidecar import metadata_from_mapping
+
+    dicom = metadata_from_mapping({"EchoTime": "9.35", "RepetitionTime": "2300"}, time_unit="ms")
+    sidecar = metadata_from_mapping({"EchoTime": 0.00935, "RepetitionTime": 2.3}, time_unit="s")
+    assert dicom.EchoTime == sidecar.EchoTime == 0.00935
+    assert dicom.RepetitionTime == sidecar.RepetitionTime

@@ -131,7 +131,6 @@ def test_lesion_masks_mark_the_slices_the_phantom_lists(mri: MRIRun) -> None:
         kept = slices[slices["series_id"] == row.series]
         assert len(kept) > 0 and (kept["plane"] == row.plane).all()
         assert dict(zip(kept["slice_index"], kept["lesion"])) == {i: expected[i] for i in kept["slice_index"]}
-    assert slices["lesion"].sum() > 0
 
 
 def _written_text(folder: Path) -> str:
@@ -148,7 +147,8 @@ def test_dicom_prepares_every_series_and_keeps_no_phi(mri: MRIRun) -> None:
     assert set(ds.series["source_path"]) == {d.removeprefix("dicom/") for d in mri.truth["dicom_dir"]}
     assert ds.series["patient_id"].str.fullmatch(r"p[0-9a-f]{10}").all()
     assert ds.series["series_id"].str.fullmatch(r"s[0-9a-f]{12}").all()
-    assert ds.series.groupby("patient_id")["source_path"].apply(lambda p: p.str.split("/").str[0].nunique()).eq(1).all()
+    subject_folder = ds.series["source_path"].str.split("/").str[0]
+    assert ds.series.groupby(subject_folder)["patient_id"].nunique().eq(1).all()  # one pseudonym per subject
     assert ds.series["patient_id"].nunique() == MRI.subjects
     text = _written_text(ds.path)
     assert all(caption in text for caption in ds.series["text"])  # the tables were read
@@ -171,7 +171,8 @@ def test_dicom_and_nifti_versions_of_a_series_agree(mri: MRIRun) -> None:
 
 
 def _labels_csv(root: Path) -> pd.DataFrame:
-    frame = pd.concat([pd.read_csv(root / "train_predicted_labels.csv"), pd.read_csv(root / "valid_predicted_labels.csv")])
+    """Both labels CSVs of the phantom, indexed by volume name without ``.nii.gz``."""
+    frame = pd.concat([pd.read_csv(root / f"{part}_predicted_labels.csv") for part in ("train", "valid")])
     frame.index = frame.pop("VolumeName").str.removesuffix(".nii.gz")
     return frame
 

@@ -370,7 +370,7 @@ def evaluate_retrieval(
         trace_queries: queries shown in each trace grid.
         seed: picks the grid's queries and seeds the majority-vote chance simulation.
     """
-    config = {k: v for k, v in locals().items()}
+    config = dict(locals())
     import torch
 
     from radlens.data.datasets import ClipDataset
@@ -381,6 +381,8 @@ def evaluate_retrieval(
 
     if trace and out is None:
         raise ConfigError("--trace writes files: give --out")
+    if min(map_k, trace_k, trace_queries) < 1:
+        raise ConfigError(f"map_k, trace_k and trace_queries must be >= 1, got {map_k}, {trace_k}, {trace_queries}")
     bundle = resolve_bundle(bundle_or_run)
     clip = load_bundle(bundle)
     dataset = ClipDataset(prepared, split, text_column)
@@ -392,12 +394,12 @@ def evaluate_retrieval(
     metrics = clip_retrieval(img, txt, text_keys=keys, labels=dataset.labels, attributes=attributes, chance=True,
                              instance_ks=INSTANCE_KS)
     volumes = volumes_of(dataset, img, keys)
-    metrics.update(volume_map(volumes.emb, volumes.labels, volumes.findings, volumes.scans, map_k))
+    metrics.update(volume_map(volumes.emb, volumes.side.labels, volumes.side.findings, volumes.scans, map_k))
     gallery = text_gallery(keys)
     if dataset.prepared.dims == 2:
         sim_i2t = img @ txt[gallery].T
         metrics.update(series_vote(sim_i2t, dataset.labels[gallery], dataset.labels, dataset.table["series_id"].to_numpy(), seed))
-    metrics.update(n_items=float(len(dataset)), n_texts=float(len(gallery)), n_volumes=float(len(volumes.ids)))
+    metrics.update(n_items=float(len(dataset)), n_texts=float(len(gallery)), n_volumes=float(len(volumes.emb)))
     print(summarise(metrics, ["i2t_R@1", "t2i_R@5", "i2t_label_R@1", "t2i_label_R@1", "i2t_TE_bin_acc", "i2t_TR_bin_acc",
                               "series_label_acc", f"v2v_label_MAP@{map_k}", f"v2v_findings_MAP@{map_k}"]))
     if out is not None:

@@ -5,7 +5,8 @@ distinct texts), ``t2i`` (a distinct text -> items) and ``v2v`` (a volume -> oth
 own scan left out, as in MAP@K). Items are slices (2D, ``slice_id``) or volumes (3D,
 ``series_id``); volumes are series; texts are ``text-{j}``, listed in ``trace_texts.csv``.
 ``same_label`` is empty when either side is unlabelled; ``shared_findings`` (finding datasets)
-counts the positive findings both sides have.
+counts the positive findings both sides have. The grids show, per sampled query, the query
+(a text over the first image that carries it, or a volume's middle slice) then its top k.
 """
 
 from __future__ import annotations
@@ -40,12 +41,13 @@ class Side:
 
 
 @dataclass(frozen=True)
-class Volumes(Side):
-    """The split's volumes (3D items, or 2D series) with L2-normalised embeddings."""
+class Volumes:
+    """The split's volumes (3D items, or 2D series): L2-normalised embeddings, scans, first item rows."""
 
-    emb: np.ndarray = np.empty((0, 0))
-    scans: np.ndarray = np.empty(0)
-    first: np.ndarray = np.empty(0, dtype=np.int64)  # row of each volume's first item
+    side: Side
+    emb: np.ndarray
+    scans: np.ndarray
+    first: np.ndarray
 
 
 def finding_matrix(dataset: ClipDataset) -> np.ndarray | None:
@@ -68,8 +70,9 @@ def volumes_of(dataset: ClipDataset, img: np.ndarray, text_keys: np.ndarray) -> 
     table = dataset.table
     scans = (table["scan_id"] if "scan_id" in table else table["series_id"]).to_numpy()[first]
     findings = finding_matrix(dataset)
-    return Volumes(np.asarray(ids), np.asarray(text_keys)[first], dataset.labels[first],
-                   None if findings is None else findings[first], emb=emb, scans=scans, first=first)
+    side = Side(np.asarray(ids).astype(str), np.asarray(text_keys)[first], dataset.labels[first],
+                None if findings is None else findings[first])
+    return Volumes(side, emb, scans, first)
 
 
 def top_k(sim: np.ndarray, k: int, exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -121,10 +124,15 @@ def _picture(dataset: ClipDataset, row: int, whole_series: bool = False) -> np.n
     return np.rot90(volume[:, :, volume.shape[2] // 2])
 
 
-def _mark(row: pd.Series) -> str:
-    if row["same_text"]:
+def _mark(hit: dict[str, object]) -> str:
+    """What a grid title says about a hit: same text, same label, other label (or nothing)."""
+    import pandas as pd
+
+    if hit["same_text"]:
         return "same text"
-    return {True: "same label", False: "other label"}.get(row["same_label"], "")
+    if pd.isna(hit["same_label"]):
+        return ""
+    return "same label" if hit["same_label"] else "other label"
 
 
 def _grid(
@@ -139,24 +147,36 @@ def _grid(
         hits = table[table["query_id"] == query_id]
         images.append(_picture(dataset, row, whole_series))
         titles.append(title)
-        for hit in hits.itertuples(index=False):
-            images.append(_picture(dataset, rows_of[hit.retrieved_id], whole_series))
-            mark = _mark(hit._asdict())  # type: ignore[arg-type]
-            titles.append(f"#{hit.rank} {str(hit.retrieved_id)[-18:]}\n{hit.similarity:.2f} {mark}")
+        for hit in hits.to_dict("records"):
+            images.append(_picture(dataset, rows_of[hit["retrieved_id"]], whole_series))
+            titles.append(f"#{hit['rank']} {hit['retrieved_id'][-18:]}\n{hit['similarity']:.2f} {_mark(hit)}")
     columns = 1 + int(table["rank"].max())
-    return save_montage(images, titles, path, columns=columns, vrange=[dataset.prepared.value_range] * len(images))
+    return save_montage(images, titles, path, columns=columns)
+
+
+def _sample(n: int, size: int, rng: np.random.Generator) -> np.ndarray:
+    return np.sort(rng.choice(n, size=min(size, n), replace=False))
+
+
+def _title(text: str) -> str:
+    """A query text shortened to two lines of a grid title."""
+    return "\n".join(textwrap.wrap("query: " + textwrap.shorten(text, 72, placeholder=" ..."), 40)[:2])
 
 
 def write_trace(
     folder: Path, dataset: ClipDataset, img: np.ndarray, txt: np.ndarray, text_keys: np.ndarray, volumes: Volumes,
     k: int = 5, n_queries: int = 8, seed: int = 0,
 ) -> list[Path]:
-    """Write ``trace.csv``, ``trace_texts.csv``, ``trace_t2i.png`` and ``trace_v2v.png`` into ``folder``."""
+    """Write ``trace.csv``, ``trace_texts.csv``, ``trace_t2i.png`` and ``trace_v2v.png`` into ``folder``.
+
+    ``img``/``txt``/``text_keys`` are :func:`radlens.evaluate.retrieval.embed_split`'s output;
+    the grids show ``n_queries`` queries drawn with ``seed``.
+    """
     import pandas as pd
 
     from radlens.evaluate.retrieval import text_gallery
 
-    keys = np.asarray(text_keys)
+    folder, keys = Path(folder), np.asarray(text_keys)
     gallery = text_gallery(keys)
     id_column = "slice_id" if dataset.prepared.dims == 2 else "series_id"
     items = Side(dataset.table[id_column].to_numpy().astype(str), keys, dataset.labels, finding_matrix(dataset))
@@ -165,24 +185,19 @@ def write_trace(
     sim_i2t = np.asarray(img, dtype=np.float64) @ np.asarray(txt, dtype=np.float64)[gallery].T
     own_scan = volumes.scans[:, None] == volumes.scans[None, :]
     t2i = trace_table("t2i", sim_i2t.T, texts, items, k)
-    v2v = trace_table("v2v", volumes.emb @ volumes.emb.T, volumes, volumes, k, own_scan)
-    table = pd.concat([trace_table("i2t", sim_i2t, items, texts, k), t2i, v2v], ignore_index=True)
-    folder = Path(folder)
-    table.to_csv(folder / "trace.csv", index=False)
-    pd.DataFrame({"text_id": texts.ids, "n_items": np.bincount(np.searchsorted(np.sort(keys[gallery]), keys))[
-        np.searchsorted(np.sort(keys[gallery]), keys[gallery])], "label": texts.labels,
-        "text": [dataset.texts[i] for i in gallery]}).to_csv(folder / "trace_texts.csv", index=False)
-    rng = np.random.default_rng(seed)
+    v2v = trace_table("v2v", volumes.emb @ volumes.emb.T, volumes.side, volumes.side, k, own_scan)
+    pd.concat([trace_table("i2t", sim_i2t, items, texts, k), t2i, v2v], ignore_index=True).to_csv(
+        folder / "trace.csv", index=False)
+    pd.DataFrame({"text_id": texts.ids, "n_items": np.bincount(keys)[keys[gallery]], "label": texts.labels,
+                  "text": [dataset.texts[i] for i in gallery]}).to_csv(folder / "trace_texts.csv", index=False)
     written = [folder / "trace.csv", folder / "trace_texts.csv"]
-    picks = np.sort(rng.choice(len(gallery), size=min(n_queries, len(gallery)), replace=False))
-    text_rows = [(texts.ids[j], "query: " + textwrap.shorten(dataset.texts[gallery[j]], 90, placeholder=" ..."), int(gallery[j]))
-                 for j in picks]
-    text_rows = [(i, "\n".join(textwrap.wrap(t, 32)[:3]), r) for i, t, r in text_rows]
-    item_rows = {str(v): i for i, v in enumerate(items.ids)}
-    written.append(_grid(folder / "trace_t2i.png", dataset, t2i, text_rows, item_rows, whole_series=False))
+    rng = np.random.default_rng(seed)
+    queries = [(texts.ids[j], _title(dataset.texts[gallery[j]]), int(gallery[j])) for j in _sample(len(gallery), n_queries, rng)]
+    item_rows = {v: i for i, v in enumerate(items.ids)}
+    written.append(_grid(folder / "trace_t2i.png", dataset, t2i, queries, item_rows, whole_series=False))
     if len(v2v):
-        picks = np.sort(rng.choice(len(volumes.ids), size=min(n_queries, len(volumes.ids)), replace=False))
-        volume_rows = {str(v): int(r) for v, r in zip(volumes.ids, volumes.first)}
-        queries = [(str(volumes.ids[j]), f"query {str(volumes.ids[j])[-18:]}", int(volumes.first[j])) for j in picks]
+        ids = volumes.side.ids
+        queries = [(ids[j], f"query {ids[j][-18:]}", int(volumes.first[j])) for j in _sample(len(ids), n_queries, rng)]
+        volume_rows = {v: int(r) for v, r in zip(ids, volumes.first)}
         written.append(_grid(folder / "trace_v2v.png", dataset, v2v, queries, volume_rows, whole_series=True))
     return written

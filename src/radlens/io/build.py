@@ -39,6 +39,13 @@ def check_values(array: np.ndarray, path: str | PathLike[str] | None) -> None:
         raise InputError(path, "every voxel is zero")
 
 
+def _volume_dtype(dtype: np.dtype) -> np.dtype:
+    """The dtype a :class:`Volume` holds for data stored as ``dtype``: integers keep their type
+    (in native byte order, which torch needs), everything else becomes float32."""
+    dtype = np.dtype(dtype)
+    return dtype.newbyteorder("=") if np.issubdtype(dtype, np.integer) else np.dtype(np.float32)
+
+
 def build_volume(
     data: np.ndarray,
     affine: np.ndarray,
@@ -53,8 +60,14 @@ def build_volume(
     ``affine`` maps ``data``'s voxels to RAS mm. Trailing axes after the third become one
     channel axis. The voxel axes are permuted/flipped to the closest RAS+ order with
     nibabel's orientation tools (the affine follows); ``slice_normal`` is taken from the
-    stored third axis before that. Values become float32. ``allow_empty`` accepts an
-    all-zero array (a label map with nothing marked), never NaN/inf.
+    stored third axis before that. Integer data keeps its dtype, anything else becomes
+    float32; readers that apply a scaling pass float32 already.
+
+    The flips and transposes are views; at most one copy is made, and only when needed for
+    the contract of :class:`Volume` (positive strides, native byte order, writeable memory):
+    the array keeps the memory order of ``data`` (Fortran order for NIfTI) rather than being
+    made C-contiguous, which would be a second full copy of the volume.
+    ``allow_empty`` accepts an all-zero array (a label map with nothing marked), never NaN/inf.
     """
     import nibabel as nib
 
@@ -65,17 +78,21 @@ def build_volume(
         raise InputError(source, "the voxel-to-world affine is missing or not finite")
     if abs(np.linalg.det(affine[:3, :3])) < 1e-12:
         raise InputError(source, "the voxel-to-world affine is singular: orientation cannot be determined")
-    array = np.asarray(data, dtype=np.float32).reshape(*data.shape[:3], -1)
+    array = np.asarray(data).reshape(*data.shape[:3], -1)
+    normal = axis_direction(affine, 2)
+    ornt = nib.orientations.io_orientation(affine)
+    ras_affine = affine @ nib.orientations.inv_ornt_aff(ornt, array.shape[:3])  # shape before reorienting
+    array = np.moveaxis(nib.orientations.apply_orientation(array, ornt), -1, 0)
+    dtype = _volume_dtype(array.dtype)
+    # A read-only input (a memory-mapped source file) is copied so the volume never aliases it.
+    if array.dtype != dtype or min(array.strides) < 0 or not array.flags.writeable:
+        array = np.array(array, dtype=dtype, order="K")  # "K": positive strides, same memory order
     if allow_empty:
         check_finite(array, source)
     else:
         check_values(array, source)
-    normal = axis_direction(affine, 2)
-    ornt = nib.orientations.io_orientation(affine)
-    ras_affine = affine @ nib.orientations.inv_ornt_aff(ornt, array.shape[:3])  # shape before reorienting
-    array = nib.orientations.apply_orientation(array, ornt)
     return Volume(
-        array=np.ascontiguousarray(np.moveaxis(array, -1, 0)),
+        array=array,
         affine=ras_affine,
         metadata=metadata if metadata is not None else AcquisitionMetadata(),
         source=Path(source) if source is not None else None,

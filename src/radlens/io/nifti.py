@@ -27,24 +27,32 @@ def _header_scaling(img: object) -> tuple[float, float]:
     return slope, inter
 
 
-def _load(path: Path) -> tuple[np.ndarray, Any]:
-    """Voxel data (float32, at least 3 axes) and the nibabel image, or a clear InputError."""
+def _load(path: Path) -> tuple[np.ndarray, Any, tuple[float, float]]:
+    """Voxel data (at least 3 axes), the nibabel image and its header scaling, or a clear InputError.
+
+    Without header scaling the data is the stored array (e.g. int16 CT), read once and kept
+    in its dtype; with scaling nibabel applies it and returns float32. The file is read into
+    memory (no memory map), so the volume never depends on the file staying unchanged.
+    """
     import nibabel as nib
 
     if not path.is_file():
         raise InputError(path, "file does not exist")
     try:
-        img = nib.load(path)
-        data = np.asarray(img.dataobj, dtype=np.float32)
+        img = nib.load(path, mmap=False)
+        scaling = _header_scaling(img)
+        scaled = scaling != (1.0, 0.0)
+        data = np.asarray(img.dataobj, dtype=np.float32) if scaled else np.asanyarray(img.dataobj)
     except (nib.filebasedimages.ImageFileError, EOFError, zlib.error, OSError, ValueError) as err:
         raise InputError(path, f"cannot read as NIfTI (truncated or corrupt?): {err}") from None
-    return (data[:, :, None] if data.ndim == 2 else data), img
+    return (data[:, :, None] if data.ndim == 2 else data), img, scaling
 
 
 def read_mask(path: str | PathLike[str]) -> Volume:
-    """Read a NIfTI label map (lesion or segmentation mask) in RAS+; an empty mask is allowed."""
+    """Read a NIfTI label map (lesion or segmentation mask) in RAS+, keeping its integer labels
+    dtype; an empty mask is allowed."""
     path = Path(path)
-    data, img = _load(path)
+    data, img, _ = _load(path)
     return build_volume(data, img.affine, source=path, allow_empty=True)
 
 
@@ -52,14 +60,15 @@ def read_nifti(path: str | PathLike[str]) -> Volume:
     """Read a NIfTI file into a RAS+ channel-first :class:`Volume`.
 
     A 4D file's fourth axis (and any later axis) becomes channels; a 2D file becomes
-    ``(C, X, Y, 1)``. nibabel applies the header's ``scl_slope``/``scl_inter``; the values
-    used are recorded in ``metadata.extra["header_scaling"]`` with ``applied`` telling whether
-    they changed the stored values. Metadata comes from a JSON sidecar of the same stem when
-    there is one; a CT sidecar (dcm2niix stores the rescale in the header) marks the volume HU.
+    ``(C, X, Y, 1)``. nibabel applies the header's ``scl_slope``/``scl_inter`` (values become
+    float32); without scaling the stored integer dtype is kept (int16 CT stays int16, half the
+    memory of float32). The values used are recorded in ``metadata.extra["header_scaling"]``
+    with ``applied`` telling whether they changed the stored values. Metadata comes from a
+    JSON sidecar of the same stem when there is one; a CT sidecar (dcm2niix stores the rescale
+    in the header) marks the volume HU.
     """
     path = Path(path)
-    data, img = _load(path)
-    slope, inter = _header_scaling(img)
+    data, img, (slope, inter) = _load(path)
     side = sidecar_path(path)
     metadata = read_sidecar(side) if side.is_file() else AcquisitionMetadata()
     scaling = {"slope": slope, "intercept": inter, "applied": (slope, inter) != (1.0, 0.0)}

@@ -54,8 +54,8 @@ def read_volume(
     header/DICOM scaling) to Hounsfield units, for CT files whose stored values need a slope
     and intercept from a metadata table (CT-RATE raw volumes). It is never applied implicitly:
     volumes that already hold HU are read with ``rescale=None``. When given, the volume is
-    marked ``hu=True`` and ``metadata.extra["rescale"]`` records the values. ``series_uid``
-    picks one series from a DICOM folder that holds several.
+    marked ``hu=True``, its array becomes float32 and ``metadata.extra["rescale"]`` records
+    the values. ``series_uid`` picks one series from a DICOM folder that holds several.
     """
     path = Path(path)
     if not path.exists():
@@ -66,6 +66,7 @@ def read_volume(
     slope, intercept = (float(v) for v in rescale)
     if not (np.isfinite(slope) and np.isfinite(intercept)) or slope == 0.0:
         raise InputError(path, f"rescale must be a finite, non-zero slope and a finite intercept, got {rescale}")
-    array = volume.array * np.float32(slope) + np.float32(intercept)
+    array = np.multiply(volume.array, np.float32(slope), dtype=np.float32)  # one float32 array, even from int16
+    array += np.float32(intercept)
     extra = {**volume.metadata.extra, "rescale": {"slope": slope, "intercept": intercept}}
     return dataclasses.replace(volume, array=array, hu=True, metadata=volume.metadata.replace(extra=extra))

@@ -80,7 +80,8 @@ def metadata_from_mapping(
             continue
         if name in NUMERIC_FIELDS:
             number = _number(name, value, source)
-            record[name] = number / 1000.0 if time_unit == "ms" and name in TIME_FIELDS else number
+            # Rounded so DICOM's "9.35" ms gives the sidecar's 0.00935 s, not 0.009349999999999999.
+            record[name] = round(number / 1000.0, 12) if time_unit == "ms" and name in TIME_FIELDS else number
         elif name in LIST_FIELDS:
             record[name] = _codes(value)
         else:

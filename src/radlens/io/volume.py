@@ -18,6 +18,15 @@ class Volume:
     by the readers (nibabel/MONAI convention); ``affine`` maps voxel indices to RAS
     millimetres. A 2D image is ``(C, X, Y, 1)``. CT arrays hold Hounsfield units once
     ``hu`` is True.
+
+    dtype (as the readers give it): float32, or the stored integer dtype (native byte order)
+    when the reader applies no value scaling: NIfTI/MGH without ``scl_slope``/``scl_inter``
+    and SimpleITK formats keep e.g. int16/uint8; NIfTI with header scaling, DICOM (which
+    applies RescaleSlope/Intercept) and ``read_volume(rescale=...)`` give float32. Memory: the
+    array has positive strides (``torch.from_numpy`` accepts it) but need not be C-contiguous
+    (NIfTI volumes keep the file's Fortran order); use ``np.ascontiguousarray`` where a
+    consumer needs that. Integer arrays overflow in arithmetic (int16 * 2): convert first.
+    ``radlens.prepare`` accepts all of these; its resampling and intensity steps output float32.
     """
 
     array: np.ndarray
