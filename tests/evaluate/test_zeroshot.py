@@ -51,6 +51,14 @@ def test_bad_prompt_files(tmp_path, text, reason):
     assert str(path) in str(err.value)
 
 
+def test_mode_pairs_is_the_default_and_a_classes_file_is_refused(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("mode: pairs\ntemplate: {present: ['{finding} here.'], absent: ['no {finding}.']}\nfindings: {A: {}}\n")
+    assert load_prompts(path).present == (("A here.",),)
+    with pytest.raises(InputError, match="a 'mode: classes' prompt file"):
+        load_prompts("mri_contrast_captions")
+
+
 def _prompts() -> PromptSet:
     return PromptSet(
         "t", tuple(FINDINGS),

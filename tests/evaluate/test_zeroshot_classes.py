@@ -14,7 +14,7 @@ from support.prepared_clip import PROTOCOLS, caption, write_prepared
 
 from radlens.cli import main
 from radlens.errors import ConfigError, InputError
-from radlens.evaluate.zeroshot import load_prompts, zeroshot
+from radlens.evaluate.zeroshot import zeroshot
 from radlens.evaluate.zeroshot_classes import ClassPrompts, ClassZeroShotClassifier, load_class_prompts
 from radlens.prepare.captions import CaptionConfig, render
 
@@ -74,11 +74,6 @@ def test_bad_class_prompt_files(tmp_path, text, reason):
     with pytest.raises(InputError, match=reason) as err:
         load_class_prompts(path)
     assert str(path) in str(err.value)
-
-
-def test_pairs_loader_refuses_a_classes_file():
-    with pytest.raises(InputError, match="mode: classes"):
-        load_prompts("mri_contrast_captions")
 
 
 def test_probabilities_equal_a_direct_softmax():

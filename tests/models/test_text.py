@@ -89,3 +89,24 @@ def test_any_bert_family_checkpoint_from_a_local_folder(minilm) -> None:
     batch = enc.tokenize(["axial flair"])
     with torch.no_grad():
         assert torch.allclose(enc(**batch), minilm(**minilm.tokenize(["axial flair"])), atol=1e-6)
+
+
+def test_frozen_tower_runs_once_per_distinct_text_and_matches_uncached() -> None:
+    import torch
+
+    from radlens.models.text import build_text_encoder
+
+    encoder = build_text_encoder({"kind": "scratch", "hidden_size": 32, "num_layers": 1, "num_heads": 2,
+                                  "intermediate_size": 64, "vocab_size": 200, "context_length": 32},
+                                 texts=["axial t1", "sagittal t2 flair"])
+    encoder.set_trainable_layers(0)
+    calls = []
+    encoder.model.register_forward_hook(lambda module, args, out: calls.append(len(args[0]) if args else 1))
+    batch = encoder.tokenize(["axial t1", "sagittal t2 flair", "axial t1"])
+    first = encoder(**batch)
+    again = encoder(**batch)
+    encoder.model.eval()
+    with torch.no_grad():
+        direct = encoder._pool(**batch)
+    assert torch.allclose(first, direct, atol=1e-6) and torch.equal(first, again)
+    assert len(calls) == 2  # one pass for the two distinct texts, one for the direct check

@@ -81,9 +81,24 @@ def _ap_sum(w: np.ndarray) -> np.ndarray:
     return (w * np.cumsum(w, axis=1) / np.arange(1, w.shape[1] + 1)).sum(axis=1)
 
 
-def _ranked_relevance(relevance: np.ndarray, exclude: np.ndarray | None) -> np.ndarray:
+def _visible_relevance(relevance: np.ndarray, exclude: np.ndarray | None) -> np.ndarray:
     rel = np.asarray(relevance, dtype=np.float64)
     return rel if exclude is None else np.where(exclude, 0.0, rel)
+
+
+def top_k(sim: np.ndarray, k: int, exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Indices and similarities of each row's k best gallery items, best first (excluded: -inf, last)."""
+    sim = np.asarray(sim, dtype=np.float64)
+    if exclude is not None:
+        sim = np.where(exclude, -np.inf, sim)
+    k = min(k, sim.shape[1])
+    index = np.empty((len(sim), k), dtype=np.int64)
+    for lo in range(0, len(sim), _CHUNK):
+        block = sim[lo : lo + _CHUNK]
+        top = np.argpartition(-block, k - 1, axis=1)[:, :k]
+        order = np.argsort(-np.take_along_axis(block, top, axis=1), axis=1, kind="stable")
+        index[lo : lo + _CHUNK] = np.take_along_axis(top, order, axis=1)
+    return index, np.take_along_axis(sim, index, axis=1)
 
 
 def average_precision_at_k(
@@ -94,20 +109,12 @@ def average_precision_at_k(
     ``exclude`` (Q, G) marks gallery items a query must not see (its own scan): they rank last
     and count as irrelevant. Normalised by the ideal ranking's value (module docstring).
     """
-    sim = np.asarray(sim, dtype=np.float64)
-    rel = _ranked_relevance(relevance, exclude)
-    if exclude is not None:
-        sim = np.where(exclude, -np.inf, sim)
-    k = min(k, sim.shape[1])
-    out = np.full(len(sim), np.nan)
-    for lo in range(0, len(sim), _CHUNK):
-        s, w = sim[lo : lo + _CHUNK], rel[lo : lo + _CHUNK]
-        top = np.argpartition(-s, k - 1, axis=1)[:, :k]
-        top = np.take_along_axis(top, np.argsort(-np.take_along_axis(s, top, axis=1), axis=1, kind="stable"), axis=1)
-        ideal = _ap_sum(-np.sort(-w, axis=1)[:, :k])
-        got = _ap_sum(np.take_along_axis(w, top, axis=1))
-        out[lo : lo + _CHUNK] = np.where(ideal > 0, got / np.where(ideal > 0, ideal, 1.0), np.nan)
-    return out
+    # Hand-written: scikit-learn's average precision has no cut-off K, graded relevance or exclusions.
+    rel = _visible_relevance(relevance, exclude)
+    index, _ = top_k(sim, k, exclude)
+    ideal = _ap_sum(-np.sort(-rel, axis=1)[:, : index.shape[1]])
+    got = _ap_sum(np.take_along_axis(rel, index, axis=1))
+    return np.where(ideal > 0, got / np.where(ideal > 0, ideal, 1.0), np.nan)
 
 
 def chance_average_precision_at_k(relevance: np.ndarray, k: int = 10, exclude: np.ndarray | None = None) -> np.ndarray:
@@ -117,7 +124,7 @@ def chance_average_precision_at_k(relevance: np.ndarray, k: int = 10, exclude: n
     E[w_i^2] = S2/n and E[w_i w_j] = (S^2 - S2)/(n(n-1)) for j < i, so
     E[sum_i w_i (w_1 + .. + w_i)/i] = sum_{i<=min(k,n)} (S2/n + (i-1)(S^2 - S2)/(n(n-1)))/i.
     """
-    rel = _ranked_relevance(relevance, exclude)
+    rel = _visible_relevance(relevance, exclude)
     n = np.full(len(rel), rel.shape[1]) if exclude is None else (~np.asarray(exclude)).sum(axis=1)
     k = min(k, rel.shape[1])
     s1, s2 = rel.sum(axis=1), (rel**2).sum(axis=1)
@@ -148,7 +155,8 @@ def volume_map(
     out: dict[str, float] = {}
 
     def add(prefix: str, relevance: np.ndarray) -> None:
-        ap, chance = average_precision_at_k(sim, relevance, k, exclude), chance_average_precision_at_k(relevance, k, exclude)
+        ap = average_precision_at_k(sim, relevance, k, exclude)
+        chance = chance_average_precision_at_k(relevance, k, exclude)
         ok = ~np.isnan(ap)
         if ok.any():
             out.update({f"{prefix}_MAP@{k}": float(ap[ok].mean()), f"chance_{prefix}_MAP@{k}": float(chance[ok].mean()),
@@ -185,6 +193,7 @@ def chance_vote_accuracy(
     each group size; a tie is split evenly between the tied votes (a random ranking's score sums
     favour none of them). ``n_votes``/``truth``: votes and true value of each group.
     """
+    # A plurality's win probability with ties has no closed form that scipy offers: simulate.
     values, counts = np.unique(np.asarray(gallery_votes), return_counts=True)
     index = {v: i for i, v in enumerate(values.tolist())}
     rng = np.random.default_rng(seed)
@@ -193,7 +202,8 @@ def chance_vote_accuracy(
         tally = rng.multinomial(n, counts / counts.sum(), size=draws)
         top = tally == tally.max(axis=1, keepdims=True)
         wins[n] = (top / top.sum(axis=1, keepdims=True)).mean(axis=0)
-    hits = [wins[n][index[t]] if t in index else 0.0 for n, t in zip(np.asarray(n_votes).tolist(), np.asarray(truth).tolist())]
+    pairs = zip(np.asarray(n_votes).tolist(), np.asarray(truth).tolist())
+    hits = [wins[n][index[t]] if t in index else 0.0 for n, t in pairs]
     return float(np.mean(hits)) if hits else float("nan")
 
 
@@ -210,7 +220,8 @@ def series_vote(
     sim = np.asarray(sim_i2t)
     top1 = sim.argmax(axis=1)
     predicted = majority_vote(series, np.asarray(gallery_labels)[top1], sim[np.arange(len(sim)), top1])
-    truth = pd.DataFrame({"series": series, "label": labels}).groupby("series", sort=False)["label"].agg(["first", "size"])
+    truth = pd.DataFrame({"series": series, "label": labels}).groupby("series", sort=False)["label"]
+    truth = truth.agg(["first", "size"])
     truth = truth[truth["first"] >= 0]
     if truth.empty:
         return {}
@@ -303,7 +314,9 @@ def resolve_bundle(bundle_or_run: str | Path) -> Path:
     raise InputError(path, "neither a model bundle nor a run folder with best/ or last/ bundles")
 
 
-def embed_split(model: Any, dataset: Any, batch_size: int = 32, device: str = "cpu") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def embed_split(
+    model: Any, dataset: Any, batch_size: int = 32, device: str = "cpu"
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Image embeddings of every item and text embeddings of every distinct text, each computed once.
 
     Returns ``(img_emb (N, D), txt_emb (N, D), text_keys (N,))``; identical texts share one row.
@@ -341,7 +354,7 @@ def evaluate_retrieval(
     trace_queries: int = 8,
     seed: int = 0,
 ) -> dict[str, float]:
-    """Retrieval metrics of a trained CLIP on one split of a prepared dataset, with chance levels.
+    """Retrieval metrics of a trained CLIP on a prepared dataset split (recall@K, volume MAP@K, series vote) vs chance.
 
     Embeds every item and every distinct text once, then reports (each next to its chance level):
     image->text and text->image R@1/5/10/50 and mean/median rank at instance level (same text;
@@ -396,17 +409,19 @@ def evaluate_retrieval(
     volumes = volumes_of(dataset, img, keys)
     metrics.update(volume_map(volumes.emb, volumes.side.labels, volumes.side.findings, volumes.scans, map_k))
     gallery = text_gallery(keys)
+    sim_i2t = img @ txt[gallery].T
     if dataset.prepared.dims == 2:
-        sim_i2t = img @ txt[gallery].T
-        metrics.update(series_vote(sim_i2t, dataset.labels[gallery], dataset.labels, dataset.table["series_id"].to_numpy(), seed))
+        series = dataset.table["series_id"].to_numpy()
+        metrics.update(series_vote(sim_i2t, dataset.labels[gallery], dataset.labels, series, seed))
     metrics.update(n_items=float(len(dataset)), n_texts=float(len(gallery)), n_volumes=float(len(volumes.emb)))
-    print(summarise(metrics, ["i2t_R@1", "t2i_R@5", "i2t_label_R@1", "t2i_label_R@1", "i2t_TE_bin_acc", "i2t_TR_bin_acc",
-                              "series_label_acc", f"v2v_label_MAP@{map_k}", f"v2v_findings_MAP@{map_k}"]))
+    print(summarise(metrics, ["i2t_R@1", "t2i_R@5", "i2t_label_R@1", "t2i_label_R@1", "i2t_TE_bin_acc",
+                              "i2t_TR_bin_acc", "series_label_acc", f"v2v_label_MAP@{map_k}",
+                              f"v2v_findings_MAP@{map_k}"]))
     if out is not None:
         config.update(model=str(bundle), prepared=str(prepared))
         with staged_output(out) as tmp:
             write_json_atomic(tmp / "metrics.json", metrics)
             write_json_atomic(tmp / "run.json", run_info("evaluate retrieval", config, seed))
             if trace:
-                write_trace(tmp, dataset, img, txt, keys, volumes, trace_k, trace_queries, seed)
+                write_trace(tmp, dataset, sim_i2t, keys, volumes, trace_k, trace_queries, seed)
     return metrics

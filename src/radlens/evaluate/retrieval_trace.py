@@ -1,4 +1,5 @@
-"""What a retrieval evaluation retrieved, for people to look at: top-k tables and image grids.
+"""What a retrieval evaluation retrieved, for people to look at: top-k tables and image grids;
+and the per-volume view (2D series pooled) that volume MAP@K and the trace share.
 
 ``trace.csv`` has one row per (query, rank) for three directions: ``i2t`` (an item's image ->
 distinct texts), ``t2i`` (a distinct text -> items) and ``v2v`` (a volume -> other volumes, its
@@ -22,9 +23,6 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from radlens.data.datasets import ClipDataset
-
-_CHUNK = 1024  # queries per block of the top-k selection
-
 
 @dataclass(frozen=True)
 class Side:
@@ -75,41 +73,30 @@ def volumes_of(dataset: ClipDataset, img: np.ndarray, text_keys: np.ndarray) -> 
     return Volumes(side, emb, scans, first)
 
 
-def top_k(sim: np.ndarray, k: int, exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Indices and similarities of each row's k best gallery items, best first (excluded items never)."""
-    sim = np.asarray(sim, dtype=np.float64)
-    if exclude is not None:
-        sim = np.where(exclude, -np.inf, sim)
-    k = min(k, sim.shape[1] if exclude is None else int((~exclude).sum(axis=1).min()))
-    index = np.empty((len(sim), k), dtype=np.int64)
-    for lo in range(0, len(sim), _CHUNK):
-        block = sim[lo : lo + _CHUNK]
-        top = np.argpartition(-block, k - 1, axis=1)[:, :k] if k else np.empty((len(block), 0), dtype=np.int64)
-        order = np.argsort(-np.take_along_axis(block, top, axis=1), axis=1, kind="stable")
-        index[lo : lo + _CHUNK] = np.take_along_axis(top, order, axis=1)
-    return index, np.take_along_axis(sim, index, axis=1)
-
-
 def trace_table(
     direction: str, sim: np.ndarray, queries: Side, gallery: Side, k: int, exclude: np.ndarray | None = None
 ) -> pd.DataFrame:
     """The top-k rows of every query: direction, query_id, rank, retrieved_id, similarity and flags."""
     import pandas as pd
 
+    from radlens.evaluate.retrieval import top_k
+
     index, values = top_k(sim, k, exclude)
     q = np.repeat(np.arange(len(index)), index.shape[1])
     g = index.ravel()
     labelled = (queries.labels[q] >= 0) & (gallery.labels[g] >= 0)
     table = pd.DataFrame({
-        "direction": direction, "query_id": queries.ids[q], "rank": np.tile(np.arange(1, index.shape[1] + 1), len(index)),
+        "direction": direction, "query_id": queries.ids[q],
+        "rank": np.tile(np.arange(1, index.shape[1] + 1), len(index)),
         "retrieved_id": gallery.ids[g], "similarity": values.ravel(),
         "same_text": queries.text_keys[q] == gallery.text_keys[g],
         "same_label": pd.array(np.where(labelled, queries.labels[q] == gallery.labels[g], False), dtype="boolean"),
     })
     table.loc[~labelled, "same_label"] = pd.NA
+    visible = np.isfinite(values.ravel())  # a query's own scan is never a hit, even to fill its top k
     if queries.findings is not None and gallery.findings is not None:
         table["shared_findings"] = (queries.findings[q] * gallery.findings[g]).sum(axis=1).astype(np.int64)
-    return table
+    return table[visible].reset_index(drop=True)
 
 
 def _picture(dataset: ClipDataset, row: int, whole_series: bool = False) -> np.ndarray:
@@ -139,18 +126,23 @@ def _grid(
     path: Path, dataset: ClipDataset, table: pd.DataFrame, queries: list[tuple[str, str, int]],
     rows_of: dict[str, int], whole_series: bool,
 ) -> Path:
-    """One grid row per query (id, title, picture row): the query, then its retrieved items in rank order."""
+    """One grid row per query (id, title, picture row): the query, then its retrieved items in rank order.
+
+    Queries with fewer hits than the longest list (a gallery shrunk by their own scan) are left out.
+    """
     from radlens.phantoms.preview import save_montage
 
     images, titles = [], []
+    columns = 1 + int(table["rank"].max())
     for query_id, title, row in queries:
         hits = table[table["query_id"] == query_id]
+        if len(hits) < columns - 1:
+            continue
         images.append(_picture(dataset, row, whole_series))
         titles.append(title)
         for hit in hits.to_dict("records"):
             images.append(_picture(dataset, rows_of[hit["retrieved_id"]], whole_series))
             titles.append(f"#{hit['rank']} {hit['retrieved_id'][-18:]}\n{hit['similarity']:.2f} {_mark(hit)}")
-    columns = 1 + int(table["rank"].max())
     return save_montage(images, titles, path, columns=columns)
 
 
@@ -164,13 +156,14 @@ def _title(text: str) -> str:
 
 
 def write_trace(
-    folder: Path, dataset: ClipDataset, img: np.ndarray, txt: np.ndarray, text_keys: np.ndarray, volumes: Volumes,
+    folder: Path, dataset: ClipDataset, sim_i2t: np.ndarray, text_keys: np.ndarray, volumes: Volumes,
     k: int = 5, n_queries: int = 8, seed: int = 0,
 ) -> list[Path]:
     """Write ``trace.csv``, ``trace_texts.csv``, ``trace_t2i.png`` and ``trace_v2v.png`` into ``folder``.
 
-    ``img``/``txt``/``text_keys`` are :func:`radlens.evaluate.retrieval.embed_split`'s output;
-    the grids show ``n_queries`` queries drawn with ``seed``.
+    ``sim_i2t`` (items, distinct texts) is the similarity to the text gallery
+    (:func:`radlens.evaluate.retrieval.text_gallery` of ``text_keys``); the grids show
+    ``n_queries`` queries drawn with ``seed``.
     """
     import pandas as pd
 
@@ -182,7 +175,6 @@ def write_trace(
     items = Side(dataset.table[id_column].to_numpy().astype(str), keys, dataset.labels, finding_matrix(dataset))
     texts = items.take(gallery)
     texts = Side(np.array([f"text-{j}" for j in range(len(gallery))]), texts.text_keys, texts.labels, texts.findings)
-    sim_i2t = np.asarray(img, dtype=np.float64) @ np.asarray(txt, dtype=np.float64)[gallery].T
     own_scan = volumes.scans[:, None] == volumes.scans[None, :]
     t2i = trace_table("t2i", sim_i2t.T, texts, items, k)
     v2v = trace_table("v2v", volumes.emb @ volumes.emb.T, volumes.side, volumes.side, k, own_scan)
@@ -192,7 +184,8 @@ def write_trace(
                   "text": [dataset.texts[i] for i in gallery]}).to_csv(folder / "trace_texts.csv", index=False)
     written = [folder / "trace.csv", folder / "trace_texts.csv"]
     rng = np.random.default_rng(seed)
-    queries = [(texts.ids[j], _title(dataset.texts[gallery[j]]), int(gallery[j])) for j in _sample(len(gallery), n_queries, rng)]
+    picks = _sample(len(gallery), n_queries, rng)
+    queries = [(texts.ids[j], _title(dataset.texts[gallery[j]]), int(gallery[j])) for j in picks]
     item_rows = {v: i for i, v in enumerate(items.ids)}
     written.append(_grid(folder / "trace_t2i.png", dataset, t2i, queries, item_rows, whole_series=False))
     if len(v2v):

@@ -298,7 +298,7 @@ def zeroshot(
         if not label_column:
             raise ConfigError(f"prompt set {prompts!r} is a classes-mode file: give --label_column (the true class)")
         if findings:
-            raise ConfigError("--findings selects present/absent pairs; it does not apply to a classes-mode prompt file")
+            raise ConfigError("--findings selects present/absent pairs; a classes-mode prompt file has none")
         return zeroshot_classes(bundle, prepared, out, split, prompts, label_column,
                                 n_bootstrap, seed, batch_size, device, config)
     if label_column:

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from radlens.errors import InputError
+from radlens.errors import ConfigError, InputError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -108,7 +108,8 @@ def load_class_prompts(name_or_path: str | os.PathLike[str], caption: CaptionCon
     cfg = caption or CaptionConfig()
     path, spec, mode = read_prompt_spec(name_or_path)
     if mode != "classes":
-        raise InputError(path, "not a 'mode: classes' prompt file (present/absent pairs are evaluated without --label_column)")
+        reason = "not a 'mode: classes' prompt file (present/absent pairs are evaluated without --label_column)"
+        raise InputError(path, reason)
     unknown = sorted(set(spec) - _FILE_KEYS)
     if unknown:
         raise InputError(path, f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(_FILE_KEYS))}")
@@ -161,7 +162,6 @@ class ClassZeroShotClassifier:
 
 def dataset_caption_config(ds: PreparedDataset) -> CaptionConfig:
     """The caption config the dataset's captions were made with (its card), else MR-CLIP's default."""
-    from radlens.errors import ConfigError
     from radlens.prepare.captions import CaptionConfig
 
     values = (ds.card.get("config") or {}).get("caption")
@@ -173,7 +173,9 @@ def dataset_caption_config(ds: PreparedDataset) -> CaptionConfig:
         raise InputError(ds.path / "dataset.json", f"config.caption is not a caption config ({err})") from err
 
 
-def series_class_labels(ds: PreparedDataset, column: str, split: str, classes: tuple[str, ...]) -> tuple[pd.Series, dict[str, int]]:
+def series_class_labels(
+    ds: PreparedDataset, column: str, split: str, classes: tuple[str, ...]
+) -> tuple[pd.Series, dict[str, int]]:
     """(label per series_id of ``split`` whose label is one of ``classes``, {excluded label: count}).
 
     Series with an empty label or a label that has no prompts cannot be scored and are excluded.
@@ -183,7 +185,8 @@ def series_class_labels(ds: PreparedDataset, column: str, split: str, classes: t
     series = ds.series[ds.series["split"] == split]
     if column not in series.columns:
         available = ", ".join(c for c in series.columns if not is_numeric_dtype(series[c])) or "none"
-        raise InputError(ds.path / "series.parquet", f"no column {column!r} for the class labels (text columns: {available})")
+        reason = f"no column {column!r} for the class labels (text columns: {available})"
+        raise InputError(ds.path / "series.parquet", reason)
     labels = series.set_index("series_id")[column]
     text = labels.where(labels.notna(), MISSING).astype(str).str.strip().replace("", MISSING)
     keep = text.isin(classes)
@@ -191,9 +194,17 @@ def series_class_labels(ds: PreparedDataset, column: str, split: str, classes: t
 
 
 def series_class_probabilities(
-    ds: PreparedDataset, classifier: ClassZeroShotClassifier, series_ids: pd.Index, split: str, batch_size: int, device: str
+    ds: PreparedDataset,
+    classifier: ClassZeroShotClassifier,
+    series_ids: pd.Index,
+    split: str,
+    batch_size: int,
+    device: str,
 ) -> pd.DataFrame:
-    """One row per series in ``series_ids``: ``series_id, patient_id`` and P(class) per class (2D: mean over slices)."""
+    """One row per series in ``series_ids``: ``series_id, patient_id`` and P(class) per class.
+
+    2D datasets: the slices' probabilities averaged per series.
+    """
     from radlens.evaluate.embed import embed_items, item_table
     from radlens.evaluate.metrics import aggregate_scans
 
@@ -218,7 +229,7 @@ def zeroshot_classes(
     """
     from radlens.data.prepared import PreparedDataset
     from radlens.evaluate.embed import check_compatible, resolve_model, run_info, staged_output
-    from radlens.evaluate.multiclass import confusion_figure, evaluate_classes
+    from radlens.evaluate.multiclass import SUMMARY_METRICS, confusion_figure, evaluate_classes
     from radlens.prepare.dataset import write_json_atomic
 
     ds = PreparedDataset(prepared)
@@ -248,13 +259,14 @@ def zeroshot_classes(
         prompt_texts=dict(zip(present, (list(t) for t in prompt_set.prompts))),
     )
     if absent:
-        metrics["note"] = f"prompt classes {absent} do not occur in split {split!r}: the softmax and metrics use the {len(present)} present classes"
+        metrics["note"] = (f"prompt classes {absent} do not occur in split {split!r}: "
+                           f"the softmax and metrics use the {len(present)} present classes")
     with staged_output(out) as tmp:
         table.to_csv(tmp / "predictions.csv", index=False)
         write_json_atomic(tmp / "metrics.json", metrics)
         confusion_figure(np.asarray(metrics["confusion_matrix"]["counts"]), present, tmp / "confusion.png")
         write_json_atomic(tmp / "run.json", run_info("evaluate zeroshot", config, seed))
-    shown = {k: "n/a" if metrics[k] is None else f"{metrics[k]:.3f}" for k in ("accuracy", "balanced_accuracy", "macro_auroc")}
+    shown = {k: "n/a" if metrics[k] is None else f"{metrics[k]:.3f}" for k in SUMMARY_METRICS}
     print(f"{len(table)} series, {len(present)} classes: accuracy {shown['accuracy']} (chance "
           f"{metrics['chance']['accuracy']:.3f}), balanced accuracy {shown['balanced_accuracy']} (chance "
           f"{1 / len(present):.3f}), macro AUROC {shown['macro_auroc']} -> {out}")

@@ -117,6 +117,28 @@ class TextEncoder(nn.Module):
         return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        if not any(p.requires_grad for p in self.model.parameters()):
+            return self._frozen(input_ids, attention_mask)
+        return self._pool(input_ids, attention_mask)
+
+    def _frozen(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """A fully frozen tower (``trainable_layers: 0``, LiT-style) gives each distinct text the same
+        vector every time (in eval mode), so it runs once per distinct text and is then read from a
+        cache: after the first epoch, training on captions or reports costs no text passes at all."""
+        cache: dict[tuple[int, ...], torch.Tensor] = self.__dict__.setdefault("_cache", {})
+        keys = [tuple(ids[mask.bool()].tolist()) for ids, mask in zip(input_ids, attention_mask)]
+        todo = sorted({i for i, key in enumerate(keys) if key not in cache}, key=lambda i: keys[i])
+        if todo:
+            training = self.model.training
+            self.model.eval()  # a frozen tower has no use for dropout, and must be deterministic to cache
+            with torch.no_grad():
+                fresh = self._pool(input_ids[todo], attention_mask[todo])
+            self.model.train(training)
+            for i, vector in zip(todo, fresh):
+                cache[keys[i]] = vector
+        return torch.stack([cache[key].to(input_ids.device) for key in keys])
+
+    def _pool(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         if self.pooling == "cls":
             return hidden[:, 0]
