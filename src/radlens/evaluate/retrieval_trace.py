@@ -79,7 +79,7 @@ def trace_table(
     """The top-k rows of every query: direction, query_id, rank, retrieved_id, similarity and flags."""
     import pandas as pd
 
-    from radlens.evaluate.retrieval import top_k
+    from radlens.evaluate.retrieval_volume import top_k
 
     index, values = top_k(sim, k, exclude)
     q = np.repeat(np.arange(len(index)), index.shape[1])

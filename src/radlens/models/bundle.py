@@ -89,18 +89,26 @@ def _swap_in(tmp: Path, folder: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def read_bundle_config(folder: str | os.PathLike[str]) -> dict[str, Any]:
-    """The bundle's ``config.json``, checked to be a radlens CLIP bundle."""
+def read_versioned_config(folder: str | os.PathLike[str], fmt: str, max_version: int, kind: str) -> dict[str, Any]:
+    """A bundle folder's ``config.json``, checked to have format ``fmt`` at a version this radlens reads.
+
+    Shared by every radlens bundle (CLIP, report labeller); ``kind`` names it in errors.
+    """
     path = Path(folder) / "config.json"
     try:
         config = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as err:
-        raise InputError(path, f"not a readable bundle config ({err})") from err
-    if config.get("format") != FORMAT:
-        raise InputError(path, f"not a radlens CLIP bundle (format {config.get('format')!r}, expected {FORMAT!r})")
-    if config.get("format_version", 0) > FORMAT_VERSION:
+        raise InputError(path, f"not a readable {kind} bundle config ({err})") from err
+    if config.get("format") != fmt:
+        raise InputError(path, f"not a radlens {kind} bundle (format {config.get('format')!r}, expected {fmt!r})")
+    if config.get("format_version", 0) > max_version:
         raise InputError(path, f"bundle format {config['format_version']} is newer than this radlens reads")
     return config
+
+
+def read_bundle_config(folder: str | os.PathLike[str]) -> dict[str, Any]:
+    """The bundle's ``config.json``, checked to be a radlens CLIP bundle."""
+    return read_versioned_config(folder, FORMAT, FORMAT_VERSION, "CLIP")
 
 
 def load_bundle(folder: str | os.PathLike[str]) -> CLIPModel:

@@ -80,7 +80,7 @@ def train_clip(
     pl_trainer.fit(module, train_loader, val_loader, ckpt_path=ckpt_path, weights_only=True)
     pl_trainer.save_checkpoint(run_dir / CHECKPOINTS / LAST, weights_only=False)
     if pl_trainer.is_global_zero:
-        _save_bundles(module, pl_trainer, run_dir, prepared, config)
+        save_bundles(module, pl_trainer, run_dir, prepared, config)
     return run_dir
 
 
@@ -183,7 +183,7 @@ def _loaders(
     return train, val
 
 
-def _save_bundles(module: Any, trainer: Any, run_dir: Path, prepared: "PreparedDataset", config: dict[str, Any]) -> None:
+def save_bundles(module: Any, trainer: Any, run_dir: Path, prepared: "PreparedDataset", config: dict[str, Any]) -> None:
     """``last/`` from the final weights, ``best/`` from the best checkpoint (``last`` when none)."""
     import torch
 

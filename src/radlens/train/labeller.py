@@ -9,8 +9,6 @@ test split gives per-finding F1/AUROC with patient-bootstrap CIs (``eval/metrics
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,7 +22,6 @@ from radlens.train.config import OptimConfig, TrainerConfig, as_dict
 if TYPE_CHECKING:
     import pandas as pd
 
-MONITORS = ("val/loss", "val/mean_auroc")
 SPLITS = ("train", "validation", "test")
 
 
@@ -120,27 +117,21 @@ def train_labeller(
     import lightning.pytorch as pl
 
     from radlens import __version__
-    from radlens.data.prepared import PreparedDataset
     from radlens.evaluate.embed import run_info
     from radlens.evaluate.probe import finding_results, scan_scores, validation_thresholds, write_results
     from radlens.models.text import build_text_encoder
-    from radlens.train.engine import CHECKPOINTS, LAST, build_trainer, resolve_resume, write_yaml_atomic
+    from radlens.train.engine import CHECKPOINTS, LAST, build_trainer, write_yaml_atomic
     from radlens.train.labeller_model import ReportCollate, ReportDataset, ReportLabeller, encoder_spec, save_labeller
     from radlens.train.probe_data import (
-        FindingDataConfig, device_of, positive_weights, restore_best, select_findings, trainer_for, training_loaders,
-        validate_finding_config,
+        FindingDataConfig, device_of, positive_weights, restore_best, start_finding_run, training_loaders,
     )
     from radlens.train.probe_module import MultiLabelModule, predict_scores
 
     sections = sections or ["findings", "impression"]
     columns = report_columns(sections, text_column)
     optim = optim or OptimConfig(lr=5e-5, weight_decay=0.01, warmup_steps=50)
-    trainer_cfg = trainer_for(trainer or TrainerConfig(), "val/loss", MONITORS)
-    validate_finding_config(FindingDataConfig(path=prepared, batch_size=batch_size), optim, trainer_cfg)
-    run_dir = Path(out)
-    ckpt_path = resolve_resume(run_dir, resume)
-    ds = PreparedDataset(prepared)
-    names = select_findings(ds.card, findings, ds.path / "dataset.json")
+    data = FindingDataConfig(path=prepared, findings=findings, batch_size=batch_size)
+    trainer_cfg, run_dir, ckpt_path, ds, names = start_finding_run(data, optim, trainer, out, resume)
     splits = _split_reports(ds, names, columns)
     spec = encoder_spec(encoder, context_length)
     pl.seed_everything(seed, workers=True, verbose=False)
@@ -189,18 +180,6 @@ def _read_reports(path: Path, needed: Sequence[str]) -> pd.DataFrame:
     return table
 
 
-def _write_csv_atomic(table: pd.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        table.to_csv(tmp, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def label_reports(bundle: str, reports: str, out: str, batch_size: int = 32, device: str = "auto") -> int:
     """Label every report of REPORTS (CSV: VolumeName + Findings_EN, Impressions_EN) with a labeller BUNDLE.
 
@@ -210,6 +189,7 @@ def label_reports(bundle: str, reports: str, out: str, batch_size: int = 32, dev
     """
     import pandas as pd
 
+    from radlens.prepare.dataset import write_csv_atomic
     from radlens.train.labeller_model import ReportCollate, ReportDataset, load_labeller, read_labeller_config
     from radlens.train.probe_data import device_of
     from radlens.train.probe_module import predict_scores
@@ -232,9 +212,9 @@ def label_reports(bundle: str, reports: str, out: str, batch_size: int = 32, dev
     labels = pd.DataFrame((scores >= thresholds).astype(int), columns=names)
     probs = pd.DataFrame(scores, columns=[f"{f} probability" for f in names])
     result = pd.concat([table.loc[ok, ["VolumeName"]].reset_index(drop=True), labels, probs], axis=1)
-    _write_csv_atomic(result, dst)
+    write_csv_atomic(dst, result)
     failures = table.loc[~ok, ["VolumeName"]].assign(reason=f"no report text in {columns}")
     if len(failures):
-        _write_csv_atomic(failures, dst.with_name(dst.name + ".failures.csv"))
+        write_csv_atomic(dst.with_name(dst.name + ".failures.csv"), failures)
     print(f"labelled {len(result)} report(s) -> {dst}" + (f"; {len(failures)} skipped (see {dst.name}.failures.csv)" if len(failures) else ""))
     return 0

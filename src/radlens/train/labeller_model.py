@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from radlens.errors import InputError
+from radlens.models.bundle import read_versioned_config
 from radlens.models.text import TextEncoder
 
 FORMAT = "radlens-report-labeller"
@@ -108,16 +109,7 @@ def save_labeller(
 
 def read_labeller_config(folder: str | os.PathLike[str]) -> dict[str, Any]:
     """The bundle's ``config.json``, checked to be a report-labeller bundle."""
-    path = Path(folder) / "config.json"
-    try:
-        config = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise InputError(path, f"not a readable labeller bundle config ({err})") from err
-    if config.get("format") != FORMAT:
-        raise InputError(path, f"not a radlens report-labeller bundle (format {config.get('format')!r}, expected {FORMAT!r})")
-    if config.get("format_version", 0) > FORMAT_VERSION:
-        raise InputError(path, f"bundle format {config['format_version']} is newer than this radlens reads")
-    return config
+    return read_versioned_config(folder, FORMAT, FORMAT_VERSION, "labeller")
 
 
 def load_labeller(folder: str | os.PathLike[str]) -> tuple[ReportLabeller, dict[str, Any]]:

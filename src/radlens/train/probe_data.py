@@ -9,18 +9,21 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from radlens.errors import ConfigError, InputError
-from radlens.train.config import AugmentConfig
+from radlens.train.config import AugmentConfig, OptimConfig, TrainerConfig
 
 if TYPE_CHECKING:
     import pandas as pd
     import torch
 
     from radlens.data.prepared import PreparedDataset
+
+MONITORS = ("val/loss", "val/mean_auroc")  # what the finding trainers log (FindingScoresModule)
 
 
 @dataclass
@@ -170,6 +173,26 @@ def validate_finding_config(data: FindingDataConfig, optim: Any, trainer: Any) -
     if data.batch_size < 1:
         raise ConfigError(f"data.batch_size must be >= 1, got {data.batch_size}")
     validate(ClipDataConfig(path=data.path, batch_size=max(2, data.batch_size), num_workers=data.num_workers), optim, trainer)
+
+
+def start_finding_run(
+    data: FindingDataConfig, optim: OptimConfig, trainer: TrainerConfig | None, out: str, resume: str | None
+) -> tuple[TrainerConfig, Path, Path | None, PreparedDataset, list[str]]:
+    """The checks and look-ups every finding trainer (probe, vocabfine, labeller) starts with, before any work.
+
+    Returns ``(trainer config monitoring val/loss by default, run folder, checkpoint to resume
+    from or None, prepared dataset, selected findings)``.
+    """
+    from radlens.data.prepared import PreparedDataset
+    from radlens.train.engine import resolve_resume
+
+    trainer_cfg = trainer_for(trainer or TrainerConfig(), "val/loss", MONITORS)
+    validate_finding_config(data, optim, trainer_cfg)
+    run_dir = Path(out)
+    ckpt_path = resolve_resume(run_dir, resume)
+    prepared = PreparedDataset(data.path)
+    findings = select_findings(prepared.card, data.findings, prepared.path / "dataset.json")
+    return trainer_cfg, run_dir, ckpt_path, prepared, findings
 
 
 def restore_best(module: Any, trainer: Any) -> str:

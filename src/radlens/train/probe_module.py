@@ -77,7 +77,21 @@ class ClassFineModel(nn.Module):
         return {"findings": self.findings, "features": self.features, "hidden": self.hidden, "dropout": self.dropout}
 
 
-class MultiLabelModule(ClipModule):
+class FindingScoresModule(ClipModule):
+    """A :class:`ClipModule` validated on per-finding scores: logs ``val/mean_auroc`` at each epoch end.
+
+    Its subclasses' ``validation_step`` append ``{"scores": (B, F), "targets": (B, F)}`` to ``self._val``.
+    """
+
+    def on_validation_epoch_end(self) -> None:
+        if self._val:
+            scores = torch.cat([v["scores"] for v in self._val]).numpy()
+            targets = torch.cat([v["targets"] for v in self._val]).numpy()
+            self.log("val/mean_auroc", mean_auroc(targets, scores))
+        self._val = []
+
+
+class MultiLabelModule(FindingScoresModule):
     """Multi-label training with class-weighted BCE; logs ``val/loss`` and ``val/mean_auroc``.
 
     Used by ClassFine (images) and the report labeller (tokens): a batch is ``{"inputs": kwargs of
@@ -104,13 +118,6 @@ class MultiLabelModule(ClipModule):
         loss, logits = self._bce(batch)
         self.log("val/loss", loss, on_epoch=True, batch_size=len(batch["targets"]))
         self._val.append({"scores": logits.sigmoid().cpu(), "targets": batch["targets"].cpu()})
-
-    def on_validation_epoch_end(self) -> None:
-        if self._val:
-            scores = torch.cat([v["scores"] for v in self._val]).numpy()
-            targets = torch.cat([v["targets"] for v in self._val]).numpy()
-            self.log("val/mean_auroc", mean_auroc(targets, scores))
-        self._val = []
 
 
 def mean_auroc(targets: np.ndarray, scores: np.ndarray) -> float:

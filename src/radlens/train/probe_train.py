@@ -14,8 +14,6 @@ from radlens.evaluate.metrics import ThresholdMethod
 from radlens.train.config import OptimConfig, TrainerConfig, as_dict
 from radlens.train.probe_data import FindingDataConfig
 
-MONITORS = ("val/loss", "val/mean_auroc")
-
 
 def train_probe(
     data: FindingDataConfig,
@@ -52,25 +50,18 @@ def train_probe(
     import lightning.pytorch as pl
 
     from radlens import __version__
-    from radlens.data.prepared import PreparedDataset
     from radlens.evaluate.embed import check_compatible, run_info
     from radlens.train.clip import preprocessing_from_card
     from radlens.evaluate.probe import finding_results, scan_scores, validation_thresholds, write_results
     from radlens.models.bundle import load_model
-    from radlens.train.engine import CHECKPOINTS, LAST, build_trainer, resolve_resume, write_yaml_atomic
+    from radlens.train.engine import CHECKPOINTS, LAST, build_trainer, write_yaml_atomic
     from radlens.train.probe_data import (
-        FindingDataset, device_of, positive_weights, require_splits, restore_best, select_findings, trainer_for,
-        training_loaders, validate_finding_config,
+        FindingDataset, device_of, positive_weights, require_splits, restore_best, start_finding_run, training_loaders,
     )
     from radlens.train.probe_module import ClassFineModel, MultiLabelModule, predict_scores, save_classfine
 
     optim = optim or OptimConfig(lr=1e-3, weight_decay=1e-4, warmup_steps=10)
-    trainer_cfg = trainer_for(trainer or TrainerConfig(), "val/loss", MONITORS)
-    validate_finding_config(data, optim, trainer_cfg)
-    run_dir = Path(out)
-    ckpt_path = resolve_resume(run_dir, resume)
-    prepared = PreparedDataset(data.path)
-    findings = select_findings(prepared.card, data.findings, prepared.path / "dataset.json")
+    trainer_cfg, run_dir, ckpt_path, prepared, findings = start_finding_run(data, optim, trainer, out, resume)
     require_splits(prepared.series, ("train", "validation", *(("test",) if evaluate else ())), prepared.path)
     clip = load_model(encoder)
     check_compatible(clip, prepared)

@@ -24,7 +24,6 @@ if TYPE_CHECKING:
     from radlens.models.clip import CLIPModel
 
 PRESENT, ABSENT = "{finding} is present.", "{finding} is not present."
-MONITORS = ("val/loss", "val/mean_auroc")
 
 
 def prompt_set(findings: Sequence[str], prompts: str | None, where: Any) -> PromptSet:
@@ -48,10 +47,9 @@ def vocabfine_module(model: CLIPModel, prompts: PromptSet, optim: OptimConfig | 
     import torch
     import torch.nn.functional as F
 
-    from radlens.train.clip_module import ClipModule
-    from radlens.train.probe_module import mean_auroc
+    from radlens.train.probe_module import FindingScoresModule
 
-    class VocabFineModule(ClipModule):
+    class VocabFineModule(FindingScoresModule):
         """Pair cross-entropy over (image, finding); logs ``val/loss`` and ``val/mean_auroc`` (zero-shot).
 
         Reuses :class:`ClipModule`'s optimiser, schedule and resumable RNG checkpointing.
@@ -93,13 +91,6 @@ def vocabfine_module(model: CLIPModel, prompts: PromptSet, optim: OptimConfig | 
             self.log("val/loss", loss, on_epoch=True, batch_size=len(batch["targets"]))
             self._val.append({"scores": logits.float().softmax(-1)[..., 0].cpu(), "targets": batch["targets"].cpu()})
 
-        def on_validation_epoch_end(self) -> None:
-            if self._val:
-                scores = torch.cat([v["scores"] for v in self._val]).numpy()
-                targets = torch.cat([v["targets"] for v in self._val]).numpy()
-                self.log("val/mean_auroc", mean_auroc(targets, scores))
-            self._val = []
-
     return VocabFineModule()
 
 
@@ -129,22 +120,14 @@ def train_vocabfine(
     import lightning.pytorch as pl
 
     from radlens import __version__
-    from radlens.data.prepared import PreparedDataset
     from radlens.evaluate.embed import check_compatible
     from radlens.models.bundle import load_model
-    from radlens.train.clip import _save_bundles
-    from radlens.train.engine import CHECKPOINTS, LAST, build_trainer, resolve_resume, write_yaml_atomic
-    from radlens.train.probe_data import (
-        FindingDataset, require_splits, select_findings, trainer_for, training_loaders, validate_finding_config,
-    )
+    from radlens.train.clip import save_bundles
+    from radlens.train.engine import CHECKPOINTS, LAST, build_trainer, write_yaml_atomic
+    from radlens.train.probe_data import FindingDataset, require_splits, start_finding_run, training_loaders
 
     optim = optim or OptimConfig(lr=1e-5, warmup_steps=50)
-    trainer_cfg = trainer_for(trainer or TrainerConfig(), "val/loss", MONITORS)
-    validate_finding_config(data, optim, trainer_cfg)
-    run_dir = Path(out)
-    ckpt_path = resolve_resume(run_dir, resume)
-    prepared = PreparedDataset(data.path)
-    findings = select_findings(prepared.card, data.findings, prepared.path / "dataset.json")
+    trainer_cfg, run_dir, ckpt_path, prepared, findings = start_finding_run(data, optim, trainer, out, resume)
     pair_prompts = prompt_set(findings, prompts, prepared.path)
     require_splits(prepared.series, ("train",), prepared.path)
     has_val = bool((prepared.series["split"] == "validation").any())
@@ -166,5 +149,5 @@ def train_vocabfine(
     pl_trainer.fit(module, *loaders, ckpt_path=ckpt_path, weights_only=True)
     pl_trainer.save_checkpoint(run_dir / CHECKPOINTS / LAST, weights_only=False)
     if pl_trainer.is_global_zero:
-        _save_bundles(module, pl_trainer, run_dir, prepared, config)
+        save_bundles(module, pl_trainer, run_dir, prepared, config)
     return run_dir
