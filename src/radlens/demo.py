@@ -83,11 +83,12 @@ def prepare_sample_scans(out: Path, workers: int) -> list[dict[str, Any]]:
 def generate_phantoms(out: Path, size: DemoSize, seed: int, workers: int) -> tuple[Path, Path]:
     """Write the phantom MRI (BIDS) and CT (CT-RATE) raw datasets."""
     from radlens.phantoms.ct import CTPhantomConfig, generate_ct_phantom
+    from radlens.phantoms.ct_preview import write_preview
     from radlens.phantoms.mri import MRIPhantomConfig, generate_mri_phantom
 
     mri, ct = out / "raw" / "phantom-mri", out / "raw" / "phantom-ct"
     generate_mri_phantom(mri, MRIPhantomConfig(subjects=size.mri_subjects, seed=seed, preview=True), workers=workers)
-    generate_ct_phantom(ct, CTPhantomConfig(patients=size.ct_patients, seed=seed), workers=workers)
+    write_preview(ct, generate_ct_phantom(ct, CTPhantomConfig(patients=size.ct_patients, seed=seed), workers=workers))
     return mri, ct
 
 
