@@ -83,3 +83,19 @@ def test_collate_tokenises_and_stacks(prep2d: Path) -> None:
     batch = ClipCollate(tokenize)([ds[i] for i in range(3)])
     assert batch["images"].shape == (3, 1, 16, 16) and batch["input_ids"].shape == (3, 3)
     assert batch["labels"].tolist() == [ds[i]["label"] for i in range(3)] and batch["times"].shape == (3, 3)
+
+
+def test_sentence_dropout_keeps_order_never_empties_and_is_seeded() -> None:
+    import numpy as np
+
+    from radlens.data.datasets import drop_sentences
+
+    report = "Cardiomegaly. No pleural effusion. Small nodule in the left lung. Trachea is patent."
+    sentences = report.split(". ")
+    for seed in range(20):
+        kept = drop_sentences(report, 0.5, np.random.default_rng(seed))
+        assert kept and kept == drop_sentences(report, 0.5, np.random.default_rng(seed))
+        positions = [report.index(s.rstrip(".")) for s in kept.split(". ")]
+        assert positions == sorted(positions) and len(kept.split(". ")) <= len(sentences)
+    assert drop_sentences(report, 0.99, np.random.default_rng(0)).count(".") == 1
+    assert drop_sentences("One sentence only.", 0.9, np.random.default_rng(0)) == "One sentence only."

@@ -7,11 +7,12 @@ none), ``times`` (TE, TR, TI in seconds, NaN when missing) and ``index``.
 
 A key is an index (evaluation: no augmentation, stored text) or ``(index, epoch)`` from
 :class:`radlens.data.samplers.ClipBatchSampler` (training: augmentation and caption field
-dropout seeded from ``(seed, epoch, index)``).
+dropout (metadata captions) or sentence dropout (reports) seeded from ``(seed, epoch, index)``).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -42,10 +43,11 @@ class ClipDataset:
         augment: "AugmentConfig | None" = None,
         caption_dropout: float = 0.0,
         seed: int = 0,
+        sentence_dropout: float = 0.0,
     ) -> None:
         self.prepared = prepared if isinstance(prepared, PreparedDataset) else PreparedDataset(prepared)
         self.split, self.text_column, self.seed = split, text_column, seed
-        self.caption_dropout = caption_dropout
+        self.caption_dropout, self.sentence_dropout = caption_dropout, sentence_dropout
         self.table, self.rows = _split_table(self.prepared, split, text_column)
         self.texts: list[str] = self.table[text_column].fillna("").astype(str).tolist()
         self.labels = self.table["label"].fillna(-1).astype(np.int64).to_numpy() if "label" in self.table else np.full(len(self.table), -1)
@@ -97,6 +99,8 @@ class ClipDataset:
                 image = apply_augment(self.transform, image, seed)
             if self._caption_cfg is not None:
                 text = self._dropout_caption(index, np.random.default_rng(seed))
+            if self.sentence_dropout > 0:
+                text = drop_sentences(text, self.sentence_dropout, np.random.default_rng([seed, 1]))
         return {
             "image": image,
             "text": text,
@@ -113,6 +117,24 @@ class ClipDataset:
         row = self.table.iloc[index]
         fields = caption_fields(_metadata(row), row.get("plane"), self._caption_cfg)
         return render(drop_fields(fields, self.caption_dropout, rng), self._caption_cfg)
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def drop_sentences(text: str, p: float, rng: np.random.Generator) -> str:
+    """The text with each sentence left out with probability ``p`` (order kept, never all).
+
+    The report analogue of caption field dropout: a report-CLIP cannot memorise whole reports
+    and has to tie sentences ("Small left pleural effusion.") to what the image shows.
+    """
+    sentences = [s for s in _SENTENCE_END.split(text.strip()) if s]
+    if len(sentences) < 2:
+        return text
+    keep = rng.random(len(sentences)) >= p
+    if not keep.any():
+        keep[rng.integers(len(sentences))] = True
+    return " ".join(s for s, k in zip(sentences, keep) if k)
 
 
 def _split_table(prepared: PreparedDataset, split: str, text_column: str) -> tuple["pd.DataFrame", np.ndarray]:

@@ -90,7 +90,8 @@ def _datasets(prepared: "PreparedDataset", data: ClipDataConfig, seed: int) -> t
     if prepared.card.get("array_shape") is None:
         raise InputError(prepared.path, "arrays of different shapes (card array_shape is null): a batch needs one shape")
     augment = data.augment if data.augment.enabled else None
-    train = ClipDataset(prepared, "train", data.text_column, augment, data.caption_dropout, seed)
+    train = ClipDataset(prepared, "train", data.text_column, augment, data.caption_dropout, seed,
+                        sentence_dropout=data.sentence_dropout)
     table = prepared.slices if prepared.dims == 2 else prepared.series
     has_val = table is not None and (table["split"] == "validation").any()
     val = ClipDataset(prepared, "validation", data.eval_text_column or data.text_column) if has_val else None

@@ -37,6 +37,8 @@ class ClipDataConfig:
     ``report_findings``; ``eval_text_column`` is used for validation/test (default: the same).
     ``caption_dropout``: for metadata-caption datasets, re-render each training caption with this
     probability of blanking each acquisition field (MR-CLIP style robustness to missing fields).
+    ``sentence_dropout``: for report datasets, leave each sentence of a training report out with
+    this probability, so the model ties sentences rather than whole reports to images.
     ``sampler``: ``random``, or ``distinct_series`` / ``distinct_label`` to keep at most one item
     per series / per protocol label in a batch (fewer false negatives for the contrastive loss).
     """
@@ -45,6 +47,7 @@ class ClipDataConfig:
     text_column: str = "text"
     eval_text_column: str | None = None
     caption_dropout: float = 0.0
+    sentence_dropout: float = 0.0
     batch_size: int = 32
     eval_batch_size: int | None = None
     num_workers: int = 0
@@ -111,6 +114,7 @@ def validate(data: ClipDataConfig, optim: OptimConfig, trainer: TrainerConfig) -
         (data.batch_size >= 2, f"data.batch_size must be >= 2 for a contrastive loss, got {data.batch_size}"),
         (data.num_workers >= 0, f"data.num_workers must be >= 0, got {data.num_workers}"),
         (0.0 <= data.caption_dropout <= 1.0, f"data.caption_dropout must be in [0, 1], got {data.caption_dropout}"),
+        (0.0 <= data.sentence_dropout < 1.0, f"data.sentence_dropout must be in [0, 1), got {data.sentence_dropout}"),
         (optim.lr > 0, f"optim.lr must be > 0, got {optim.lr}"),
         (optim.warmup_steps >= 0, f"optim.warmup_steps must be >= 0, got {optim.warmup_steps}"),
         (0.0 <= optim.min_lr_ratio <= 1.0, f"optim.min_lr_ratio must be in [0, 1], got {optim.min_lr_ratio}"),
