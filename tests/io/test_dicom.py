@@ -6,10 +6,10 @@ import dataclasses
 import logging
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import pytest
 from pydicom.data import get_testdata_file
+from support.sitk_reference import sitk_series_ras
 from support.synthetic_dicom import rotation, slice_positions, voxel_values, write_enhanced, write_series
 
 from radlens.errors import InputError
@@ -26,18 +26,8 @@ ORIENTATIONS = {
 
 def sitk_ras(folder: Path) -> tuple[np.ndarray, np.ndarray]:
     """SimpleITK's reading of a series, reoriented to RAS+ like radlens: (array XYZ, affine)."""
-    import SimpleITK as sitk
-
-    reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(folder)))
-    image = reader.Execute()
-    lps = np.eye(4)
-    lps[:3, :3] = np.asarray(image.GetDirection()).reshape(3, 3) @ np.diag(image.GetSpacing())
-    lps[:3, 3] = image.GetOrigin()
-    affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
-    array = sitk.GetArrayFromImage(image).T  # (Z, Y, X) -> (X, Y, Z)
-    ornt = nib.orientations.io_orientation(affine)
-    return nib.orientations.apply_orientation(array, ornt), affine @ nib.orientations.inv_ornt_aff(ornt, array.shape)
+    image = sitk_series_ras(folder)
+    return np.asarray(image.dataobj), image.affine
 
 
 @pytest.mark.parametrize("plane", sorted(ORIENTATIONS))

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pydicom
 import pytest
-import SimpleITK as sitk
+from support.sitk_reference import sitk_series_ras
 
 from radlens.phantoms.mri import MRIPhantomConfig, generate_mri_phantom
 
@@ -24,23 +24,11 @@ def phantom(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pd.DataFram
     return out, generate_mri_phantom(out, CFG)
 
 
-def _sitk_canonical(folder: Path) -> nib.Nifti1Image:
-    """Read a DICOM series with SimpleITK and express it as a RAS NIfTI image."""
-    reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(folder)))
-    image = reader.Execute()
-    lps = np.eye(4)
-    lps[:3, :3] = np.asarray(image.GetDirection()).reshape(3, 3) @ np.diag(image.GetSpacing())
-    lps[:3, 3] = image.GetOrigin()
-    array = sitk.GetArrayFromImage(image).transpose(2, 1, 0)  # (z, y, x) -> (x, y, z)
-    return nib.as_closest_canonical(nib.Nifti1Image(array, np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps))
-
-
 def test_simpleitk_geometry_and_pixels_match_the_nifti(phantom: tuple[Path, pd.DataFrame]) -> None:
     out, truth = phantom
     assert len(truth) == 3
     for row in truth.itertuples():
-        from_dicom = _sitk_canonical(out / row.dicom_dir)
+        from_dicom = sitk_series_ras(out / row.dicom_dir)
         from_nifti = nib.as_closest_canonical(nib.load(out / row.file))
         np.testing.assert_allclose(from_dicom.affine, from_nifti.affine, atol=1e-3)
         np.testing.assert_array_equal(np.asarray(from_dicom.dataobj), np.asarray(from_nifti.dataobj))
@@ -98,7 +86,7 @@ def test_geometry_round_trips_for_every_stored_order_and_slice_axis(tmp_path: Pa
         stored, stored_affine = reorient(ras, affine, ornt)
         folder = tmp_path / f"series-{case}"
         write_dicom_series(folder, stored, stored_affine, int(ornt[case % 3, 0]), sidecar, "sub-007", f"case{case}")
-        from_dicom = _sitk_canonical(folder)
+        from_dicom = sitk_series_ras(folder)
         np.testing.assert_allclose(from_dicom.affine, affine, atol=1e-4)
         np.testing.assert_array_equal(np.asarray(from_dicom.dataobj), ras)
 
