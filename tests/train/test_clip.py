@@ -30,7 +30,9 @@ def test_training_lowers_loss_and_writes_the_run_folder(trained_run: Path) -> No
     assert len(losses) == 8
     assert losses.iloc[-3:].mean() < losses.iloc[:3].mean()
     config = yaml.safe_load((trained_run / "config.yaml").read_text())
-    assert config["seed"] == 0 and config["loss"]["mode"] == "multi_positive" and "radlens_version" in config
+    assert config["seed"] == 0 and config["loss"]["mode"] == "multi_positive"
+    run = json.loads((trained_run / "run.json").read_text())
+    assert run["seed"] == 0 and run["radlens_version"]
     assert (trained_run / "checkpoints" / "last.ckpt").is_file()
     assert (trained_run / "checkpoints" / "step-0000004.ckpt").is_file()
     assert list((trained_run / "logs" / "tensorboard").glob("version_0/events.out.tfevents.*"))
@@ -135,3 +137,14 @@ def test_text_longer_than_the_context_is_an_error_before_training(micro_model: s
         train_clip(ClipDataConfig(path=str(ds), batch_size=4), model=micro_model, trainer=quick_trainer(),
                    out=str(tmp_path / "run"))
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_run_config_reruns_the_command(trained_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """config.yaml holds exactly the command's options: `--config RUN/config.yaml` resolves back to them."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "clip", "--config", str(trained_run / "config.yaml"), "--print_config"])
+    assert exit_info.value.code == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    saved = yaml.safe_load((trained_run / "config.yaml").read_text())
+    assert printed["loss"] == saved["loss"] and printed["seed"] == saved["seed"]
+    assert printed["data"]["path"] == saved["data"]["path"]

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from radlens.errors import InputError
 from radlens.train.config import ClipDataConfig, LossConfig, OptimConfig, TrainerConfig, as_dict, validate
-from radlens.train.engine import CHECKPOINTS, LAST, best_checkpoint, build_trainer, resolve_resume, write_yaml_atomic
+from radlens.train.engine import CHECKPOINTS, LAST, best_checkpoint, build_trainer, resolve_resume, write_run_config
 
 if TYPE_CHECKING:
     from radlens.data.datasets import ClipDataset
@@ -49,7 +49,6 @@ def train_clip(
     import lightning.pytorch as pl
     from lightning.fabric.utilities.rank_zero import rank_zero_only
 
-    from radlens import __version__
     from radlens.data.prepared import PreparedDataset
 
     trainer_cfg = trainer
@@ -68,9 +67,8 @@ def train_clip(
     config = {
         "data": as_dict(data), "model": model, "optim": as_dict(optim), "trainer": as_dict(trainer_cfg),
         "loss": as_dict(loss), "out": str(out), "seed": seed, "resume": resume, "init_from": init_from,
-        "radlens_version": __version__,
     }
-    write_yaml_atomic(run_dir / "config.yaml", config)
+    write_run_config(run_dir, config, seed)
 
     from radlens.train.clip_module import ClipModule
 

@@ -3,7 +3,8 @@
 A run folder::
 
     RUN/
-      config.yaml        resolved config + radlens version + seed (rewritten at every (re)start)
+      config.yaml        the resolved command options (rerun with `--config RUN/config.yaml`)
+      run.json           radlens version, seed, start time (rewritten at every (re)start)
       tokenizer/         the text tokenizer the run trains with (reused on resume)
       checkpoints/       last.ckpt, step-NNNNNNN.ckpt every N steps, best-step-NNNNNNN.ckpt (top k)
       logs/csv/version_N/          metrics.csv (CSVLogger), one version per (re)start
@@ -126,6 +127,16 @@ def best_checkpoint(trainer: "pl.Trainer") -> Path | None:
         if isinstance(cb, ModelCheckpoint) and cb.monitor and cb.best_model_path:
             return Path(cb.best_model_path)
     return None
+
+
+def write_run_config(run_dir: Path, config: dict[str, Any], seed: int, **extra: Any) -> None:
+    """``config.yaml`` (exactly the command's options, so ``--config RUN/config.yaml`` reruns it) and
+    ``run.json`` (radlens version, seed, start time, and ``extra`` facts such as the findings used)."""
+    from radlens.evaluate.embed import run_info
+    from radlens.prepare.dataset import write_json_atomic
+
+    write_yaml_atomic(run_dir / "config.yaml", config)
+    write_json_atomic(run_dir / "run.json", {**run_info("train", config, seed), **extra})
 
 
 def write_yaml_atomic(path: Path, data: dict[str, Any]) -> None:

@@ -116,11 +116,10 @@ def train_labeller(
     """
     import lightning.pytorch as pl
 
-    from radlens import __version__
     from radlens.evaluate.embed import run_info
     from radlens.evaluate.probe import finding_results, scan_scores, validation_thresholds, write_results
     from radlens.models.text import build_text_encoder
-    from radlens.train.engine import CHECKPOINTS, LAST, build_trainer, write_yaml_atomic
+    from radlens.train.engine import CHECKPOINTS, LAST, build_trainer, write_run_config
     from radlens.train.labeller_model import ReportCollate, ReportDataset, ReportLabeller, encoder_spec, save_labeller
     from radlens.train.probe_data import (
         FindingDataConfig, device_of, positive_weights, restore_best, start_finding_run, training_loaders,
@@ -140,8 +139,8 @@ def train_labeller(
     config = {"prepared": prepared, "out": out, "encoder": encoder, "findings": names, "sections": sections,
               "text_column": text_column, "context_length": context_length, "batch_size": batch_size, "dropout": dropout,
               "optim": as_dict(optim), "trainer": as_dict(trainer_cfg), "threshold_method": threshold_method,
-              "n_bootstrap": n_bootstrap, "seed": seed, "resume": resume, "radlens_version": __version__}
-    write_yaml_atomic(run_dir / "config.yaml", config)
+              "n_bootstrap": n_bootstrap, "seed": seed, "resume": resume}
+    write_run_config(run_dir, config, seed)
     sets = {s: ReportDataset(texts, targets) for s, (_, texts, targets) in splits.items()}
     module = MultiLabelModule(model, positive_weights(sets["train"].targets), optim)
     pl_trainer = build_trainer(trainer_cfg, run_dir)

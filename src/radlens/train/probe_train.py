@@ -49,12 +49,11 @@ def train_probe(
     """
     import lightning.pytorch as pl
 
-    from radlens import __version__
     from radlens.evaluate.embed import check_compatible, run_info
     from radlens.train.clip import preprocessing_from_card
     from radlens.evaluate.probe import finding_results, scan_scores, validation_thresholds, write_results
     from radlens.models.bundle import load_model
-    from radlens.train.engine import CHECKPOINTS, LAST, build_trainer, write_yaml_atomic
+    from radlens.train.engine import CHECKPOINTS, LAST, build_trainer, write_run_config
     from radlens.train.probe_data import (
         FindingDataset, device_of, positive_weights, require_splits, restore_best, start_finding_run, training_loaders,
     )
@@ -73,8 +72,8 @@ def train_probe(
     config = {"data": as_dict(data), "encoder": encoder, "features": features, "hidden": hidden, "dropout": dropout,
               "optim": as_dict(optim), "trainer": as_dict(trainer_cfg), "evaluate": evaluate,
               "threshold_method": threshold_method, "n_bootstrap": n_bootstrap, "out": out, "seed": seed,
-              "resume": resume, "findings": findings, "radlens_version": __version__}
-    write_yaml_atomic(run_dir / "config.yaml", config)
+              "resume": resume}
+    write_run_config(run_dir, config, seed, findings=findings)
     model = ClassFineModel(clip, findings, features, hidden, dropout)
     module = MultiLabelModule(model, positive_weights(train_set.targets), optim)
     pl_trainer = build_trainer(trainer_cfg, run_dir)

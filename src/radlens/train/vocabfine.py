@@ -119,11 +119,10 @@ def train_vocabfine(
     """
     import lightning.pytorch as pl
 
-    from radlens import __version__
     from radlens.evaluate.embed import check_compatible
     from radlens.models.bundle import load_model
     from radlens.train.clip import save_bundles
-    from radlens.train.engine import CHECKPOINTS, LAST, build_trainer, write_yaml_atomic
+    from radlens.train.engine import CHECKPOINTS, LAST, build_trainer, write_run_config
     from radlens.train.probe_data import FindingDataset, require_splits, start_finding_run, training_loaders
 
     optim = optim or OptimConfig(lr=1e-5, warmup_steps=50)
@@ -140,9 +139,8 @@ def train_vocabfine(
     val_set = FindingDataset(prepared, "validation", findings) if has_val else None
 
     config = {"data": as_dict(data), "init_from": init_from, "prompts": prompts, "optim": as_dict(optim),
-              "trainer": as_dict(trainer_cfg), "out": out, "seed": seed, "resume": resume, "findings": findings,
-              "radlens_version": __version__}
-    write_yaml_atomic(run_dir / "config.yaml", config)
+              "trainer": as_dict(trainer_cfg), "out": out, "seed": seed, "resume": resume}
+    write_run_config(run_dir, config, seed, findings=findings)
     module = vocabfine_module(model, pair_prompts, optim)
     pl_trainer = build_trainer(trainer_cfg, run_dir)
     loaders = training_loaders(pl_trainer, train_set, val_set, data.batch_size, data.eval_batch_size, data.num_workers, seed)
