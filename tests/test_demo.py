@@ -31,3 +31,5 @@ def test_quick_demo_runs_every_stage_and_writes_the_report(tmp_path, capsys) -> 
     series = pd.read_parquet(out / "prepared" / "samples-dicom" / "series.parquet")
     for phi in ("CompressedSamples", "JFK IMAGING"):
         assert phi not in series.to_csv() and phi not in report
+    # Running it again over the same folder works (the demo's own runs are replaced).
+    assert main(["demo", "--out", str(out), "--quick", "--workers", "1"]) == 0

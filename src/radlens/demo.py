@@ -6,7 +6,8 @@
    reports, 18 labels) are generated.
 3. Both are prepared: MRI to 2D slices with metadata captions, CT to fixed-shape 3D volumes.
 4. A tiny 2D metadata-CLIP (MRI) and a tiny 3D report-CLIP (CT) are trained on the CPU.
-5. Held-out patients are evaluated: MRI protocol retrieval, CT zero-shot findings.
+5. Held-out patients are evaluated: MRI protocol retrieval and zero-shot contrast class, CT
+   report retrieval and zero-shot findings.
 6. ``OUT/report.html`` gathers cards, training curves, metrics and figures.
 """
 
@@ -122,6 +123,8 @@ def train(prepared: Path, run: Path, model: str, loss_mode: str, seconds: int, s
 
     ds = PreparedDataset(prepared)
     n_train = int(((ds.slices if ds.dims == 2 else ds.series)["split"] == "train").sum())
+    # A rerun of the demo trains afresh: its previous run folder (its own output) is replaced.
+    shutil.rmtree(run, ignore_errors=True)
     hh_mm_ss = time.strftime("%H:%M:%S", time.gmtime(seconds))
     return train_clip(
         # multi_positive treats same-protocol slices as positives, so a random sampler is safe.
