@@ -25,7 +25,7 @@ def test_report_embeds_tables_figures_and_escapes_text(tmp_path):
     assert "Demo &lt;run&gt;" in text and "a &lt; b" in text
     assert "Cardiomegaly" in text and "0.812" in text and "CT macro AUROC" in text
     assert base64.b64encode(png.read_bytes()).decode()[:200] in text
-    assert not list(out.parent.glob("*.tmp"))
+    assert [p.name for p in out.parent.iterdir()] == ["report.html"]
 
 
 def test_training_curves_from_lightning_csv(tmp_path):

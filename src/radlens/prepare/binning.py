@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Literal
@@ -208,18 +207,10 @@ def intervals_json(te: Binner, tr: Binner, ti: Binner) -> dict[str, list[dict[st
 
 def write_intervals(path: str | os.PathLike[str], te: Binner, tr: Binner, ti: Binner) -> Path:
     """Write the interval file atomically (temporary file in the same folder, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(intervals_json(te, tr, ti), f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    from radlens.io.atomic import write_bytes_atomic
+
+    text = json.dumps(intervals_json(te, tr, ti), indent=2) + "\n"
+    return write_bytes_atomic(Path(path), text.encode())
 
 
 def read_intervals(path: str | os.PathLike[str]) -> tuple[Binner, Binner, Binner]:

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import base64
 import html
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -69,10 +67,6 @@ def render_report(title: str, headline: Mapping[str, str], sections: Sequence[Se
 
 def write_report(path: str | Path, title: str, headline: Mapping[str, str], sections: Sequence[Section]) -> Path:
     """Render and write the report atomically (temp file, then rename)."""
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=".html.tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(render_report(title, headline, sections))
-    os.replace(tmp, out)
-    return out
+    from radlens.io.atomic import write_bytes_atomic
+
+    return write_bytes_atomic(Path(path), render_report(title, headline, sections).encode("utf-8"))

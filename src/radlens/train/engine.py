@@ -14,8 +14,6 @@ A run folder::
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -143,12 +141,6 @@ def write_yaml_atomic(path: Path, data: dict[str, Any]) -> None:
     """Dump ``data`` as YAML to a temp file beside ``path``, then rename it into place."""
     import yaml
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            yaml.safe_dump(data, fh, sort_keys=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from radlens.io.atomic import write_bytes_atomic
+
+    write_bytes_atomic(path, yaml.safe_dump(data, sort_keys=False).encode())
