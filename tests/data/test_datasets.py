@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from support.prepared_clip import write_prepared
+from support.prepared_findings import FINDINGS, write_findings_prepared
 
 from radlens.data.datasets import ClipCollate, ClipDataset
 from radlens.data.samplers import ClipBatchSampler
@@ -35,6 +36,13 @@ def test_2d_items_are_the_stored_slices(prep2d: Path) -> None:
 def test_3d_items_are_volumes(tmp_path: Path) -> None:
     ds = ClipDataset(write_prepared(tmp_path / "p3", dims=3, shape=(8, 8, 4), patients={"train": 1}), "train")
     assert len(ds) == 2 and ds[0]["image"].shape == (1, 8, 8, 4)
+    assert ds[0]["findings"].shape == (0,)  # the card lists no findings
+
+
+def test_items_carry_the_cards_finding_labels(tmp_path: Path) -> None:
+    ds = ClipDataset(write_findings_prepared(tmp_path / "f", patients={"train": 4}), "train")
+    expected = ds.table[FINDINGS].to_numpy(dtype=np.float32)
+    assert np.array_equal(np.stack([ds[i]["findings"].numpy() for i in range(len(ds))]), expected)
 
 
 def test_bad_folders_and_columns(prep2d: Path, tmp_path: Path) -> None:
@@ -83,6 +91,7 @@ def test_collate_tokenises_and_stacks(prep2d: Path) -> None:
     batch = ClipCollate(tokenize)([ds[i] for i in range(3)])
     assert batch["images"].shape == (3, 1, 16, 16) and batch["input_ids"].shape == (3, 3)
     assert batch["labels"].tolist() == [ds[i]["label"] for i in range(3)] and batch["times"].shape == (3, 3)
+    assert batch["findings"].shape == (3, 0)
 
 
 def test_sentence_dropout_keeps_order_never_empties_and_is_seeded() -> None:

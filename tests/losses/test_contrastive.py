@@ -10,9 +10,11 @@ import torch
 import torch.nn.functional as F
 
 from radlens.errors import ConfigError
-from radlens.losses.contrastive import ContrastiveLoss, time_kernel
+from radlens.losses.contrastive import ContrastiveLoss, finding_kernel, time_kernel
 
-MODES = ("clip", "multi_positive", "soft")
+MODES = ("clip", "multi_positive", "soft", "findings")
+# Multi-hot finding labels: rows 0 and 2 share both findings, 1 and 5 are normal.
+FINDINGS = torch.tensor([[1, 1, 0], [0, 0, 0], [1, 1, 0], [1, 0, 0], [0, 1, 1], [0, 0, 0], [0, 0, 1], [1, 0, 1]], dtype=torch.float32)
 
 
 def _features(n: int = 8, d: int = 16, seed: int = 0) -> tuple[torch.Tensor, ...]:
@@ -44,7 +46,11 @@ def _reference_targets(mode: str, labels, times, alpha=0.3, sigma=0.1) -> torch.
     t = torch.zeros(n, n)
     for i in range(n):
         for j in range(n):
-            if mode == "multi_positive":
+            if mode == "findings":
+                a = {k for k in range(FINDINGS.shape[1]) if FINDINGS[i, k]}
+                b = {k for k in range(FINDINGS.shape[1]) if FINDINGS[j, k]}
+                t[i, j] = len(a & b) / len(a | b) if a | b else 1.0
+            elif mode == "multi_positive":
                 t[i, j] = float(i == j or (labels[i] >= 0 and labels[i] == labels[j]))
             else:
                 d2, ok = 0.0, True
@@ -58,7 +64,7 @@ def _reference_targets(mode: str, labels, times, alpha=0.3, sigma=0.1) -> torch.
                     d2 += (math.log(1 + a / 1e-3) - math.log(1 + b / 1e-3)) ** 2
                 t[i, j] = math.exp(-d2 / (2 * sigma**2)) if ok else 0.0
         t[i] = t[i] / t[i].sum()
-    if mode == "soft":
+    if mode in ("soft", "findings"):
         t = (1 - alpha) * torch.eye(n) + alpha * t
     return t
 
@@ -75,7 +81,7 @@ def test_plain_clip_equals_cross_entropy() -> None:
 def test_each_mode_equals_reference(mode: str) -> None:
     img, txt, labels, times = _features()
     scale = torch.tensor(10.0)
-    got = ContrastiveLoss(mode)(img, txt, scale, labels=labels, metadata=times)
+    got = ContrastiveLoss(mode)(img, txt, scale, labels=labels, metadata=times, findings=FINDINGS)
     expected = _reference(img, txt, scale, _reference_targets(mode, labels, times))
     assert torch.allclose(got, expected, atol=1e-5)
 
@@ -99,12 +105,21 @@ def test_time_kernel_near_protocols_close_far_ones_not() -> None:
     assert k[0, 3] == 0  # TI known for one, missing for the other
 
 
+def test_finding_kernel_is_jaccard_and_normal_scans_match_each_other() -> None:
+    k = finding_kernel(FINDINGS, FINDINGS)
+    assert k[0, 2] == 1 and k[1, 5] == 1  # same findings; both normal
+    assert k[0, 3] == pytest.approx(0.5) and k[0, 1] == 0 and k[4, 6] == pytest.approx(0.5)
+    assert torch.allclose(k, k.T)
+
+
 def test_missing_labels_or_metadata_is_a_config_error() -> None:
     img, txt, _, _ = _features()
     with pytest.raises(ConfigError, match="labels"):
         ContrastiveLoss("multi_positive")(img, txt, torch.tensor(1.0))
     with pytest.raises(ConfigError, match="metadata"):
         ContrastiveLoss("soft")(img, txt, torch.tensor(1.0))
+    with pytest.raises(ConfigError, match="finding labels"):
+        ContrastiveLoss("findings")(img, txt, torch.tensor(1.0), findings=torch.zeros(len(img), 0))
     with pytest.raises(ConfigError, match="mode"):
         ContrastiveLoss("infonce")  # type: ignore[arg-type]
 
@@ -121,7 +136,7 @@ def _rank_worker(rank: int, world: int, store: str, out: str) -> None:
         for mode in MODES:
             i, t = img[rows].clone().requires_grad_(), txt[rows].clone().requires_grad_()
             scale = torch.tensor(10.0, requires_grad=True)
-            loss = ContrastiveLoss(mode)(i, t, scale, labels=labels[rows], metadata=times[rows])
+            loss = ContrastiveLoss(mode)(i, t, scale, labels=labels[rows], metadata=times[rows], findings=FINDINGS[rows])
             loss.backward()
             # DDP averages gradients over ranks: do the same for the loss value and the shared scale.
             value, scale_grad = loss.detach().clone(), scale.grad.clone()
@@ -143,7 +158,7 @@ def test_gathered_local_loss_equals_global_loss_over_two_processes(tmp_path: Pat
     for mode in MODES:
         i, t = img.clone().requires_grad_(), txt.clone().requires_grad_()
         scale = torch.tensor(10.0, requires_grad=True)
-        loss = ContrastiveLoss(mode)(i, t, scale, labels=labels, metadata=times)
+        loss = ContrastiveLoss(mode)(i, t, scale, labels=labels, metadata=times, findings=FINDINGS)
         loss.backward()
         for r in range(world):
             value, gi, gt, gs = ranks[r][mode]

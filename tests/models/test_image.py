@@ -56,6 +56,15 @@ def test_resnet_2d_and_3d_take_one_channel(shape: list[int]) -> None:
     assert enc.net.conv1.weight.grad is not None
 
 
+def test_resnet_width_factor_and_strided_stem_make_it_small() -> None:
+    base, small = ResNetEncoder([32, 32, 16], depth=10), ResNetEncoder([32, 32, 16], depth=10, width_factor=0.25, stem_stride=2)
+    assert (base.width, small.width) == (512, 128) and small.net.conv1.stride == (2, 2, 2)
+    assert sum(p.numel() for p in small.parameters()) < sum(p.numel() for p in base.parameters()) / 10
+    assert small(torch.randn(2, 1, 32, 32, 16)).shape == (2, 128)
+    with pytest.raises(ConfigError, match="width_factor"):
+        ResNetEncoder([32, 32, 16], depth=10, width_factor=0)
+
+
 def test_wrong_image_shape_is_a_clear_error() -> None:
     enc = _vit().eval()
     with pytest.raises(InputError, match=r"expected \(B, 1, 32, 32, 16\).*3D"):

@@ -62,7 +62,7 @@ def test_freeze_all_but_last_layers() -> None:
     assert enc.model.pooler is None
 
 
-@pytest.mark.parametrize("pooling", ["cls", "mean"])
+@pytest.mark.parametrize("pooling", ["cls", "mean", "sentences"])
 def test_pooling_ignores_padding(pooling: str, captions: list[str]) -> None:
     enc = build_text_encoder({"kind": "scratch", "hidden_size": 32, "num_layers": 1, "num_heads": 2,
                               "pooling": pooling}, texts=captions).eval()
@@ -70,6 +70,16 @@ def test_pooling_ignores_padding(pooling: str, captions: list[str]) -> None:
         alone = enc(**enc.tokenize(["axial brain"]))
         padded = enc(**enc.tokenize(["axial brain", captions[0]]))[:1]
     assert torch.allclose(alone, padded, atol=1e-5)
+
+
+def test_sentence_pooling_averages_sentences_encoded_alone(captions: list[str]) -> None:
+    texts = [*captions, "axial brain. coronal spine."]  # the tokenizer learns "." from its texts
+    enc = build_text_encoder({"kind": "scratch", "hidden_size": 32, "num_layers": 1, "num_heads": 2,
+                              "pooling": "sentences"}, texts=texts).eval()
+    with torch.no_grad():
+        out = enc(**enc.tokenize(["axial brain. coronal spine", "axial brain.", "coronal spine", ""]))
+    assert torch.allclose(out[0], (out[1] + out[2]) / 2, atol=1e-5)
+    assert not torch.allclose(out[1], out[2], atol=1e-3) and torch.isfinite(out[3]).all()
 
 
 def test_bad_text_configs() -> None:

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import yaml
 from support.prepared_clip import quick_trainer, write_prepared
+from support.prepared_findings import tiny_model, write_findings_prepared
 
 from radlens.cli import main
 from radlens.errors import ConfigError, InputError
@@ -148,3 +149,17 @@ def test_run_config_reruns_the_command(trained_run: Path, capsys: pytest.Capture
     saved = yaml.safe_load((trained_run / "config.yaml").read_text())
     assert printed["loss"] == saved["loss"] and printed["seed"] == saved["seed"]
     assert printed["data"]["path"] == saved["data"]["path"]
+
+
+def test_findings_loss_trains_a_3d_report_clip(tmp_path: Path) -> None:
+    from radlens.train.clip import train_clip
+    from radlens.train.config import ClipDataConfig, LossConfig, OptimConfig
+
+    ds = write_findings_prepared(tmp_path / "prep", patients={"train": 16, "validation": 4})
+    run = train_clip(ClipDataConfig(path=str(ds), text_column="report_findings", batch_size=8),
+                     model=str(tiny_model(tmp_path / "tiny.json")), optim=OptimConfig(lr=1e-3, warmup_steps=1),
+                     trainer=quick_trainer(max_steps=12, val_every_n_steps=6), loss=LossConfig(mode="findings", alpha=0.5),
+                     out=str(tmp_path / "run"))
+    losses = _train_losses(run)
+    assert losses.iloc[-1] < losses.iloc[0]
+    assert yaml.safe_load((run / "config.yaml").read_text())["loss"]["mode"] == "findings"

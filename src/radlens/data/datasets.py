@@ -3,7 +3,8 @@
 2D datasets read one slice per item from ``slices.parquet`` + the memory-mapped series arrays;
 3D datasets read one volume per item from ``series.parquet``. An item is a dict with
 ``image`` (``(1, H, W)`` or ``(1, X, Y, Z)`` float32), ``text``, ``label`` (protocol id, -1 if
-none), ``times`` (TE, TR, TI in seconds, NaN when missing) and ``index``.
+none), ``times`` (TE, TR, TI in seconds, NaN when missing), ``findings`` (the card's finding
+labels as a multi-hot vector, empty when the dataset has none) and ``index``.
 
 A key is an index (evaluation: no augmentation, stored text) or ``(index, epoch)`` from
 :class:`radlens.data.samplers.ClipBatchSampler` (training: augmentation and caption field
@@ -55,6 +56,8 @@ class ClipDataset:
             [self.table[c].astype(np.float64).to_numpy() if c in self.table else np.full(len(self.table), np.nan) for c in TIME_COLUMNS],
             axis=1,
         ).astype(np.float32)
+        finding_columns = [f for f in self.prepared.card.get("findings", []) if f in self.table]
+        self.findings = self.table[finding_columns].astype(np.float32).to_numpy().reshape(len(self.table), len(finding_columns))
         self.transform = build_augment(augment, self.spatial_shape) if augment is not None else None
         self._caption_cfg = _caption_config(self.prepared) if caption_dropout > 0 else None
         if caption_dropout > 0 and text_column != "text":
@@ -106,6 +109,7 @@ class ClipDataset:
             "text": text,
             "label": int(self.labels[index]),
             "times": torch.from_numpy(self.times[index]),
+            "findings": torch.from_numpy(self.findings[index]),
             "index": int(index),
         }
 
@@ -187,7 +191,7 @@ def _metadata(row: "pd.Series") -> Any:
 
 
 class ClipCollate:
-    """Stack images, tokenise texts with the model's tokenizer, and keep labels/times for the loss.
+    """Stack images, tokenise texts with the model's tokenizer, and keep labels/times/findings for the loss.
 
     Tokenising here (in the DataLoader workers) keeps the training step free of string work.
     """
@@ -206,6 +210,7 @@ class ClipCollate:
             "attention_mask": tokens["attention_mask"],
             "labels": torch.tensor([it["label"] for it in items], dtype=torch.long),
             "times": torch.stack([it["times"] for it in items]),
+            "findings": torch.stack([it["findings"] for it in items]),
             "index": torch.tensor([it["index"] for it in items], dtype=torch.long),
             "texts": texts,
         }

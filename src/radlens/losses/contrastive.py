@@ -1,9 +1,10 @@
-"""Symmetric InfoNCE for CLIP training: plain, multi-positive (protocol labels) and soft targets.
+"""Symmetric InfoNCE for CLIP training: plain, multi-positive (protocol labels), soft targets
+from acquisition times, and soft targets from finding labels.
 
 Every mode is a cross-entropy between the softmax over similarity logits and a target
 distribution per row: the identity (plain CLIP), uniform over the in-batch items with the same
 label (multi-positive, SupCon-style), or the identity mixed with a kernel on acquisition-time
-distance (soft). Under ``torch.distributed`` each rank computes only its N local rows against the
+distance (soft) or on the overlap of the items' finding sets (findings). Under ``torch.distributed`` each rank computes only its N local rows against the
 N*W gathered columns (memory N x N*W instead of (N*W)^2); the features are gathered with autograd,
 so the gradients, averaged over ranks as DDP does, equal those of the global loss.
 
@@ -24,7 +25,8 @@ from torch import nn
 
 from radlens.errors import ConfigError
 
-Mode = Literal["clip", "multi_positive", "soft"]
+Mode = Literal["clip", "multi_positive", "soft", "findings"]
+MODES: tuple[str, ...] = ("clip", "multi_positive", "soft", "findings")
 
 
 def _distributed() -> tuple[int, int]:
@@ -95,6 +97,31 @@ def soft_targets(
     return (1 - alpha) * eye + alpha * kernel / kernel.sum(dim=1, keepdim=True)
 
 
+def finding_kernel(local_findings: torch.Tensor, all_findings: torch.Tensor) -> torch.Tensor:
+    """Jaccard overlap of multi-hot finding vectors ``(N, F)``; two scans without findings match fully.
+
+    A scan with pleural effusion and cardiomegaly shares half its findings with one that has only
+    pleural effusion (0.5), none with a normal scan (0). NaN (unknown) labels count as absent.
+    """
+    a = torch.nan_to_num(local_findings.float()).clamp(0, 1)
+    b = torch.nan_to_num(all_findings.float()).clamp(0, 1)
+    inter = a @ b.T
+    union = a.sum(1, keepdim=True) + b.sum(1)[None, :] - inter
+    return torch.where(union > 0, inter / union.clamp(min=1e-12), torch.ones_like(inter))
+
+
+def finding_targets(local_findings: torch.Tensor, all_findings: torch.Tensor, offset: int, alpha: float = 0.3) -> torch.Tensor:
+    """``(1 - alpha) I + alpha K / rowsum(K)`` with K from :func:`finding_kernel`; rows sum to 1.
+
+    Scans reporting the same findings share target mass instead of being pushed apart as hard
+    negatives, so a small report-CLIP is pulled towards what the reports say about the image
+    rather than towards memorising each report's wording (CT-RATE ships these labels).
+    """
+    eye = _local_identity(len(local_findings), len(all_findings), offset, local_findings.device)
+    kernel = finding_kernel(local_findings, all_findings)
+    return (1 - alpha) * eye + alpha * kernel / kernel.sum(dim=1, keepdim=True)
+
+
 def _local_identity(n_local: int, n_all: int, offset: int, device: torch.device) -> torch.Tensor:
     """(n_local, n_all) one-hot of each local item's own column in the gathered batch."""
     eye = torch.zeros(n_local, n_all, device=device)
@@ -111,8 +138,9 @@ class ContrastiveLoss(nn.Module):
     """Symmetric InfoNCE with gathering built in.
 
     ``mode``: ``"clip"`` (one positive per row), ``"multi_positive"`` (needs ``labels``, (N,) int,
-    -1 = unknown) or ``"soft"`` (needs ``metadata``, (N, k) acquisition times in seconds, NaN
-    missing). ``forward(img, txt, logit_scale, labels=None, metadata=None)`` takes L2-normalised
+    -1 = unknown), ``"soft"`` (needs ``metadata``, (N, k) acquisition times in seconds, NaN
+    missing) or ``"findings"`` (needs ``findings``, (N, F) multi-hot finding labels).
+    ``forward(img, txt, logit_scale, labels=None, metadata=None, findings=None)`` takes L2-normalised
     (N, D) features and the already exponentiated scale, and returns the scalar local loss (mean of
     image->text and text->image), whose DDP-averaged gradient equals the global loss gradient.
     Under torch.distributed every rank must pass the same local batch size (``drop_last=True``).
@@ -127,8 +155,8 @@ class ContrastiveLoss(nn.Module):
         gather: bool = True,
     ) -> None:
         super().__init__()
-        if mode not in ("clip", "multi_positive", "soft"):
-            raise ConfigError(f"loss mode must be 'clip', 'multi_positive' or 'soft', got {mode!r}")
+        if mode not in MODES:
+            raise ConfigError(f"loss mode must be one of {', '.join(MODES)}; got {mode!r}")
         self.mode, self.alpha, self.sigma, self.time_unit, self.gather = mode, alpha, sigma, time_unit, gather
 
     def forward(
@@ -138,13 +166,14 @@ class ContrastiveLoss(nn.Module):
         logit_scale: torch.Tensor,
         labels: torch.Tensor | None = None,
         metadata: torch.Tensor | None = None,
+        findings: torch.Tensor | None = None,
     ) -> torch.Tensor:
         rank, world = _distributed() if self.gather else (0, 1)
         all_img, all_txt = (gather_with_grad(img), gather_with_grad(txt)) if world > 1 else (img, txt)
         offset = rank * img.shape[0]
         logits_i2t = logit_scale * img @ all_txt.T
         logits_t2i = logit_scale * txt @ all_img.T
-        targets = self._targets(img.shape[0], all_img.shape[0], offset, labels, metadata, img.device, world)
+        targets = self._targets(img.shape[0], all_img.shape[0], offset, labels, metadata, findings, img.device, world)
         return (soft_cross_entropy(logits_i2t, targets) + soft_cross_entropy(logits_t2i, targets)) / 2
 
     def _targets(
@@ -154,6 +183,7 @@ class ContrastiveLoss(nn.Module):
         offset: int,
         labels: torch.Tensor | None,
         metadata: torch.Tensor | None,
+        findings: torch.Tensor | None,
         device: torch.device,
         world: int,
     ) -> torch.Tensor:
@@ -164,6 +194,11 @@ class ContrastiveLoss(nn.Module):
                 raise ConfigError("loss mode 'multi_positive' needs labels (N,) per batch")
             all_labels = gather_no_grad(labels) if world > 1 else labels
             return label_targets(labels, all_labels, offset)
+        if self.mode == "findings":
+            if findings is None or findings.shape[-1] == 0:
+                raise ConfigError("loss mode 'findings' needs finding labels (N, F) per batch; the dataset has none")
+            all_findings = gather_no_grad(findings) if world > 1 else findings
+            return finding_targets(findings, all_findings, offset, self.alpha)
         if metadata is None:
             raise ConfigError("loss mode 'soft' needs metadata (N, k) acquisition times per batch")
         all_meta = gather_no_grad(metadata) if world > 1 else metadata

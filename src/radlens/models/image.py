@@ -85,21 +85,29 @@ class ViTEncoder(nn.Module):
 
 
 class ResNetEncoder(nn.Module):
-    """MONAI ResNet (10/18/34/50/...) with ``spatial_dims`` and one input channel, global-average pooled.
+    """MONAI ResNet (10/18/34/50/...) with ``spatial_dims`` and one input channel, global-average pooled;
+    ``width_factor`` scales the stage widths and ``stem_stride`` strides the first convolution.
 
     ``input_shape`` is what the model is trained for (a ResNet accepts others; the check keeps the
     bundle's preprocessing and the model in step).
     """
 
-    def __init__(self, input_shape: Sequence[int], depth: int = 18, in_channels: int = 1) -> None:
+    def __init__(
+        self, input_shape: Sequence[int], depth: int = 18, in_channels: int = 1, width_factor: float = 1.0, stem_stride: int = 1
+    ) -> None:
         super().__init__()
         from monai.networks import nets
 
         factory = getattr(nets, f"resnet{depth}", None)
         if factory is None:
             raise ConfigError(f"no MONAI resnet{depth}; use one of 10, 18, 34, 50, 101, 152, 200")
+        if width_factor <= 0 or stem_stride < 1:
+            raise ConfigError(f"image.width_factor must be > 0 and image.stem_stride >= 1, got {width_factor}, {stem_stride}")
         self.input_shape, self.in_channels = tuple(input_shape), in_channels
-        self.net = factory(spatial_dims=len(self.input_shape), n_input_channels=in_channels, feed_forward=False)
+        # width_factor scales MONAI's stage widths (64..512); stem_stride > 1 downsamples in the first
+        # convolution, which is what makes a small 3D ResNet cheap enough for CPU training.
+        self.net = factory(spatial_dims=len(self.input_shape), n_input_channels=in_channels, feed_forward=False,
+                           widen_factor=width_factor, conv1_t_stride=stem_stride)
         self.width = self.net.in_planes
         self.gradient_checkpointing = False
 

@@ -27,7 +27,7 @@ TOP_KEYS = {"name", "description", "notes", "image", "text", "embed_dim", "init_
 IMAGE_KEYS = {
     "vit": {"kind", "input_shape", "patch_size", "in_channels", "hidden_size", "mlp_dim", "num_layers", "num_heads",
             "pooling", "dropout", "qkv_bias", "sdpa"},
-    "resnet": {"kind", "input_shape", "depth", "in_channels"},
+    "resnet": {"kind", "input_shape", "depth", "in_channels", "width_factor", "stem_stride"},
 }
 TEXT_KEYS = {"kind", "path_or_id", "hidden_size", "num_layers", "num_heads", "intermediate_size", "vocab_size",
              "lowercase", "context_length", "pooling", "on_overflow", "trainable_layers"}

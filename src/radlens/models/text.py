@@ -58,8 +58,18 @@ def _with_alphabet(texts: Iterable[str]) -> Iterable[str]:
     yield from _ALPHABET_WORDS
 
 
+POOLINGS = ("cls", "mean", "sentences")
+
+
 class TextEncoder(nn.Module):
     """A transformers encoder + its tokenizer, pooled to one vector per text (``(B, width)``).
+
+    ``pooling``: the first token (``cls``), the mean over tokens (``mean``), or ``sentences``: each
+    sentence encoded on its own and mean-pooled, then averaged over the text's sentences. Sentence
+    encoders such as MiniLM were trained on sentences; a report is many of them, and mean-pooling
+    85 words blurs the few sentences that differ between reports. Averaged sentence vectors keep
+    each one's contribution, and since the CLIP projection is linear, a one-sentence prompt
+    ("Pleural effusion is seen.") lands on the direction the reports containing it share.
 
     ``on_overflow``: ``"error"`` (default) raises InputError naming the text and its length when a
     text has more tokens than ``context_length``; ``"truncate"`` cuts it, counts it in
@@ -75,8 +85,8 @@ class TextEncoder(nn.Module):
         on_overflow: str = "error",
     ) -> None:
         super().__init__()
-        if pooling not in ("cls", "mean"):
-            raise ConfigError(f"text.pooling must be 'cls' or 'mean', got {pooling!r}")
+        if pooling not in POOLINGS:
+            raise ConfigError(f"text.pooling must be one of {', '.join(POOLINGS)}; got {pooling!r}")
         if on_overflow not in ("error", "truncate"):
             raise ConfigError(f"text.on_overflow must be 'error' or 'truncate', got {on_overflow!r}")
         max_positions = getattr(model.config, "max_position_embeddings", context_length)
@@ -139,11 +149,42 @@ class TextEncoder(nn.Module):
         return torch.stack([cache[key].to(input_ids.device) for key in keys])
 
     def _pool(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        if self.pooling == "sentences":
+            return self._sentences(input_ids, attention_mask)
         hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         if self.pooling == "cls":
             return hidden[:, 0]
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
         return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+
+    def _sentences(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Split every text's tokens at sentence ends, encode all sentences in one batch, average per text."""
+        tok = self.tokenizer
+        ends = {i for i in tok.convert_tokens_to_ids([".", "!", "?"]) if i is not None and i != tok.unk_token_id}
+        special = {tok.cls_token_id, tok.sep_token_id}
+        pieces: list[list[int]] = []
+        owner: list[int] = []
+        for b, (ids, mask) in enumerate(zip(input_ids.tolist(), attention_mask.tolist())):
+            body = [t for t, m in zip(ids, mask) if m and t not in special]
+            sentence: list[int] = []
+            for t in body:
+                sentence.append(t)
+                if t in ends:
+                    pieces.append(sentence)
+                    sentence = []
+            if sentence or len(pieces) == len(owner):  # a trailing fragment, or an empty text
+                pieces.append(sentence)
+            owner.extend([b] * (len(pieces) - len(owner)))
+        batch = tok.pad({"input_ids": [[tok.cls_token_id, *p, tok.sep_token_id] for p in pieces]}, return_tensors="pt")
+        ids, mask = batch["input_ids"].to(input_ids.device), batch["attention_mask"].to(input_ids.device)
+        hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state
+        m = mask.unsqueeze(-1).to(hidden.dtype)
+        per_sentence = (hidden * m).sum(1) / m.sum(1).clamp(min=1)
+        index = torch.tensor(owner, device=hidden.device)
+        total = torch.zeros(len(input_ids), per_sentence.shape[1], dtype=per_sentence.dtype, device=hidden.device)
+        total.index_add_(0, index, per_sentence)
+        counts = torch.bincount(index, minlength=len(input_ids)).clamp(min=1).unsqueeze(1)
+        return total / counts.to(total.dtype)
 
     def set_gradient_checkpointing(self, enabled: bool) -> None:
         """Recompute each transformer layer in backward instead of storing its activations."""

@@ -58,7 +58,7 @@ class ClipModule(pl.LightningModule):
 
     def _loss(self, batch: dict[str, Any], loss_fn: ContrastiveLoss) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         img, txt, scale = self.model(batch["images"], batch["input_ids"], batch["attention_mask"])
-        loss = loss_fn(img, txt, scale, labels=batch["labels"], metadata=batch["times"])
+        loss = loss_fn(img, txt, scale, labels=batch["labels"], metadata=batch["times"], findings=batch["findings"])
         return loss, img, txt, scale
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:

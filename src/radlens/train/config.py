@@ -99,9 +99,11 @@ class TrainerConfig:
 
 @dataclass
 class LossConfig:
-    """Contrastive loss: ``clip``, ``multi_positive`` (protocol labels) or ``soft`` (TE/TR/TI kernel)."""
+    """Contrastive loss: ``clip``, ``multi_positive`` (protocol labels), ``soft`` (TE/TR/TI kernel)
+    or ``findings`` (overlap of the finding labels, e.g. CT-RATE's 18); ``alpha`` is the target mass
+    the soft and findings modes spread beyond the item's own pair."""
 
-    mode: Literal["clip", "multi_positive", "soft"] = "clip"
+    mode: Literal["clip", "multi_positive", "soft", "findings"] = "clip"
     alpha: float = 0.3
     sigma: float = 0.1
     time_unit: float = 1e-3
