@@ -95,8 +95,17 @@ def main(argv: list[str] | None = None) -> int:
 
     commands = _commands()
     args = bare_flags_to_true(list(sys.argv[1:] if argv is None else argv), _bool_options(commands))
+    path, target, rest = [], commands, args
+    while isinstance(target, dict) and rest and rest[0] in target:
+        path, target, rest = [*path, rest[0]], target[rest[0]], rest[1:]
     try:
-        result = auto_cli(commands, args=args, as_positional=True)
+        if callable(target):
+            # A command named in full: build only its parser. That is faster than building all of
+            # them, and jsonargparse reports a bad key in the --config of a nested subcommand as a
+            # bare "error: 'train'" instead of naming the key.
+            result = auto_cli(target, args=rest, as_positional=True, prog=f"radlens {' '.join(path)}")
+        else:
+            result = auto_cli(commands, args=args, as_positional=True)
     except (InputError, ConfigError) as err:
         print(f"radlens: error: {err}", file=sys.stderr)
         return 2

@@ -102,11 +102,13 @@ def _cli(*args: str) -> int:
     return main(["train", "clip", *args])
 
 
-def test_cli_rejects_unknown_keys_and_wrong_types(prepared_2d: Path, tmp_path: Path) -> None:
+def test_cli_rejects_unknown_keys_and_wrong_types(prepared_2d: Path, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(yaml.safe_dump({"data": {"path": str(prepared_2d), "batch_sise": 4}}))
     with pytest.raises(SystemExit):
         _cli("--config", str(cfg), "--out", str(tmp_path / "a"))
+    assert "'data' does not accept option 'batch_sise'" in capsys.readouterr().err  # the key is named
     with pytest.raises(SystemExit):
         _cli("--data.path", str(prepared_2d), "--data.batch_size", "many", "--out", str(tmp_path / "b"))
     with pytest.raises(SystemExit):
