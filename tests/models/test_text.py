@@ -120,3 +120,18 @@ def test_frozen_tower_runs_once_per_distinct_text_and_matches_uncached() -> None
         direct = encoder._pool(**batch)
     assert torch.allclose(first, direct, atol=1e-6) and torch.equal(first, again)
     assert len(calls) == 2  # one pass for the two distinct texts, one for the direct check
+
+
+def test_frozen_sentence_pooling_encodes_each_distinct_sentence_once(captions: list[str]) -> None:
+    texts = [*captions, "axial brain. coronal spine."]
+    enc = build_text_encoder({"kind": "scratch", "hidden_size": 32, "num_layers": 1, "num_heads": 2,
+                              "pooling": "sentences"}, texts=texts)
+    enc.set_trainable_layers(0)
+    encoded: list[int] = []
+    enc.model.register_forward_pre_hook(lambda module, args, kwargs: encoded.append(len(kwargs["input_ids"])),
+                                        with_kwargs=True)
+    first = enc(**enc.tokenize(["axial brain. coronal spine.", "coronal spine. axial brain."]))
+    alone = enc(**enc.tokenize(["coronal spine.", "axial brain."]))
+    assert encoded == [2]  # two distinct sentences, encoded once for both calls
+    assert torch.allclose(first[0], first[1], atol=1e-6)
+    assert torch.allclose(first[0], alone.mean(0), atol=1e-6)

@@ -158,33 +158,54 @@ class TextEncoder(nn.Module):
         return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
 
     def _sentences(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Split every text's tokens at sentence ends, encode all sentences in one batch, average per text."""
-        tok = self.tokenizer
-        ends = {i for i in tok.convert_tokens_to_ids([".", "!", "?"]) if i is not None and i != tok.unk_token_id}
-        special = {tok.cls_token_id, tok.sep_token_id}
-        pieces: list[list[int]] = []
-        owner: list[int] = []
-        for b, (ids, mask) in enumerate(zip(input_ids.tolist(), attention_mask.tolist())):
-            body = [t for t, m in zip(ids, mask) if m and t not in special]
-            sentence: list[int] = []
-            for t in body:
-                sentence.append(t)
-                if t in ends:
-                    pieces.append(sentence)
-                    sentence = []
-            if sentence or len(pieces) == len(owner):  # a trailing fragment, or an empty text
-                pieces.append(sentence)
-            owner.extend([b] * (len(pieces) - len(owner)))
-        batch = tok.pad({"input_ids": [[tok.cls_token_id, *p, tok.sep_token_id] for p in pieces]}, return_tensors="pt")
-        ids, mask = batch["input_ids"].to(input_ids.device), batch["attention_mask"].to(input_ids.device)
-        hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state
-        m = mask.unsqueeze(-1).to(hidden.dtype)
-        per_sentence = (hidden * m).sum(1) / m.sum(1).clamp(min=1)
-        index = torch.tensor(owner, device=hidden.device)
-        total = torch.zeros(len(input_ids), per_sentence.shape[1], dtype=per_sentence.dtype, device=hidden.device)
+        """Average of each text's sentence vectors. Reports repeat their normal sentences, so each
+        distinct sentence is encoded once per call, and once ever when the tower is frozen (the
+        demo's 376 phantom CT reports hold 5,161 sentences but only 290 distinct ones)."""
+        pieces, owner = self._split_sentences(input_ids, attention_mask)
+        distinct = sorted(set(pieces))
+        row = {piece: i for i, piece in enumerate(distinct)}
+        per_sentence = self._encode_distinct(distinct, input_ids.device)[[row[p] for p in pieces]]
+        index = torch.tensor(owner, device=per_sentence.device)
+        total = torch.zeros(len(input_ids), per_sentence.shape[1], dtype=per_sentence.dtype, device=per_sentence.device)
         total.index_add_(0, index, per_sentence)
         counts = torch.bincount(index, minlength=len(input_ids)).clamp(min=1).unsqueeze(1)
         return total / counts.to(total.dtype)
+
+    def _split_sentences(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[list[tuple[int, ...]], list[int]]:
+        """Token ids of every sentence (split after ".", "!", "?") and the index of the text it came from."""
+        tok = self.tokenizer
+        ends = {i for i in tok.convert_tokens_to_ids([".", "!", "?"]) if i is not None and i != tok.unk_token_id}
+        special = {tok.cls_token_id, tok.sep_token_id}
+        pieces: list[tuple[int, ...]] = []
+        owner: list[int] = []
+        for b, (ids, mask) in enumerate(zip(input_ids.tolist(), attention_mask.tolist())):
+            sentence: list[int] = []
+            for t in (t for t, m in zip(ids, mask) if m and t not in special):
+                sentence.append(t)
+                if t in ends:
+                    pieces.append(tuple(sentence))
+                    sentence = []
+            if sentence or len(pieces) == len(owner):  # a trailing fragment, or an empty text
+                pieces.append(tuple(sentence))
+            owner.extend([b] * (len(pieces) - len(owner)))
+        return pieces, owner
+
+    def _encode_distinct(self, pieces: list[tuple[int, ...]], device: torch.device) -> torch.Tensor:
+        """Mean-pooled vectors of the given sentences (``(len(pieces), width)``), cached when frozen."""
+        frozen = not any(p.requires_grad for p in self.model.parameters())
+        cache: dict[tuple[int, ...], torch.Tensor] = self.__dict__.setdefault("_sentence_cache", {}) if frozen else {}
+        todo = [p for p in pieces if p not in cache]
+        if todo:
+            tok = self.tokenizer
+            batch = tok.pad({"input_ids": [[tok.cls_token_id, *p, tok.sep_token_id] for p in todo]}, return_tensors="pt")
+            ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
+            hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state
+            m = mask.unsqueeze(-1).to(hidden.dtype)
+            fresh = (hidden * m).sum(1) / m.sum(1).clamp(min=1)
+            if not frozen:
+                return fresh  # todo == pieces: nothing is cached for a trainable tower
+            cache.update(zip(todo, fresh))
+        return torch.stack([cache[p].to(device) for p in pieces])
 
     def set_gradient_checkpointing(self, enabled: bool) -> None:
         """Recompute each transformer layer in backward instead of storing its activations."""
