@@ -109,7 +109,7 @@ class ClipDataset:
             "text": text,
             "label": int(self.labels[index]),
             "times": torch.from_numpy(self.times[index]),
-            "findings": torch.from_numpy(self.findings[index]),
+            "findings": torch.tensor(self.findings[index]),  # a copy: pandas may hand out read-only arrays
             "index": int(index),
         }
 
