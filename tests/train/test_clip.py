@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 import yaml
 from support.prepared_clip import quick_trainer, write_prepared
 from support.prepared_findings import tiny_model, write_findings_prepared
@@ -126,6 +127,22 @@ def test_cli_clear_errors_before_training(micro_model: str, tmp_path: Path, caps
     assert _cli(*args) == 2
     assert "the model takes (1, 32, 32)" in capsys.readouterr().err
     assert not (tmp_path / "run1").exists() and not (tmp_path / "run2" / "checkpoints").exists()
+    if not torch.cuda.is_available():
+        assert _cli("--data.path", str(other), "--trainer.strategy", "fsdp", "--out", str(tmp_path / "run3")) == 2
+        assert "fsdp shards the model over GPUs" in capsys.readouterr().err
+
+
+def test_bf16_mixed_precision_trains(prepared_2d: Path, micro_model: str, tmp_path: Path) -> None:
+    from radlens.train.clip import train_clip
+    from radlens.train.config import ClipDataConfig, OptimConfig
+
+    run = train_clip(ClipDataConfig(path=str(prepared_2d), batch_size=8), model=micro_model,
+                     optim=OptimConfig(lr=1e-3, warmup_steps=1),
+                     trainer=quick_trainer(max_steps=8, val_every_n_steps=4, precision="bf16-mixed"),
+                     out=str(tmp_path / "run"))
+    losses = _train_losses(run)
+    assert losses.notna().all() and losses.iloc[-1] < losses.iloc[0]
+    assert (run / "best" / "model.safetensors").is_file()
 
 
 def test_text_longer_than_the_context_is_an_error_before_training(micro_model: str, tmp_path: Path) -> None:

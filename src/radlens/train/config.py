@@ -125,10 +125,20 @@ def validate(data: ClipDataConfig, optim: OptimConfig, trainer: TrainerConfig) -
         (trainer.val_every_n_steps >= 1, "trainer.val_every_n_steps must be >= 1"),
         (trainer.checkpoint_every_n_steps >= 1, "trainer.checkpoint_every_n_steps must be >= 1"),
         (trainer.keep_best >= 0, "trainer.keep_best must be >= 0"),
+        (trainer.strategy != "fsdp" or runs_on_gpu(trainer.accelerator),
+         "trainer.strategy fsdp shards the model over GPUs and needs accelerator gpu/cuda with a GPU present; "
+         "use ddp (or auto) on the CPU"),
     ]
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
+
+
+def runs_on_gpu(accelerator: str) -> bool:
+    """Whether a Trainer with this ``accelerator`` setting will run on a GPU here."""
+    import torch
+
+    return accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available()
 
 
 def as_dict(obj: Any) -> dict[str, Any]:

@@ -30,12 +30,11 @@ LAST = "last.ckpt"
 
 def resolve_precision(precision: str, accelerator: str) -> str:
     """``auto`` -> ``bf16-mixed`` when training runs on a GPU, ``32-true`` otherwise."""
+    from radlens.train.config import runs_on_gpu
+
     if precision != "auto":
         return precision
-    import torch
-
-    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
-    return "bf16-mixed" if on_gpu else "32-true"
+    return "bf16-mixed" if runs_on_gpu(accelerator) else "32-true"
 
 
 def resolve_resume(run_dir: Path, resume: str | None) -> Path | None:
