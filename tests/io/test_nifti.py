@@ -98,6 +98,25 @@ def test_sidecar_metadata_is_attached_without_phi(tmp_path: Path) -> None:
     assert "Doe^John" not in repr(volume.metadata) and "AcquisitionTime" not in volume.metadata.extra
 
 
+def test_sidecar_dicom_orientation_keeps_the_plane_of_a_reoriented_file(tmp_path: Path) -> None:
+    from radlens.prepare.slicing import acquisition_plane
+
+    # A sagittal acquisition (slices along X) saved by a tool in canonical RAS order: the stored
+    # third axis is now Z and alone would read as axial.
+    sagittal = nib.Nifti1Image(np.random.default_rng(0).random((8, 16, 12)).astype(np.float32), np.diag([4.0, 1, 1, 1]))
+    canonical = nib.as_closest_canonical(nib.Nifti1Image(np.asarray(sagittal.dataobj).transpose(1, 2, 0),
+                                                         sagittal.affine[:, [1, 2, 0, 3]]))
+    path = tmp_path / "sub-01_T1w.nii.gz"
+    nib.save(canonical, path)
+    assert acquisition_plane(read_nifti(path).slice_normal) == "axial"
+    path.with_suffix("").with_suffix(".json").write_text(json.dumps(
+        {"ImageOrientationPatientDICOM": [0, 1, 0, 0, 0, -1], "EchoTime": 0.01}))
+    assert acquisition_plane(read_nifti(path).slice_normal) == "sagittal"
+    path.with_suffix("").with_suffix(".json").write_text(json.dumps({"ImageOrientationPatientDICOM": [1, 0, 0]}))
+    with pytest.raises(InputError, match="ImageOrientationPatientDICOM must be 6 numbers"):
+        read_nifti(path)
+
+
 def test_truncated_nan_and_empty_files_are_refused(tmp_path: Path) -> None:
     good = _save(np.random.default_rng(0).random((20, 20, 20)).astype(np.float32), tmp_path / "good.nii.gz")
     truncated = tmp_path / "truncated.nii.gz"

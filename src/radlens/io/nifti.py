@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from radlens.errors import InputError
-from radlens.io.build import build_volume
+from radlens.io.build import LPS_TO_RAS, build_volume
 from radlens.io.metadata import AcquisitionMetadata
 from radlens.io.sidecar import read_sidecar, sidecar_path
 from radlens.io.volume import Volume
@@ -65,7 +65,9 @@ def read_nifti(path: str | PathLike[str]) -> Volume:
     memory of float32). The values used are recorded in ``metadata.extra["header_scaling"]``
     with ``applied`` telling whether they changed the stored values. Metadata comes from a
     JSON sidecar of the same stem when there is one; a CT sidecar (dcm2niix stores the rescale
-    in the header) marks the volume HU.
+    in the header) marks the volume HU. The acquisition's slice direction is the stored third
+    axis, unless the sidecar keeps dcm2niix's ``ImageOrientationPatientDICOM``: then it comes
+    from there, so a file reoriented by a tool (which moves the slice axis) keeps its plane.
     """
     path = Path(path)
     data, img, (slope, inter) = _load(path)
@@ -73,7 +75,22 @@ def read_nifti(path: str | PathLike[str]) -> Volume:
     metadata = read_sidecar(side) if side.is_file() else AcquisitionMetadata()
     scaling = {"slope": slope, "intercept": inter, "applied": (slope, inter) != (1.0, 0.0)}
     metadata = metadata.replace(extra={**metadata.extra, "header_scaling": scaling})
-    return build_volume(data, img.affine, source=path, metadata=metadata, hu=metadata.Modality == "CT")
+    volume = build_volume(data, img.affine, source=path, metadata=metadata, hu=metadata.Modality == "CT")
+    if "ImageOrientationPatientDICOM" in metadata.extra:
+        volume.slice_normal = _dicom_slice_normal(metadata.extra["ImageOrientationPatientDICOM"], side)
+    return volume
+
+
+def _dicom_slice_normal(orientation: object, source: Path) -> np.ndarray:
+    """RAS slice normal from a DICOM ImageOrientationPatient (row and column cosines, LPS)."""
+    try:
+        cosines = np.asarray(orientation, dtype=np.float64).reshape(2, 3)
+    except (TypeError, ValueError):
+        raise InputError(source, f"ImageOrientationPatientDICOM must be 6 numbers, got {orientation!r}") from None
+    normal = np.cross(cosines[0], cosines[1])
+    if not np.all(np.isfinite(normal)) or np.linalg.norm(normal) < 0.5:
+        raise InputError(source, f"ImageOrientationPatientDICOM {cosines.ravel().tolist()} has no slice direction")
+    return LPS_TO_RAS[:3, :3] @ (normal / np.linalg.norm(normal))
 
 
 def _temp_sibling(path: Path) -> Path:
