@@ -30,8 +30,7 @@ from radlens.prepare.slicing import SliceConfig
 from radlens.prepare.spatial import SpatialConfig
 
 # Seed 4 gives 2D and 3D series in all three planes, lesions in every subject and a sidecar without
-# EchoTime. Stored orders are scanner-like (slice axis last): a NIfTI that a tool has reoriented
-# (any_axis) no longer says which axis was the slice axis, so its plane cannot match the DICOM's.
+# EchoTime. Stored orders are scanner-like here; files reoriented by a tool are tested on their own.
 MRI = MRIPhantomConfig(subjects=2, seed=4, series_per_subject=4, resolution=4, lesion_probability=1.0,
                        any_axis_rate=0.0, dicom=True)
 # Seed 0 gives raw and already-HU volumes, both scanner intercepts, two reconstructions of a scan
@@ -226,3 +225,15 @@ def test_ct_ids_scans_and_splits_follow_ct_rate(ct: CTRun) -> None:
     assert (series.loc[series["source_split"] == "valid", "split"] == "test").all()
     assert (series.loc[series["source_split"] == "train", "split"] != "test").all()
     assert set(series["source_split"]) == {"train", "valid"}
+
+
+def test_reoriented_niftis_keep_their_plane_through_the_sidecar_orientation(tmp_path: Path) -> None:
+    # Every series stored with its slice axis anywhere, as after a reorienting tool: the plane comes
+    # from the sidecar's ImageOrientationPatientDICOM, as dcm2niix writes it.
+    cfg = MRIPhantomConfig(subjects=2, seed=1, series_per_subject=3, resolution=4, any_axis_rate=1.0)
+    truth = generate_mri_phantom(tmp_path / "raw", cfg)
+    assert (truth["slice_axis"] != 2).any()  # some files no longer store the slice axis last
+    ds = prepare_dataset("bids", tmp_path / "raw", tmp_path / "prepared",
+                         dataclasses.replace(default_config("bids"), slicing=SliceConfig(slice_shape=(32, 32))))
+    planes = ds.series.set_index("series_id")["plane"]
+    assert all(planes[row.series] == row.plane for row in truth.itertuples())

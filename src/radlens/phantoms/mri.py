@@ -110,7 +110,7 @@ def _generate_subject(out: Path, cfg: MRIPhantomConfig, index: int) -> tuple[lis
 
     from radlens.phantoms import mri_acquisition as acq
     from radlens.phantoms.mri_anatomy import make_subject
-    from radlens.phantoms.mri_dicom import write_dicom_series
+    from radlens.phantoms.mri_dicom import image_orientation, write_dicom_series
     from radlens.phantoms.mri_io import write_json, write_nifti
     from radlens.phantoms.mri_metadata import draw_scanner, make_sidecar, true_values
     from radlens.phantoms.mri_physics import sample_protocol
@@ -139,6 +139,8 @@ def _generate_subject(out: Path, cfg: MRIPhantomConfig, index: int) -> tuple[lis
         mask, _ = acq.reorient(mask, affine, ornt)
         slice_axis = int(ornt[acq.PLANE_AXIS[plane], 0])
         sidecar, notes = make_sidecar(protocol, scanner, plane, thickness, number, rng, cfg.messiness)
+        # dcm2niix records the acquisition's orientation; it survives a tool reorienting the NIfTI.
+        sidecar["ImageOrientationPatientDICOM"] = image_orientation(stored_affine, slice_axis)
         stem = f"{subject}_ses-01_run-{number:02d}_{SUFFIX[spec.contrast]}"
         write_nifti(folder / f"{stem}.nii.gz", image, stored_affine)
         write_json(folder / f"{stem}.json", sidecar)

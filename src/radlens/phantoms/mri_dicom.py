@@ -45,6 +45,19 @@ def _uid(*parts: object) -> str:
     return str(generate_uid(entropy_srcs=[str(p) for p in parts]))
 
 
+def _in_plane_steps(affine: np.ndarray, slice_axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """LPS voxel steps along a slice's columns and rows (column index walks the first in-plane axis)."""
+    col_axis, row_axis = [a for a in range(3) if a != slice_axis]
+    return LPS @ affine[:3, col_axis], LPS @ affine[:3, row_axis]
+
+
+def image_orientation(affine: np.ndarray, slice_axis: int) -> list[float]:
+    """DICOM ImageOrientationPatient (row then column direction cosines, LPS) of slices along ``slice_axis``."""
+    columns_dir, rows_dir = _in_plane_steps(affine, slice_axis)
+    cosines = np.concatenate([columns_dir / np.linalg.norm(columns_dir), rows_dir / np.linalg.norm(rows_dir)])
+    return [round(float(v), 6) for v in cosines]
+
+
 def write_dicom_series(
     folder: Path,
     array: np.ndarray,
@@ -62,10 +75,7 @@ def write_dicom_series(
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage
 
-    in_plane = [a for a in range(3) if a != slice_axis]
-    col_axis, row_axis = in_plane  # column index walks col_axis, row index walks row_axis
-    columns_dir = LPS @ affine[:3, col_axis]
-    rows_dir = LPS @ affine[:3, row_axis]
+    columns_dir, rows_dir = _in_plane_steps(affine, slice_axis)
     step = LPS @ affine[:3, slice_axis]
     origin = LPS @ affine[:3, 3]
     normal = np.cross(columns_dir, rows_dir)
@@ -88,8 +98,7 @@ def write_dicom_series(
     ds.StudyID = "1"
     ds.SeriesNumber = int(sidecar.get("SeriesNumber", 1))
     _acquisition_tags(ds, sidecar)
-    ds.ImageOrientationPatient = [_ds(v) for v in np.concatenate([
-        columns_dir / np.linalg.norm(columns_dir), rows_dir / np.linalg.norm(rows_dir)])]
+    ds.ImageOrientationPatient = [_ds(v) for v in image_orientation(affine, slice_axis)]
     ds.PixelSpacing = [_ds(np.linalg.norm(rows_dir)), _ds(np.linalg.norm(columns_dir))]
     ds.SpacingBetweenSlices = _ds(np.linalg.norm(step))
 
