@@ -36,7 +36,7 @@ class DemoSize:
     n_bootstrap: int
 
 
-FULL = DemoSize(mri_subjects=20, ct_patients=200, mri_seconds=75, ct_seconds=75, max_steps=100_000, n_bootstrap=500)
+FULL = DemoSize(mri_subjects=40, ct_patients=200, mri_seconds=75, ct_seconds=75, max_steps=100_000, n_bootstrap=500)
 QUICK = DemoSize(mri_subjects=3, ct_patients=12, mri_seconds=8, ct_seconds=8, max_steps=12, n_bootstrap=50)
 CT_SHAPE = (64, 64, 32)
 

@@ -47,6 +47,19 @@ def test_clip_retrieval_dedups_identical_texts_and_uses_labels() -> None:
     assert m["chance_i2t_R@1"] == pytest.approx(0.5)  # 2 distinct texts, one relevant
 
 
+def test_attribute_accuracy_leaves_out_unknown_values() -> None:
+    img = np.eye(3)
+    txt = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.9, 0.0, 0.1]])
+    # TE bins: image 2's is unknown (no EchoTime), so it is no query; text 1 (bin 4) is image 1's own.
+    m = clip_retrieval(img, txt, attributes={"TE_bin": np.array([3, 4, -1])}, chance=True)
+    assert m["i2t_TE_bin_acc"] == 1.0
+    # image 0's value 3 is 1 of the 3 gallery texts (the unknown one matches nothing)
+    assert m["chance_i2t_TE_bin_acc"] == pytest.approx(1 / 3)
+    # an image whose top text has an unknown bin is a miss, not a hit
+    unknown_top = clip_retrieval(img, txt[[2, 1, 0]], attributes={"TE_bin": np.array([3, 4, -1])})
+    assert unknown_top["i2t_TE_bin_acc"] == pytest.approx(0.5)
+
+
 def test_chance_recall_matches_the_hypergeometric_by_hand() -> None:
     # gallery of 4 with 2 relevant, top-2: 1 - C(2,2)/C(4,2) = 5/6
     assert chance_recall(np.array([1]), np.array([1, 1, 0, 0]), 2) == pytest.approx(5 / 6)

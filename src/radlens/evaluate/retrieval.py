@@ -86,8 +86,8 @@ def clip_retrieval(
 
     ``text_keys`` (N,) marks identical texts (default: every text distinct); each distinct text is
     one gallery entry / one query. ``labels`` (N,) adds label-level metrics (``-1``: unlabelled,
-    never a query, never a hit). ``attributes`` (name -> (N,) keys such as TE bins) add
-    ``i2t_{name}_acc``: does the top-1 text have the image's value. ``chance`` adds the expected
+    never a query, never a hit). ``attributes`` (name -> (N,) keys such as TE bins, -1 unknown) add
+    ``i2t_{name}_acc``: does the top-1 text have the image's value (over images whose value is known). ``chance`` adds the expected
     value of every recall under a random ranking (``chance_...``). ``instance_ks`` (default
     ``ks``) are the k of the instance-level recalls.
     """
@@ -109,20 +109,24 @@ def clip_retrieval(
     add("t2i", sim_i2t.T, keys[first], keys, ks if instance_ks is None else instance_ks)
     if labels is not None and (np.asarray(labels) >= 0).any():
         lab = np.asarray(labels)
-        # -1 never equals a query label: queries are the labelled items only, and an unlabelled
-        # gallery item gets a key no query has.
-        gallery_lab = np.where(lab >= 0, lab, np.iinfo(np.int64).min)
         labelled, first_labelled = lab >= 0, lab[first] >= 0
-        add("i2t_label", sim_i2t[labelled], lab[labelled], gallery_lab[first], ks)
-        add("t2i_label", sim_i2t.T[first_labelled], lab[first][first_labelled], gallery_lab, ks)
+        add("i2t_label", sim_i2t[labelled], lab[labelled], _unknown_never_matches(lab)[first], ks)
+        add("t2i_label", sim_i2t.T[first_labelled], lab[first][first_labelled], _unknown_never_matches(lab), ks)
     for name, values in (attributes or {}).items():
         v = np.asarray(values)
-        acc = recall_metrics(sim_i2t, v, v[first], (1,))
+        known, gallery = v >= 0, _unknown_never_matches(v)[first]
+        acc = recall_metrics(sim_i2t[known], v[known], gallery, (1,))
         if acc.get("n_queries"):
             out[f"i2t_{name}_acc"] = acc["R@1"]
             if chance:
-                out[f"chance_i2t_{name}_acc"] = chance_recall(v, v[first], 1)
+                out[f"chance_i2t_{name}_acc"] = chance_recall(v[known], gallery, 1)
     return out
+
+
+def _unknown_never_matches(values: np.ndarray) -> np.ndarray:
+    """``values`` with -1 (unknown) replaced by a key no query has: queries are the known items
+    only, and an unknown gallery item is never a hit."""
+    return np.where(values >= 0, values, np.iinfo(np.int64).min)
 
 
 def text_keys_of(texts: Sequence[str]) -> np.ndarray:
@@ -238,8 +242,9 @@ def evaluate_retrieval(
     check_compatible(clip, dataset.prepared)
     dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
     img, txt, keys = embed_split(clip, dataset, batch_size, dev)
-    attributes = {c: dataset.table[c].to_numpy() for c in ("TE_bin", "TR_bin", "TI_bin") if c in dataset.table}
-    attributes = {c: v.astype(np.int64) for c, v in attributes.items() if not np.isnan(v.astype(np.float64)).any()}
+    # A series whose sidecar lacks TE (say) has no TE bin: it is left out of the TE-bin accuracy only.
+    attributes = {c: dataset.table[c].astype("Float64").fillna(-1).to_numpy(dtype=np.int64)
+                  for c in ("TE_bin", "TR_bin", "TI_bin") if c in dataset.table}
     metrics = clip_retrieval(img, txt, text_keys=keys, labels=dataset.labels, attributes=attributes, chance=True,
                              instance_ks=INSTANCE_KS)
     volumes = volumes_of(dataset, img, keys)
