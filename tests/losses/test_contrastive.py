@@ -110,6 +110,8 @@ def test_finding_kernel_is_jaccard_and_normal_scans_match_each_other() -> None:
     assert k[0, 2] == 1 and k[1, 5] == 1  # same findings; both normal
     assert k[0, 3] == pytest.approx(0.5) and k[0, 1] == 0 and k[4, 6] == pytest.approx(0.5)
     assert torch.allclose(k, k.T)
+    unknown = torch.tensor([[1.0, float("nan"), 0.0]])  # an unknown label counts as absent
+    assert finding_kernel(unknown, FINDINGS[:1]).item() == pytest.approx(0.5)
 
 
 def test_missing_labels_or_metadata_is_a_config_error() -> None:

@@ -135,3 +135,37 @@ def test_frozen_sentence_pooling_encodes_each_distinct_sentence_once(captions: l
     assert encoded == [2]  # two distinct sentences, encoded once for both calls
     assert torch.allclose(first[0], first[1], atol=1e-6)
     assert torch.allclose(first[0], alone.mean(0), atol=1e-6)
+
+
+def test_sentences_do_not_end_inside_numbers_or_abbreviations(minilm) -> None:
+    from radlens.models.sentences import SentenceSplitter
+
+    splitter = SentenceSplitter(minilm.tokenizer)
+    ids = minilm.tokenizer("A 3.5 cm nodule in the right upper lobe. Approx. 2 mm, e.g. stable. No effusion")["input_ids"]
+    pieces = [minilm.tokenizer.decode(p) for p in splitter.pieces(splitter.body(ids))]
+    assert pieces == ["a 3. 5 cm nodule in the right upper lobe.", "approx. 2 mm, e. g. stable.", "no effusion"]
+
+
+def test_sentence_pooling_bounds_each_sentence_not_the_report(captions: list[str]) -> None:
+    texts = [*captions, "axial brain. coronal spine."]
+    spec = {"kind": "scratch", "hidden_size": 32, "num_layers": 1, "num_heads": 2, "context_length": 8, "pooling": "sentences"}
+    enc = build_text_encoder(spec, texts=texts)
+    report = " ".join(["axial brain."] * 6)  # 18 tokens with [CLS]/[SEP], each sentence 5
+    assert enc.tokenize([report])["input_ids"].shape[1] == 20
+    with pytest.raises(InputError, match="longest sentence of text 0 has 11 tokens"):
+        enc.tokenize(["axial brain coronal spine axial brain coronal spine."])
+    cut = build_text_encoder({**spec, "on_overflow": "truncate"}, texts=texts)
+    with pytest.warns(UserWarning, match="per sentence"):
+        ids = cut.tokenize(["axial brain coronal spine axial brain coronal spine. axial brain."])["input_ids"]
+    assert ids.shape[1] == 2 + 6 + 3  # the long sentence cut to 6 tokens, the short one kept
+
+
+def test_sentence_pooling_needs_cls_and_sep(minilm) -> None:
+    from radlens.models.sentences import SentenceSplitter
+
+    import copy
+
+    tokenizer = copy.deepcopy(minilm.tokenizer)  # the fixture is shared
+    tokenizer.cls_token = None
+    with pytest.raises(ConfigError, match="needs a tokenizer with"):
+        SentenceSplitter(tokenizer)

@@ -127,6 +127,8 @@ def test_cli_clear_errors_before_training(micro_model: str, tmp_path: Path, caps
     assert _cli(*args) == 2
     assert "the model takes (1, 32, 32)" in capsys.readouterr().err
     assert not (tmp_path / "run1").exists() and not (tmp_path / "run2" / "checkpoints").exists()
+    assert _cli("--data.path", str(other), "--loss.mode", "findings", "--out", str(tmp_path / "run4")) == 2
+    assert "needs finding labels" in capsys.readouterr().err and not (tmp_path / "run4").exists()
     if not torch.cuda.is_available():
         assert _cli("--data.path", str(other), "--trainer.strategy", "fsdp", "--out", str(tmp_path / "run3")) == 2
         assert "fsdp shards the model over GPUs" in capsys.readouterr().err

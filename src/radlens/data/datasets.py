@@ -56,7 +56,10 @@ class ClipDataset:
             [self.table[c].astype(np.float64).to_numpy() if c in self.table else np.full(len(self.table), np.nan) for c in TIME_COLUMNS],
             axis=1,
         ).astype(np.float32)
-        finding_columns = [f for f in self.prepared.card.get("findings", []) if f in self.table]
+        finding_columns = list(self.prepared.card.get("findings", []))
+        missing = [f for f in finding_columns if f not in self.table]
+        if missing:
+            raise InputError(self.prepared.path, f"the card lists findings with no column in the table: {missing}")
         self.findings = self.table[finding_columns].astype(np.float32).to_numpy().reshape(len(self.table), len(finding_columns))
         self.transform = build_augment(augment, self.spatial_shape) if augment is not None else None
         self._caption_cfg = _caption_config(self.prepared) if caption_dropout > 0 else None

@@ -4,9 +4,10 @@ from acquisition times, and soft targets from finding labels.
 Every mode is a cross-entropy between the softmax over similarity logits and a target
 distribution per row: the identity (plain CLIP), uniform over the in-batch items with the same
 label (multi-positive, SupCon-style), or the identity mixed with a kernel on acquisition-time
-distance (soft) or on the overlap of the items' finding sets (findings). Under ``torch.distributed`` each rank computes only its N local rows against the
-N*W gathered columns (memory N x N*W instead of (N*W)^2); the features are gathered with autograd,
-so the gradients, averaged over ranks as DDP does, equal those of the global loss.
+distance (soft) or on the overlap of the items' finding sets (findings). Under
+``torch.distributed`` each rank computes only its N local rows against the N*W gathered columns
+(memory N x N*W instead of (N*W)^2); the features are gathered with autograd, so the gradients,
+averaged over ranks as DDP does, equal those of the global loss.
 
 Why the soft targets work where MR-CLIP's ``--distance`` term did not: MR-CLIP added a distance
 term to the logits that is the same for every column of a row, and softmax is invariant to adding
@@ -17,7 +18,7 @@ share probability mass instead of being pushed apart as hard negatives.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 import torch.distributed as dist
@@ -26,7 +27,7 @@ from torch import nn
 from radlens.errors import ConfigError
 
 Mode = Literal["clip", "multi_positive", "soft", "findings"]
-MODES: tuple[str, ...] = ("clip", "multi_positive", "soft", "findings")
+MODES: tuple[str, ...] = get_args(Mode)
 
 
 def _distributed() -> tuple[int, int]:
@@ -110,7 +111,9 @@ def finding_kernel(local_findings: torch.Tensor, all_findings: torch.Tensor) -> 
     return torch.where(union > 0, inter / union.clamp(min=1e-12), torch.ones_like(inter))
 
 
-def finding_targets(local_findings: torch.Tensor, all_findings: torch.Tensor, offset: int, alpha: float = 0.3) -> torch.Tensor:
+def finding_targets(
+    local_findings: torch.Tensor, all_findings: torch.Tensor, offset: int, alpha: float = 0.3
+) -> torch.Tensor:
     """``(1 - alpha) I + alpha K / rowsum(K)`` with K from :func:`finding_kernel`; rows sum to 1.
 
     Scans reporting the same findings share target mass instead of being pushed apart as hard

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from radlens.errors import ConfigError, InputError
+from radlens.models.sentences import SentenceSplitter
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 # Every printable ASCII character, as a word start and as a "##" continuation, is always in a
@@ -98,19 +99,27 @@ class TextEncoder(nn.Module):
         self.context_length, self.pooling, self.on_overflow = context_length, pooling, on_overflow
         self.width = int(model.config.hidden_size)
         self.truncated = 0
-        tokenizer.model_max_length = context_length
+        self.splitter = SentenceSplitter(tokenizer) if pooling == "sentences" else None
+        # With sentence pooling the context length bounds each sentence, not the whole text.
+        tokenizer.model_max_length = context_length if self.splitter is None else 10**9
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
-        """``{"input_ids", "attention_mask"}`` as (B, L) long tensors, L <= context_length."""
+        """``{"input_ids", "attention_mask"}`` as (B, L) long tensors, L <= context_length (with
+        sentence pooling, each sentence is within the context length and L is the longest text)."""
         texts = [texts] if isinstance(texts, str) else list(texts)
         full = self.tokenizer(texts, truncation=False, padding=False)["input_ids"]
-        lengths = [len(ids) for ids in full]
+        if self.splitter is not None:
+            fitted = [self.splitter.fit(ids, self.context_length) for ids in full]
+            full, lengths = [ids for ids, _ in fitted], [n for _, n in fitted]
+        else:
+            lengths = [len(ids) for ids in full]
+        unit = "text" if self.splitter is None else "longest sentence of text"
         over = [i for i, n in enumerate(lengths) if n > self.context_length]
         if over and self.on_overflow == "error":
             i = over[0]
             raise InputError(
                 None,
-                f"text {i} has {lengths[i]} tokens, more than the context length {self.context_length} "
+                f"{unit} {i} has {lengths[i]} tokens, more than the context length {self.context_length} "
                 f"({len(over)} of {len(texts)} texts too long; starts {texts[i][:60]!r}); shorten it, raise "
                 "text.context_length, or set text.on_overflow='truncate'",
             )
@@ -118,12 +127,15 @@ class TextEncoder(nn.Module):
             self.truncated += len(over)
             warnings.warn(
                 f"{len(over)} of {len(texts)} texts truncated to {self.context_length} tokens "
-                f"({self.truncated} so far)",
+                f"{'per sentence ' if self.splitter is not None else ''}({self.truncated} so far)",
                 stacklevel=2,
             )
-        enc = self.tokenizer(
-            texts, truncation=True, max_length=self.context_length, padding="longest", return_tensors="pt"
-        )
+        if self.splitter is not None:
+            enc = self.tokenizer.pad({"input_ids": full}, return_tensors="pt")
+        else:
+            enc = self.tokenizer(
+                texts, truncation=True, max_length=self.context_length, padding="longest", return_tensors="pt"
+            )
         return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -161,7 +173,8 @@ class TextEncoder(nn.Module):
         """Average of each text's sentence vectors. Reports repeat their normal sentences, so each
         distinct sentence is encoded once per call, and once ever when the tower is frozen (the
         demo's 376 phantom CT reports hold 5,161 sentences but only 290 distinct ones)."""
-        pieces, owner = self._split_sentences(input_ids, attention_mask)
+        assert self.splitter is not None
+        pieces, owner = self.splitter.split_batch(input_ids.tolist(), attention_mask.tolist())
         distinct = sorted(set(pieces))
         row = {piece: i for i, piece in enumerate(distinct)}
         per_sentence = self._encode_distinct(distinct, input_ids.device)[[row[p] for p in pieces]]
@@ -171,33 +184,14 @@ class TextEncoder(nn.Module):
         counts = torch.bincount(index, minlength=len(input_ids)).clamp(min=1).unsqueeze(1)
         return total / counts.to(total.dtype)
 
-    def _split_sentences(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[list[tuple[int, ...]], list[int]]:
-        """Token ids of every sentence (split after ".", "!", "?") and the index of the text it came from."""
-        tok = self.tokenizer
-        ends = {i for i in tok.convert_tokens_to_ids([".", "!", "?"]) if i is not None and i != tok.unk_token_id}
-        special = {tok.cls_token_id, tok.sep_token_id}
-        pieces: list[tuple[int, ...]] = []
-        owner: list[int] = []
-        for b, (ids, mask) in enumerate(zip(input_ids.tolist(), attention_mask.tolist())):
-            sentence: list[int] = []
-            for t in (t for t, m in zip(ids, mask) if m and t not in special):
-                sentence.append(t)
-                if t in ends:
-                    pieces.append(tuple(sentence))
-                    sentence = []
-            if sentence or len(pieces) == len(owner):  # a trailing fragment, or an empty text
-                pieces.append(tuple(sentence))
-            owner.extend([b] * (len(pieces) - len(owner)))
-        return pieces, owner
-
     def _encode_distinct(self, pieces: list[tuple[int, ...]], device: torch.device) -> torch.Tensor:
         """Mean-pooled vectors of the given sentences (``(len(pieces), width)``), cached when frozen."""
+        assert self.splitter is not None
         frozen = not any(p.requires_grad for p in self.model.parameters())
         cache: dict[tuple[int, ...], torch.Tensor] = self.__dict__.setdefault("_sentence_cache", {}) if frozen else {}
         todo = [p for p in pieces if p not in cache]
         if todo:
-            tok = self.tokenizer
-            batch = tok.pad({"input_ids": [[tok.cls_token_id, *p, tok.sep_token_id] for p in todo]}, return_tensors="pt")
+            batch = self.tokenizer.pad({"input_ids": self.splitter.with_specials(todo)}, return_tensors="pt")
             ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
             hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state
             m = mask.unsqueeze(-1).to(hidden.dtype)
@@ -221,7 +215,12 @@ class TextEncoder(nn.Module):
             model.gradient_checkpointing_disable()
 
     def set_trainable_layers(self, n: int | None) -> None:
-        """Freeze everything but the last ``n`` transformer layers (None: all trainable, 0: all frozen)."""
+        """Freeze everything but the last ``n`` transformer layers (None: all trainable, 0: all frozen).
+
+        The caches of a frozen tower assume fixed weights: they are emptied here, where freezing
+        changes, and weights must not be loaded into a frozen tower after it has encoded texts."""
+        self.__dict__.pop("_cache", None)
+        self.__dict__.pop("_sentence_cache", None)
         for p in self.model.parameters():
             p.requires_grad_(n is None)
         if n:

@@ -5,8 +5,8 @@ configured prevalence: calcifications, emphysema and cardiomegaly grow with age,
 brings atelectasis, cardiomegaly brings effusions, and so on. ``draw_findings`` changes the
 HU of a rendered thorax and returns a label map (label id = 1 + index in ``FINDINGS``) plus
 the details (side, lobe, size) the report is written from. Every finding is drawn large and dense
-enough to stay visible after resampling to a coarse 5 mm training grid (nodules at least two voxels
-in radius, emphysema over a sizeable share of the upper lobes), so that a small model trained for
+enough to stay visible after resampling to a coarse 5 mm training grid (nodules at least 7 mm in
+radius, emphysema over a sizeable share of the upper lobes), so that a small model trained for
 minutes on a few hundred phantom scans can learn it; real CT-RATE findings are far subtler.
 """
 
@@ -177,7 +177,7 @@ class _Painter:
         return {"side": side, "lobe": self.lobe(side, c0)}
 
     def emphysema(self) -> dict[str, Any]:
-        """Low-attenuation (about -985 HU) areas, mostly in the upper lobes."""
+        """Low-attenuation (-995 HU) areas, mostly in the upper lobes."""
         mask = np.zeros(self.th.hu.shape, bool)
         for _ in range(int(self.rng.integers(16, 28))):
             side = str(self.rng.choice(["right", "left"]))

@@ -58,6 +58,9 @@ def train_clip(
     pl.seed_everything(seed, workers=True, verbose=False)
     prepared = PreparedDataset(data.path)
     train_set, val_set = _datasets(prepared, data, seed)
+    if loss.mode == "findings" and train_set.findings.shape[1] == 0:
+        raise InputError(prepared.path, "loss.mode 'findings' needs finding labels (the card's 'findings' columns); "
+                                        "this dataset has none")
     clip = _model(model, init_from, train_set.texts)
     # DDP re-runs this function in ranks > 0 once rank 0 is in fit(): they take rank 0's tokenizer.
     follower = rank_zero_only.rank > 0  # type: ignore[attr-defined]
