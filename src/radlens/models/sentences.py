@@ -29,10 +29,12 @@ class SentenceSplitter:
         token = str(self.tokenizer.convert_ids_to_tokens(token_id))
         return len(token) == 1 and token.isalpha()
 
-    def _continues(self, token_id: int) -> bool:
-        """Whether a token after a "." carries on the same sentence (a digit, a word piece, one letter)."""
-        token = str(self.tokenizer.convert_ids_to_tokens(token_id))
-        return token.startswith("##") or token[:1].isdigit() or self._single_letter(token_id)
+    def _continues(self, after: Sequence[int]) -> bool:
+        """Whether the tokens after a "." carry on the same sentence: a digit or a word piece ("3.5"),
+        or one letter followed by "." ("e.g."); a sentence starting with "A" or "I" is a new one."""
+        token = str(self.tokenizer.convert_ids_to_tokens(after[0]))
+        abbreviation = self._single_letter(after[0]) and len(after) > 1 and after[1] in self.ends
+        return token.startswith("##") or token[:1].isdigit() or abbreviation
 
     def pieces(self, body: Sequence[int]) -> list[tuple[int, ...]]:
         """The sentences of one text's ids (without [CLS]/[SEP]); an empty text is one empty sentence."""
@@ -42,7 +44,7 @@ class SentenceSplitter:
             sentence.append(t)
             if t not in self.ends or (j > 0 and self._single_letter(body[j - 1])):  # "e.g." is no end
                 continue
-            if j + 1 == len(body) or not self._continues(body[j + 1]):
+            if j + 1 == len(body) or not self._continues(body[j + 1 : j + 3]):
                 out.append(tuple(sentence))
                 sentence = []
         if sentence or not out:
