@@ -163,7 +163,8 @@ def list_models() -> list[dict[str, Any]]:
         image, text = config["image"], config["text"]
         shape = [image.get("in_channels", 1), *image["input_shape"]]
         encoder = f"{image['kind']} patch {'x'.join(map(str, image['patch_size']))}" if image["kind"] == "vit" else (
-            f"resnet{image.get('depth', 18)}"
+            f"resnet{image.get('depth', 18)} x{image.get('width_factor', 1.0):g} width, "
+            f"stem stride {image.get('stem_stride', 1)}"
         )
         text_name = {"scratch": "scratch BERT", "minilm": "MiniLM-L6 (packaged)"}.get(text["kind"], text.get("path_or_id"))
         rows.append({
