@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from support.bad_files import assert_refused
 from support.prepared_zeroshot import FINDINGS, tiny_model, write_bundle, write_prepared
 
 from radlens.cli import main
@@ -44,11 +45,7 @@ def test_packaged_prompt_sets():
     ],
 )
 def test_bad_prompt_files(tmp_path, text, reason):
-    path = tmp_path / "p.yaml"
-    path.write_text(text)
-    with pytest.raises(InputError, match=reason) as err:
-        load_prompts(path)
-    assert str(path) in str(err.value)
+    assert_refused(load_prompts, tmp_path / "p.yaml", text, reason)
 
 
 def test_mode_pairs_is_the_default_and_a_classes_file_is_refused(tmp_path):

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from support.bad_files import assert_refused
 from support.prepared_clip import PROTOCOLS, caption, write_prepared
 
 from radlens.cli import main
@@ -69,11 +70,7 @@ def test_packaged_caption_prompts_follow_the_caption_template():
     ],
 )
 def test_bad_class_prompt_files(tmp_path, text, reason):
-    path = tmp_path / "p.yaml"
-    path.write_text(text)
-    with pytest.raises(InputError, match=reason) as err:
-        load_class_prompts(path)
-    assert str(path) in str(err.value)
+    assert_refused(load_class_prompts, tmp_path / "p.yaml", text, reason)
 
 
 def test_probabilities_equal_a_direct_softmax():
