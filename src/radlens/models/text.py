@@ -108,11 +108,9 @@ class TextEncoder(nn.Module):
         sentence pooling, each sentence is within the context length and L is the longest text)."""
         texts = [texts] if isinstance(texts, str) else list(texts)
         full = self.tokenizer(texts, truncation=False, padding=False)["input_ids"]
-        if self.splitter is not None:
-            fitted = [self.splitter.fit(ids, self.context_length) for ids in full]
-            full, lengths = [ids for ids, _ in fitted], [n for _, n in fitted]
-        else:
-            lengths = [len(ids) for ids in full]
+        fit = _cut_text if self.splitter is None else self.splitter.fit
+        fitted = [fit(ids, self.context_length) for ids in full]
+        lengths = [n for _, n in fitted]
         unit = "text" if self.splitter is None else "longest sentence of text"
         over = [i for i, n in enumerate(lengths) if n > self.context_length]
         if over and self.on_overflow == "error":
@@ -130,12 +128,7 @@ class TextEncoder(nn.Module):
                 f"{'per sentence ' if self.splitter is not None else ''}({self.truncated} so far)",
                 stacklevel=2,
             )
-        if self.splitter is not None:
-            enc = self.tokenizer.pad({"input_ids": full}, return_tensors="pt")
-        else:
-            enc = self.tokenizer(
-                texts, truncation=True, max_length=self.context_length, padding="longest", return_tensors="pt"
-            )
+        enc = self.tokenizer.pad({"input_ids": [ids for ids, _ in fitted]}, return_tensors="pt")
         return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -227,6 +220,14 @@ class TextEncoder(nn.Module):
             for layer in _layers(self.model)[-n:]:
                 for p in layer.parameters():
                     p.requires_grad_(True)
+
+
+def _cut_text(ids: list[int], context_length: int) -> tuple[list[int], int]:
+    """``ids`` cut to ``context_length`` keeping the closing [SEP] (as the tokenizer's truncation
+    does), and the length before cutting."""
+    if len(ids) <= context_length:
+        return ids, len(ids)
+    return [*ids[: context_length - 1], ids[-1]], len(ids)
 
 
 def _layers(model: nn.Module) -> nn.ModuleList:
