@@ -53,9 +53,10 @@ def test_a_few_steps_fit_matching_pairs() -> None:
     images = torch.randn(4, 1, 64, 64)
     batch = model.tokenize(texts)
     loss_fn = ContrastiveLoss("clip")
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    # lr 1e-3 for 30 steps fits the pairs from every seed tried (0-4); 3e-3 for 15 steps stalled on some.
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     losses = []
-    for _ in range(15):
+    for _ in range(30):
         loss = loss_fn(*model(images, batch["input_ids"], batch["attention_mask"]))
         opt.zero_grad()
         loss.backward()

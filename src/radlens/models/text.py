@@ -22,28 +22,33 @@ SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 # Every printable ASCII character, as a word start and as a "##" continuation, is always in a
 # trained vocabulary: a word never seen in training splits into pieces instead of becoming [UNK].
 _ALPHABET = string.ascii_lowercase + string.digits + string.punctuation
-_ALPHABET_WORDS = [*_ALPHABET, _ALPHABET, _ALPHABET[::-1]]
 
 
 def train_wordpiece(texts: Iterable[str], vocab_size: int = 4096, lowercase: bool = True) -> Any:
-    """A BERT-style WordPiece tokenizer trained on ``texts`` (e.g. a dataset's own captions).
+    """A BERT-style WordPiece tokenizer for ``texts`` (e.g. a dataset's own captions).
 
-    Returned as a transformers ``PreTrainedTokenizerFast`` that adds ``[CLS] ... [SEP]``. Token ids
-    are deterministic for the same texts.
+    Returned as a transformers ``PreTrainedTokenizerFast`` that adds ``[CLS] ... [SEP]``. The
+    vocabulary is the special tokens, every printable character (as a word start and as a "##"
+    continuation, so an unseen word splits into pieces instead of becoming [UNK]), then the most
+    frequent whole words (ties alphabetical) up to ``vocab_size``. It is built here rather than by
+    ``tokenizers``' WordPieceTrainer because that trainer breaks ties between merges in hash-map
+    order, which changes from process to process: the same texts gave different vocabularies
+    (measured), so runs with the same seed trained differently.
     """
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from collections import Counter
+
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.decoder = decoders.WordPiece()
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS)
-    tok.train_from_iterator(_with_alphabet(texts), trainer=trainer)
-    # The trainer numbers tokens in hash-map order, which changes from process to process; renumber
-    # them (special tokens first, then sorted) so the same texts always give the same token ids.
-    learned = sorted(set(tok.get_vocab()) - set(SPECIAL_TOKENS))
-    tok.model = models.WordPiece({t: i for i, t in enumerate([*SPECIAL_TOKENS, *learned])}, unk_token="[UNK]")
+    normalizer, pre_tokenizer = normalizers.BertNormalizer(lowercase=lowercase), pre_tokenizers.BertPreTokenizer()
+    counts = Counter(word for text in texts
+                     for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text)))
+    chars = sorted(set(_ALPHABET) | {c for word in counts for c in word})
+    pieces = [*SPECIAL_TOKENS, *chars, *(f"##{c}" for c in chars)]
+    room = max(vocab_size - len(pieces), 0)
+    words = [w for w, _ in sorted(counts.items(), key=lambda item: (-item[1], item[0])) if len(w) > 1][:room]
+    tok = Tokenizer(models.WordPiece({t: i for i, t in enumerate([*pieces, *sorted(words)])}, unk_token="[UNK]"))
+    tok.normalizer, tok.pre_tokenizer, tok.decoder = normalizer, pre_tokenizer, decoders.WordPiece()
     cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)]
@@ -52,11 +57,6 @@ def train_wordpiece(texts: Iterable[str], vocab_size: int = 4096, lowercase: boo
         tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]",
         mask_token="[MASK]",
     )
-
-
-def _with_alphabet(texts: Iterable[str]) -> Iterable[str]:
-    yield from texts
-    yield from _ALPHABET_WORDS
 
 
 POOLINGS = ("cls", "mean", "sentences")
