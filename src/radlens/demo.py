@@ -142,7 +142,8 @@ def train(prepared: Path, run: Path, recipe: Recipe, seconds: int, size: DemoSiz
     """Train a tiny CLIP on the CPU for a fixed time budget; returns the run folder."""
     from radlens.data.prepared import PreparedDataset
     from radlens.train.clip import train_clip
-    from radlens.train.config import AugmentConfig, ClipDataConfig, LossConfig, OptimConfig, TrainerConfig
+    from radlens.data.augment import AugmentConfig
+    from radlens.train.config import ClipDataConfig, LossConfig, OptimConfig, TrainerConfig
 
     ds = PreparedDataset(prepared)
     n_train = int(((ds.slices if ds.dims == 2 else ds.series)["split"] == "train").sum())

@@ -14,7 +14,7 @@ from support.prepared_findings import FINDINGS, write_findings_prepared
 from radlens.data.datasets import ClipCollate, ClipDataset
 from radlens.data.samplers import ClipBatchSampler
 from radlens.errors import ConfigError, InputError
-from radlens.train.config import AugmentConfig
+from radlens.data.augment import AugmentConfig
 
 
 @pytest.fixture(scope="module")

@@ -140,7 +140,7 @@ def test_2d_dataset_items_are_slices_with_their_scan(tmp_path):
 
 
 def test_staged_output_leaves_previous_output_on_failure(tmp_path):
-    from radlens.evaluate.embed import staged_output
+    from radlens.common.atomic import staged_output
 
     out = tmp_path / "out"
     with staged_output(out) as tmp:

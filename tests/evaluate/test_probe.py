@@ -22,7 +22,7 @@ def _embeddings(labels: np.ndarray, rng: np.random.Generator, shift: float = 0.0
 
 
 def test_separable_embeddings_give_high_auroc_with_validation_thresholds() -> None:
-    from radlens.evaluate.metrics import choose_threshold
+    from radlens.metrics.findings import choose_threshold
     from radlens.evaluate.probe import fit_logistic, logistic_probe, predict_logistic
 
     rng = np.random.default_rng(0)

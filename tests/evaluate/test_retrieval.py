@@ -13,13 +13,8 @@ from support.prepared_findings import base_bundle, tiny_model, write_findings_pr
 
 from radlens.cli import main
 from radlens.errors import ConfigError
-from radlens.evaluate.retrieval import (
-    chance_recall,
-    clip_retrieval,
-    evaluate_retrieval,
-    first_hit_ranks,
-    recall_metrics,
-)
+from radlens.evaluate.retrieval import evaluate_retrieval
+from radlens.metrics.retrieval import chance_recall, clip_retrieval, first_hit_ranks, recall_metrics
 
 TRACE_COLUMNS = ["direction", "query_id", "rank", "retrieved_id", "similarity", "same_text", "same_label"]
 
@@ -67,7 +62,7 @@ def test_chance_recall_matches_the_hypergeometric_by_hand() -> None:
 
 
 def test_map_at_k_by_hand() -> None:
-    from radlens.evaluate.retrieval_volume import average_precision_at_k
+    from radlens.metrics.volume_retrieval import average_precision_at_k
 
     sim = np.array([[0.9, 0.8, 0.7, 0.6]])
     rel = np.array([[0, 1, 0, 1]])
@@ -87,7 +82,7 @@ def test_chance_map_is_exact() -> None:
     """The closed form equals the mean AP over every ordering of the gallery."""
     import itertools
 
-    from radlens.evaluate.retrieval_volume import average_precision_at_k, chance_average_precision_at_k
+    from radlens.metrics.volume_retrieval import average_precision_at_k, chance_average_precision_at_k
 
     # binary, R=2 of N=4, K=2: hand enumeration gives (1 + 2*0.5 + 2*0.25 + 0) / 6
     assert chance_average_precision_at_k(np.array([[1, 1, 0, 0]]), k=2)[0] == pytest.approx(5 / 12)
@@ -100,7 +95,7 @@ def test_chance_map_is_exact() -> None:
 
 
 def test_volume_map_by_label_and_findings() -> None:
-    from radlens.evaluate.retrieval_volume import volume_map
+    from radlens.metrics.volume_retrieval import volume_map
 
     emb = np.array([[1.0, 0.0], [0.99, 0.14], [0.0, 1.0], [0.14, 0.99]])
     m = volume_map(emb, labels=np.array([0, 0, 1, 1]), k=10)
@@ -125,7 +120,7 @@ def test_volume_map_by_label_and_findings() -> None:
 
 
 def test_majority_vote_and_series_accuracy_by_hand() -> None:
-    from radlens.evaluate.retrieval_volume import majority_vote, series_vote
+    from radlens.metrics.volume_retrieval import majority_vote, series_vote
 
     groups = np.array(["a", "a", "a", "b", "b"])
     votes = majority_vote(groups, np.array([1, 1, 2, 3, 4]), np.array([0.1, 0.1, 0.9, 0.2, 0.5]))
@@ -141,7 +136,7 @@ def test_majority_vote_and_series_accuracy_by_hand() -> None:
 
 
 def test_chance_vote_accuracy_single_vote_is_the_label_frequency() -> None:
-    from radlens.evaluate.retrieval_volume import chance_vote_accuracy
+    from radlens.metrics.volume_retrieval import chance_vote_accuracy
 
     gallery = np.array([0, 0, 0, 1])
     one_vote = chance_vote_accuracy(np.array([1, 1]), np.array([0, 1]), gallery)

@@ -7,7 +7,7 @@ import base64
 import numpy as np
 import pandas as pd
 
-from radlens.phantoms.preview import save_montage
+from radlens.common.montage import save_montage
 from radlens.report.curves import plot_training_curves
 from radlens.report.html import Section, write_report
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -17,9 +18,25 @@ if TYPE_CHECKING:
     import torch
     from monai.transforms import Compose
 
-    from radlens.train.config import AugmentConfig
 
 KEY = "image"
+
+
+@dataclass
+class AugmentConfig:
+    """Light per-sample MONAI augmentations (train split only); probabilities are per sample."""
+
+    enabled: bool = True
+    flip_prob: float = 0.5
+    affine_prob: float = 0.3
+    rotate_degrees: float = 10.0
+    scale: float = 0.1
+    translate_fraction: float = 0.05
+    intensity_prob: float = 0.3
+    intensity_scale: float = 0.1
+    intensity_shift: float = 0.05
+    noise_prob: float = 0.1
+    noise_std: float = 0.02
 
 
 def item_seed(seed: int, epoch: int, index: int) -> int:
@@ -27,7 +44,7 @@ def item_seed(seed: int, epoch: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1)[0])
 
 
-def build_augment(cfg: "AugmentConfig", spatial_shape: Sequence[int]) -> "Compose | None":
+def build_augment(cfg: AugmentConfig, spatial_shape: Sequence[int]) -> "Compose | None":
     """The augmentation pipeline for images of ``spatial_shape`` (2D or 3D), or None when disabled.
 
     Left-right flip on the first spatial axis (X in RAS), a small random affine (rotation,

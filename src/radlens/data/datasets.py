@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     import torch
 
     from radlens.prepare.captions import CaptionConfig
-    from radlens.train.config import AugmentConfig
+    from radlens.data.augment import AugmentConfig
 
 TIME_COLUMNS = ("EchoTime", "RepetitionTime", "InversionTime")
 

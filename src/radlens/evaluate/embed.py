@@ -196,41 +196,6 @@ def embed_items(
     return out
 
 
-@contextlib.contextmanager
-def staged_output(out: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary folder beside ``out``; on success it replaces ``out`` in one rename.
-
-    A failure leaves ``out`` as it was (nothing half-written); a previous ``out`` is removed only
-    after the new one is in place.
-    """
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
-        yield tmp
-        old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-        if out.exists():
-            os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def run_info(command: str, config: dict[str, Any], seed: int | None = None) -> dict[str, Any]:
-    """What ``RUN`` (run.json) records: command, resolved config, radlens version, seed, time."""
-    import radlens
-
-    return {
-        "command": command,
-        "radlens_version": radlens.__version__,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "seed": seed,
-        "config": config,
-    }
-
-
 def embed(
     prepared: str,
     bundle: str,
@@ -253,7 +218,7 @@ def embed(
         device: auto, cpu, cuda, cuda:1, ...
     """
     from radlens.data.prepared import PreparedDataset
-    from radlens.prepare.dataset import write_json_atomic
+    from radlens.common.atomic import write_json_atomic
 
     ds = PreparedDataset(prepared)
     model = resolve_model(bundle)

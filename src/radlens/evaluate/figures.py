@@ -22,7 +22,7 @@ def curve_figures(labels: np.ndarray, scores: np.ndarray, findings: Sequence[str
     from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global figure state
     from sklearn.metrics import auc, precision_recall_curve, roc_curve
 
-    from radlens.evaluate.metrics import score_metrics
+    from radlens.metrics.findings import score_metrics
 
     labels, scores = np.asarray(labels).astype(int), np.asarray(scores, dtype=np.float64)
     rows, cols = _grid(len(findings))

@@ -4,7 +4,7 @@ Metrics on (N,) true class indices and (N, C) class probabilities: accuracy, bal
 (mean per-class recall over the classes present, as sklearn's ``balanced_accuracy_score``), macro
 one-vs-rest AUROC on the probabilities (as sklearn's ``roc_auc_score(multi_class="ovr")``),
 per-class recall and AUROC, and the confusion matrix. Counted with numpy and
-:func:`radlens.evaluate.metrics.score_metrics` rather than sklearn's scorers because the bootstrap
+:func:`radlens.metrics.findings.score_metrics` rather than sklearn's scorers because the bootstrap
 calls them ~1000 times and sklearn's input validation dominates at this size (the tests check
 equality with sklearn).
 """
@@ -33,7 +33,7 @@ def class_metrics(y_true: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
     ``macro_auroc`` is NaN unless every class occurs in ``y_true`` (one-vs-rest AUROC needs both
     sides for each class).
     """
-    from radlens.evaluate.metrics import score_metrics
+    from radlens.metrics.findings import score_metrics
 
     y = np.asarray(y_true, dtype=np.int64)
     p = np.asarray(probs, dtype=np.float64)
@@ -70,11 +70,11 @@ def evaluate_classes(
 
     Chance levels: accuracy -> the majority-class rate (always predicting the commonest class),
     balanced accuracy and per-class recall -> 1 / n_classes, AUROC -> 0.5. CIs resample patients
-    with replacement (:func:`radlens.evaluate.metrics.patient_resamples`); a resample lacking a
+    with replacement (:func:`radlens.metrics.findings.patient_resamples`); a resample lacking a
     class gives no value for that class's metrics nor for macro AUROC, and ``n`` says how many
     resamples each interval rests on.
     """
-    from radlens.evaluate.metrics import patient_resamples, percentile_ci
+    from radlens.metrics.findings import patient_resamples, percentile_ci
 
     y, p = np.asarray(y_true, dtype=np.int64), np.asarray(probs, dtype=np.float64)
     point = class_metrics(y, p)

@@ -2,7 +2,7 @@
 
 :func:`logistic_probe` fits one scikit-learn ``LogisticRegression`` per finding
 (``class_weight="balanced"``, on standardised features) on training embeddings; thresholds are
-chosen on validation and metrics come from :mod:`radlens.evaluate.metrics` on the test split,
+chosen on validation and metrics come from :mod:`radlens.metrics.findings` on the test split,
 per scan with patient-bootstrap CIs. :func:`finding_results` is the same scoring step for any
 model that gives per-item scores (ClassFine, the report labeller).
 """
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from radlens.errors import InputError
-from radlens.evaluate.metrics import ThresholdMethod
+from radlens.metrics.findings import ThresholdMethod
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -65,12 +65,12 @@ def logistic_probe(
     n_bootstrap: int = 1000,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Per-finding logistic probes; metrics.json content (see :func:`radlens.evaluate.metrics.evaluate_findings`).
+    """Per-finding logistic probes; metrics.json content (see :func:`radlens.metrics.findings.evaluate_findings`).
 
     Rows are items (one per scan); ``test_patients`` (default: every row its own patient) drive
     the bootstrap. Thresholds are chosen on the validation scores, never on test.
     """
-    from radlens.evaluate.metrics import evaluate_findings
+    from radlens.metrics.findings import evaluate_findings
 
     train_y, val_y, test_y = (np.asarray(y).reshape(len(y), -1) for y in (train_y, val_y, test_y))
     names = list(findings) if findings is not None else [f"finding_{i}" for i in range(train_y.shape[1])]
@@ -86,7 +86,7 @@ def scan_scores(table: pd.DataFrame, labels: np.ndarray, scores: np.ndarray, fin
     """Per-item labels and scores averaged per scan (reconstructions of one scan are one case)."""
     import pandas as pd
 
-    from radlens.evaluate.metrics import aggregate_scans
+    from radlens.metrics.findings import aggregate_scans
 
     scan = table["scan_id"] if "scan_id" in table.columns else table["series_id"]
     frame = pd.DataFrame({"scan_id": scan.to_numpy(), "patient_id": table["patient_id"].to_numpy()})
@@ -99,7 +99,7 @@ def scan_scores(table: pd.DataFrame, labels: np.ndarray, scores: np.ndarray, fin
 
 def validation_thresholds(val: pd.DataFrame, findings: Sequence[str], method: ThresholdMethod = "youden") -> dict[str, float]:
     """Per-finding thresholds on a :func:`scan_scores` validation table (0.5 where it has one class)."""
-    from radlens.evaluate.metrics import choose_threshold
+    from radlens.metrics.findings import choose_threshold
 
     out = {}
     for f in findings:
@@ -123,7 +123,7 @@ def finding_results(
     The predictions table has ``scan_id, patient_id``, the labels, ``score:<finding>`` and
     ``pred:<finding>`` (score >= the validation threshold).
     """
-    from radlens.evaluate.metrics import evaluate_findings
+    from radlens.metrics.findings import evaluate_findings
 
     score_cols = [f"score:{f}" for f in findings]
     metrics = evaluate_findings(
@@ -139,8 +139,9 @@ def finding_results(
 
 def write_results(out: str | Path, metrics: dict[str, Any], predictions: pd.DataFrame, run: dict[str, Any]) -> Path:
     """``OUT/metrics.json``, ``OUT/predictions.csv``, ``OUT/run.json``, all appearing at once."""
-    from radlens.evaluate.embed import RUN, staged_output
-    from radlens.prepare.dataset import write_json_atomic
+    from radlens.evaluate.embed import RUN
+    from radlens.common.atomic import staged_output
+    from radlens.common.atomic import write_json_atomic
 
     with staged_output(out) as tmp:
         write_json_atomic(tmp / "metrics.json", metrics)
@@ -186,7 +187,7 @@ def evaluate_probe(
     (OUT/metrics.json, OUT/predictions.csv, OUT/run.json). Labels come from PREPARED's series table.
     """
     from radlens.data.prepared import PreparedDataset
-    from radlens.evaluate.embed import run_info
+    from radlens.common.runinfo import run_info
     from radlens.train.probe_data import require_splits, select_findings, targets_of
 
     ds = PreparedDataset(prepared)

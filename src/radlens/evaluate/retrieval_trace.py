@@ -79,7 +79,7 @@ def trace_table(
     """The top-k rows of every query: direction, query_id, rank, retrieved_id, similarity and flags."""
     import pandas as pd
 
-    from radlens.evaluate.retrieval_volume import top_k
+    from radlens.metrics.volume_retrieval import top_k
 
     index, values = top_k(sim, k, exclude)
     q = np.repeat(np.arange(len(index)), index.shape[1])
@@ -130,7 +130,7 @@ def _grid(
 
     Queries with fewer hits than the longest list (a gallery shrunk by their own scan) are left out.
     """
-    from radlens.phantoms.preview import save_montage
+    from radlens.common.montage import save_montage
 
     images, titles = [], []
     columns = 1 + int(table["rank"].max())
@@ -167,7 +167,7 @@ def write_trace(
     """
     import pandas as pd
 
-    from radlens.evaluate.retrieval import text_gallery
+    from radlens.metrics.retrieval import text_gallery
 
     folder, keys = Path(folder), np.asarray(text_keys)
     gallery = text_gallery(keys)

@@ -6,32 +6,21 @@ embeddings are computed once per model (:class:`ZeroShotClassifier`, an (F, 2, D
 scan costs one image pass plus an (F, 2, D) dot product. P(present) is the softmax over the pair
 at the model's own temperature (``logit_scale``).
 
-Prompt files (YAML; ``ctrate`` and ``mri_contrast`` ship with radlens)::
-
-    name: ct-rate
-    template: {present: ["{finding} is present."], absent: ["{finding} is not present."]}
-    findings:
-      Cardiomegaly: {}                                   # the template, {finding} = the name
-      T2*w: {term: T2*-weighted}                          # {finding} = term
-      Lung nodule: {present: [...], absent: [...]}        # own phrasings
-
-Several phrasings of one side are averaged in embedding space and re-normalised. A prompt file
+The prompts come from a prompt file (:mod:`radlens.models.prompts`, which describes the format);
+several phrasings of one side are averaged in embedding space and re-normalised. A prompt file
 with ``mode: classes`` instead names mutually exclusive classes (one label column, softmax over
 the classes): see :mod:`radlens.evaluate.zeroshot_classes`.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
-from dataclasses import dataclass
-from importlib import resources
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from radlens.errors import ConfigError, InputError
+from radlens.models.prompts import PromptSet, check_findings, encode_prompt_groups, load_prompts, read_prompt_spec
 
 if TYPE_CHECKING:
     import torch
@@ -39,128 +28,6 @@ if TYPE_CHECKING:
     from radlens.models.clip import CLIPModel
 
 Split = Literal["train", "validation", "test"]
-SIDES = ("present", "absent")
-MODES = ("pairs", "classes")
-_FILE_KEYS = {"name", "description", "mode", "template", "findings"}
-_FINDING_KEYS = {"term", "present", "absent"}
-
-
-@dataclass(frozen=True)
-class PromptSet:
-    """Per finding, the phrasings of "present" and of "absent" (each a non-empty tuple)."""
-
-    name: str
-    findings: tuple[str, ...]
-    present: tuple[tuple[str, ...], ...]
-    absent: tuple[tuple[str, ...], ...]
-
-    def subset(self, names: Sequence[str]) -> PromptSet:
-        """The prompts of ``names`` only, in that order."""
-        index = [self.findings.index(n) for n in names]
-        present, absent = tuple(self.present[i] for i in index), tuple(self.absent[i] for i in index)
-        return PromptSet(self.name, tuple(names), present, absent)
-
-
-def packaged_prompt_files() -> dict[str, Path]:
-    """Name -> YAML file of the prompt sets shipped in ``radlens/evaluate/prompts``."""
-    folder = resources.files("radlens.evaluate") / "prompts"
-    return {Path(p.name).stem: Path(str(p)) for p in folder.iterdir() if p.name.endswith(".yaml")}
-
-
-def _strings(value: Any, path: Path, where: str) -> tuple[str, ...]:
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list) or not value or not all(isinstance(v, str) and v.strip() for v in value):
-        raise InputError(path, f"{where} must be a non-empty list of non-empty strings, got {value!r}")
-    return tuple(value)
-
-
-def read_prompt_spec(name_or_path: str | os.PathLike[str]) -> tuple[Path, dict[str, Any], str]:
-    """(file, parsed YAML mapping, mode) of a packaged prompt set name or a YAML path.
-
-    ``mode`` is the file's ``mode:`` (``pairs`` when absent); anything else is an InputError.
-    """
-    import yaml
-
-    packaged = packaged_prompt_files()
-    path = packaged[str(name_or_path)] if str(name_or_path) in packaged else Path(name_or_path)
-    if not path.is_file():
-        raise InputError(path, f"no such prompt file (packaged prompt sets: {', '.join(sorted(packaged))})")
-    try:
-        spec = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise InputError(path, f"not valid YAML ({err})".replace("\n", " ")) from err
-    if not isinstance(spec, dict):
-        raise InputError(path, "a prompt file must be a YAML mapping")
-    mode = spec.get("mode", "pairs")
-    if mode not in MODES:
-        raise InputError(path, f"field 'mode' must be one of {', '.join(MODES)}, got {mode!r}")
-    return path, spec, mode
-
-
-def load_prompts(name_or_path: str | os.PathLike[str]) -> PromptSet:
-    """A validated PromptSet from a packaged name (``ctrate``, ``mri_contrast``) or a YAML path.
-
-    Every finding must end up with at least one present and one absent phrasing (its own or the
-    template's); unknown keys, empty lists and a missing ``findings`` section are errors.
-    """
-    path, spec, mode = read_prompt_spec(name_or_path)
-    if mode != "pairs":
-        raise InputError(path, f"a 'mode: {mode}' prompt file, not present/absent pairs (run it with --label_column)")
-    if not isinstance(spec.get("findings"), dict) or not spec["findings"]:
-        raise InputError(path, "missing field 'findings' (a mapping of finding name -> prompts)")
-    unknown = sorted(set(spec) - _FILE_KEYS)
-    if unknown:
-        raise InputError(path, f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(_FILE_KEYS))}")
-    template = spec.get("template") or {}
-    if not isinstance(template, dict) or set(template) - set(SIDES):
-        raise InputError(path, "field 'template' must be a mapping with 'present' and/or 'absent' lists")
-    present, absent = [], []
-    for finding, entry in spec["findings"].items():
-        entry = entry or {}
-        if not isinstance(entry, dict) or set(entry) - _FINDING_KEYS:
-            raise InputError(path, f"finding {finding!r}: expected a mapping with keys from {sorted(_FINDING_KEYS)}")
-        term = str(entry.get("term", finding))
-        sides = []
-        for side in SIDES:
-            if side in entry:
-                sides.append(_strings(entry[side], path, f"finding {finding!r} field '{side}'"))
-            elif side in template:
-                phrasings = _strings(template[side], path, f"template field '{side}'")
-                sides.append(tuple(p.replace("{finding}", term) for p in phrasings))
-            else:
-                raise InputError(path, f"finding {finding!r} has no '{side}' prompts (and the template has none)")
-        present.append(sides[0])
-        absent.append(sides[1])
-    names = tuple(str(f) for f in spec["findings"])
-    return PromptSet(str(spec.get("name", path.stem)), names, tuple(present), tuple(absent))
-
-
-def check_findings(prompts: PromptSet, known: Sequence[str], where: str | os.PathLike[str]) -> None:
-    """InputError naming ``where`` when a prompt finding is not one of the dataset's findings."""
-    unknown = [f for f in prompts.findings if f not in known]
-    if unknown:
-        raise InputError(where, f"prompt finding(s) {unknown} are not in the dataset's findings {list(known)}")
-
-
-def encode_prompt_groups(model: CLIPModel, groups: Sequence[Sequence[str]], batch_size: int = 64) -> torch.Tensor:
-    """(G, D) float32: per group of phrasings, the re-normalised mean of their text embeddings.
-
-    Every phrasing is encoded exactly once, in batches of ``batch_size``; call under
-    ``torch.inference_mode()``.
-    """
-    import torch
-    import torch.nn.functional as F
-
-    texts = [t for group in groups for t in group]
-    device = next(model.parameters()).device
-    chunks = []
-    for lo in range(0, len(texts), batch_size):
-        tokens = model.tokenize(texts[lo : lo + batch_size])
-        chunks.append(model.encode_text(tokens["input_ids"].to(device), tokens["attention_mask"].to(device)))
-    flat = torch.cat(chunks).float()
-    bounds = np.cumsum([0, *(len(g) for g in groups)])
-    return torch.stack([F.normalize(flat[lo:hi].mean(0), dim=-1) for lo, hi in zip(bounds[:-1], bounds[1:])])
 
 
 class ZeroShotClassifier:
@@ -227,7 +94,7 @@ def scan_probabilities(
     reconstructions (series) of a scan, before any metric.
     """
     from radlens.evaluate.embed import embed_items, item_table
-    from radlens.evaluate.metrics import aggregate_scans
+    from radlens.metrics.findings import aggregate_scans
 
     items = item_table(ds, split)
     if items.empty:
@@ -283,10 +150,12 @@ def zeroshot(
     """
     config = dict(locals())
     from radlens.data.prepared import SPLITS, PreparedDataset
-    from radlens.evaluate.embed import check_compatible, resolve_model, run_info, staged_output
+    from radlens.evaluate.embed import check_compatible, resolve_model
+    from radlens.common.atomic import staged_output
+    from radlens.common.runinfo import run_info
     from radlens.evaluate.figures import curve_figures
-    from radlens.evaluate.metrics import evaluate_findings
-    from radlens.prepare.dataset import write_json_atomic
+    from radlens.metrics.findings import evaluate_findings
+    from radlens.common.atomic import write_json_atomic
 
     for name, value in (("split", split), ("threshold_split", threshold_split)):
         if value not in SPLITS:

@@ -6,31 +6,20 @@ re-normalised once per model (:class:`ClassZeroShotClassifier`, a (C, D) tensor)
 costs one image pass plus a (D, C) product; P(class | image) is the softmax over the classes at
 the model's own temperature (``logit_scale``).
 
-A model trained on metadata captions (MR-CLIP) has never read "A T1-weighted MRI."; its prompts
-must be captions in its training template. A prompt may therefore give caption *fields* instead
-of text; they are rendered with :mod:`radlens.prepare.captions` and the evaluated dataset's caption
-config, every field not given reading ``NONE`` (in distribution: training drops fields to NONE)::
-
-    name: mri-contrast-captions
-    mode: classes
-    classes:
-      T1w:
-        - fields: {SeriesDescription: t1_se_tra}
-        - fields: {ScanningSequence: [SE], EchoTime: 0.012, RepetitionTime: 0.5}   # times in seconds
-      T2w:
-        - "A T2-weighted MRI."                                                   # literal text
+The class prompts come from a ``mode: classes`` prompt file (:mod:`radlens.models.prompts`, which
+describes the format); caption *fields* prompts are rendered with the evaluated dataset's caption
+config (:func:`dataset_caption_config`), so that a model trained on metadata captions (MR-CLIP)
+reads prompts in its training template.
 """
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from radlens.errors import ConfigError, InputError
+from radlens.models.prompts import ClassPrompts, encode_prompt_groups, load_class_prompts
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -40,91 +29,8 @@ if TYPE_CHECKING:
     from radlens.models.clip import CLIPModel
     from radlens.prepare.captions import CaptionConfig
 
-_FILE_KEYS = {"name", "description", "mode", "classes"}
 # Excluded-label key for series whose label column is empty.
 MISSING = "(missing)"
-
-
-@dataclass(frozen=True)
-class ClassPrompts:
-    """Per class, its prompt texts (rendered captions or literal strings; each a non-empty tuple)."""
-
-    name: str
-    classes: tuple[str, ...]
-    prompts: tuple[tuple[str, ...], ...]
-
-    def subset(self, names: list[str]) -> ClassPrompts:
-        """The prompts of ``names`` only, in that order."""
-        return ClassPrompts(self.name, tuple(names), tuple(self.prompts[self.classes.index(n)] for n in names))
-
-
-def _render_fields(values: Any, cfg: CaptionConfig, path: Path, where: str) -> str:
-    """One caption from a ``fields:`` mapping: the given fields formatted as the dataset's captions, the rest NONE."""
-    from radlens.io.metadata import LIST_FIELDS, NUMERIC_FIELDS, AcquisitionMetadata
-    from radlens.prepare.captions import caption_fields, render
-
-    allowed = ("plane", *AcquisitionMetadata.field_names())
-    if not isinstance(values, dict) or not values:
-        raise InputError(path, f"{where}: 'fields' must be a non-empty mapping of caption field -> value")
-    unknown = sorted(set(values) - set(allowed))
-    if unknown:
-        raise InputError(path, f"{where}: unknown caption field(s) {unknown}; allowed: {', '.join(allowed)}")
-    meta: dict[str, Any] = {}
-    for key, value in values.items():
-        if key in NUMERIC_FIELDS and (isinstance(value, bool) or not isinstance(value, (int, float))):
-            raise InputError(path, f"{where}: field {key} must be a number (times in seconds), got {value!r}")
-        if key in LIST_FIELDS and isinstance(value, list):
-            value = tuple(str(v) for v in value)
-        meta[key] = value
-    plane = meta.pop("plane", None)
-    return render(caption_fields(AcquisitionMetadata(**meta), plane, cfg), cfg)
-
-
-def _class_prompts(entry: Any, cfg: CaptionConfig, path: Path, name: str) -> tuple[str, ...]:
-    if not isinstance(entry, list) or not entry:
-        raise InputError(path, f"class {name!r} must list one or more prompts (a text or {{fields: {{...}}}})")
-    texts = []
-    for k, prompt in enumerate(entry):
-        where = f"class {name!r} prompt {k + 1}"
-        if isinstance(prompt, str) and prompt.strip():
-            texts.append(prompt)
-        elif isinstance(prompt, dict) and set(prompt) == {"fields"}:
-            texts.append(_render_fields(prompt["fields"], cfg, path, where))
-        else:
-            raise InputError(path, f"{where}: expected a non-empty text or a mapping with the one key 'fields'")
-    return tuple(texts)
-
-
-def load_class_prompts(name_or_path: str | os.PathLike[str], caption: CaptionConfig | None = None) -> ClassPrompts:
-    """A validated ClassPrompts from a packaged name (``mri_contrast_captions``) or a YAML path.
-
-    ``fields:`` prompts are rendered with ``caption`` (default: MR-CLIP's template). Needs
-    ``mode: classes`` and at least two classes; unknown keys, empty prompt lists, unknown caption
-    fields, and two classes whose prompts render to the same texts are errors.
-    """
-    from radlens.evaluate.zeroshot import read_prompt_spec
-    from radlens.prepare.captions import CaptionConfig
-
-    cfg = caption or CaptionConfig()
-    path, spec, mode = read_prompt_spec(name_or_path)
-    if mode != "classes":
-        reason = "not a 'mode: classes' prompt file (present/absent pairs are evaluated without --label_column)"
-        raise InputError(path, reason)
-    unknown = sorted(set(spec) - _FILE_KEYS)
-    if unknown:
-        raise InputError(path, f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(_FILE_KEYS))}")
-    classes = spec.get("classes")
-    if not isinstance(classes, dict) or len(classes) < 2:
-        raise InputError(path, "missing field 'classes' (a mapping of two or more class names -> prompts)")
-    prompts = tuple(_class_prompts(entry, cfg, path, str(name)) for name, entry in classes.items())
-    names = tuple(str(c) for c in classes)
-    seen: dict[frozenset[str], str] = {}
-    for name, texts in zip(names, prompts):
-        if frozenset(texts) in seen:
-            reason = f"classes {seen[frozenset(texts)]!r} and {name!r} have the same prompts under the caption template"
-            raise InputError(path, reason)
-        seen[frozenset(texts)] = name
-    return ClassPrompts(str(spec.get("name", path.stem)), names, prompts)
 
 
 class ClassZeroShotClassifier:
@@ -136,8 +42,6 @@ class ClassZeroShotClassifier:
 
     def __init__(self, model: CLIPModel, prompts: ClassPrompts, batch_size: int = 64) -> None:
         import torch
-
-        from radlens.evaluate.zeroshot import encode_prompt_groups
 
         self.model, self.prompts, self.classes = model, prompts, prompts.classes
         with torch.inference_mode():
@@ -206,7 +110,7 @@ def series_class_probabilities(
     2D datasets: the slices' probabilities averaged per series.
     """
     from radlens.evaluate.embed import embed_items, item_table
-    from radlens.evaluate.metrics import aggregate_scans
+    from radlens.metrics.findings import aggregate_scans
 
     items = item_table(ds, split)
     items = items[items["series_id"].isin(series_ids)].reset_index(drop=True)
@@ -228,9 +132,11 @@ def zeroshot_classes(
     run.json at once.
     """
     from radlens.data.prepared import PreparedDataset
-    from radlens.evaluate.embed import check_compatible, resolve_model, run_info, staged_output
+    from radlens.evaluate.embed import check_compatible, resolve_model
+    from radlens.common.atomic import staged_output
+    from radlens.common.runinfo import run_info
     from radlens.evaluate.multiclass import SUMMARY_METRICS, confusion_figure, evaluate_classes
-    from radlens.prepare.dataset import write_json_atomic
+    from radlens.common.atomic import write_json_atomic
 
     ds = PreparedDataset(prepared)
     prompt_set = load_class_prompts(prompts, dataset_caption_config(ds))

@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from radlens.io.atomic import write_bytes_atomic
+from radlens.common.atomic import write_bytes_atomic
 
 LPS = np.diag([-1.0, -1.0, 1.0])
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from radlens.io.atomic import write_bytes_atomic
+from radlens.common.atomic import write_bytes_atomic
 
 
 def write_nifti(path: Path, array: np.ndarray, affine: np.ndarray) -> Path:

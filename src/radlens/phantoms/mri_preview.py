@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from radlens.phantoms.mri_acquisition import PLANE_AXIS
-from radlens.phantoms.preview import save_montage
+from radlens.common.montage import save_montage
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -207,7 +207,7 @@ def intervals_json(te: Binner, tr: Binner, ti: Binner) -> dict[str, list[dict[st
 
 def write_intervals(path: str | os.PathLike[str], te: Binner, tr: Binner, ti: Binner) -> Path:
     """Write the interval file atomically (temporary file in the same folder, then rename)."""
-    from radlens.io.atomic import write_bytes_atomic
+    from radlens.common.atomic import write_bytes_atomic
 
     text = json.dumps(intervals_json(te, tr, ti), indent=2) + "\n"
     return write_bytes_atomic(Path(path), text.encode())

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
 
-from radlens.io.atomic import atomic_target, write_bytes_atomic
+from radlens.common.atomic import json_default, write_bytes_atomic, write_csv_atomic, write_json_atomic
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -86,63 +86,9 @@ class SeriesRecord:
     slices: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _strict_json(obj: Any) -> Any:
-    """Replace non-finite floats (e.g. the open last TI bin edge) by the strings "inf"/"-inf"/"nan",
-    so the card stays valid for strict JSON parsers."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return str(obj)
-    if isinstance(obj, dict):
-        return {k: _strict_json(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_strict_json(v) for v in obj]
-    return obj
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    text = json.dumps(_strict_json(obj), indent=2, default=_json_default, allow_nan=False)
-    write_bytes_atomic(path, (text + "\n").encode())
-
-
-def save_array_atomic(path: Path, array: np.ndarray) -> None:
-    """Save a memory-mappable ``.npy`` so that a partly written file never has the final name."""
-    fd, tmp = atomic_target(path)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.save(fh, np.ascontiguousarray(array), allow_pickle=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_parquet_atomic(path: Path, df: "pd.DataFrame") -> None:
-    fd, tmp = atomic_target(path)
-    os.close(fd)
-    try:
-        df.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_csv_atomic(path: Path, df: "pd.DataFrame") -> None:
-    write_bytes_atomic(path, df.to_csv(index=False).encode())
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, (Path, tuple)):
-        return str(obj) if isinstance(obj, Path) else list(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
-
-
 def config_hash(config: dict[str, Any]) -> str:
     """Stable short hash of a JSON-able config dict."""
-    text = json.dumps(config, sort_keys=True, default=_json_default)
+    text = json.dumps(config, sort_keys=True, default=json_default)
     return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 

@@ -67,6 +67,6 @@ def render_report(title: str, headline: Mapping[str, str], sections: Sequence[Se
 
 def write_report(path: str | Path, title: str, headline: Mapping[str, str], sections: Sequence[Section]) -> Path:
     """Render and write the report atomically (temp file, then rename)."""
-    from radlens.io.atomic import write_bytes_atomic
+    from radlens.common.atomic import write_bytes_atomic
 
     return write_bytes_atomic(Path(path), render_report(title, headline, sections).encode("utf-8"))

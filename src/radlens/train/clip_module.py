@@ -11,7 +11,7 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 
-from radlens.evaluate.retrieval import clip_retrieval, text_keys_of
+from radlens.metrics.retrieval import clip_retrieval, text_keys_of
 from radlens.losses.contrastive import ContrastiveLoss
 from radlens.train.config import LossConfig, OptimConfig
 

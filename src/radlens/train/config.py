@@ -9,24 +9,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from radlens.data.augment import AugmentConfig
 from radlens.errors import ConfigError
-
-
-@dataclass
-class AugmentConfig:
-    """Light per-sample MONAI augmentations (train split only); probabilities are per sample."""
-
-    enabled: bool = True
-    flip_prob: float = 0.5
-    affine_prob: float = 0.3
-    rotate_degrees: float = 10.0
-    scale: float = 0.1
-    translate_fraction: float = 0.05
-    intensity_prob: float = 0.3
-    intensity_scale: float = 0.1
-    intensity_shift: float = 0.05
-    noise_prob: float = 0.1
-    noise_std: float = 0.02
 
 
 @dataclass

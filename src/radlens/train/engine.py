@@ -129,17 +129,11 @@ def best_checkpoint(trainer: "pl.Trainer") -> Path | None:
 def write_run_config(run_dir: Path, config: dict[str, Any], seed: int, **extra: Any) -> None:
     """``config.yaml`` (exactly the command's options, so ``--config RUN/config.yaml`` reruns it) and
     ``run.json`` (radlens version, seed, start time, and ``extra`` facts such as the findings used)."""
-    from radlens.evaluate.embed import run_info
-    from radlens.prepare.dataset import write_json_atomic
+    from radlens.common.runinfo import run_info
+    from radlens.common.atomic import write_json_atomic
+
+    from radlens.common.atomic import write_yaml_atomic
 
     write_yaml_atomic(run_dir / "config.yaml", config)
     write_json_atomic(run_dir / "run.json", {**run_info("train", config, seed), **extra})
 
-
-def write_yaml_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Dump ``data`` as YAML to a temp file beside ``path``, then rename it into place."""
-    import yaml
-
-    from radlens.io.atomic import write_bytes_atomic
-
-    write_bytes_atomic(path, yaml.safe_dump(data, sort_keys=False).encode())

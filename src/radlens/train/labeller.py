@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from radlens.errors import ConfigError, InputError
-from radlens.evaluate.metrics import ThresholdMethod
+from radlens.metrics.findings import ThresholdMethod
 from radlens.train.config import OptimConfig, TrainerConfig, as_dict
 
 if TYPE_CHECKING:
@@ -116,7 +116,7 @@ def train_labeller(
     """
     import lightning.pytorch as pl
 
-    from radlens.evaluate.embed import run_info
+    from radlens.common.runinfo import run_info
     from radlens.evaluate.probe import finding_results, scan_scores, validation_thresholds, write_results
     from radlens.models.text import build_text_encoder
     from radlens.train.engine import CHECKPOINTS, LAST, build_trainer, write_run_config
@@ -188,7 +188,7 @@ def label_reports(bundle: str, reports: str, out: str, batch_size: int = 32, dev
     """
     import pandas as pd
 
-    from radlens.prepare.dataset import write_csv_atomic
+    from radlens.common.atomic import write_csv_atomic
     from radlens.train.labeller_model import ReportCollate, ReportDataset, load_labeller, read_labeller_config
     from radlens.train.probe_data import device_of
     from radlens.train.probe_module import predict_scores

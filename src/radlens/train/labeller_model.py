@@ -95,7 +95,7 @@ def save_labeller(
     from safetensors.torch import save_model
 
     from radlens import __version__
-    from radlens.evaluate.embed import staged_output
+    from radlens.common.atomic import staged_output
 
     with staged_output(folder) as tmp:
         config = {"format": FORMAT, "format_version": FORMAT_VERSION, "radlens_version": __version__,

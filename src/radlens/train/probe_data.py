@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from radlens.errors import ConfigError, InputError
-from radlens.train.config import AugmentConfig, OptimConfig, TrainerConfig
+from radlens.data.augment import AugmentConfig
+from radlens.train.config import OptimConfig, TrainerConfig
 
 if TYPE_CHECKING:
     import pandas as pd

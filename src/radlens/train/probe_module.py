@@ -122,7 +122,7 @@ class MultiLabelModule(FindingScoresModule):
 
 def mean_auroc(targets: np.ndarray, scores: np.ndarray) -> float:
     """Mean AUROC over the findings that have both classes (NaN when none has)."""
-    from radlens.evaluate.metrics import score_metrics
+    from radlens.metrics.findings import score_metrics
 
     values = [score_metrics(targets[:, f], scores[:, f])["auroc"] for f in range(targets.shape[1])]
     finite = [v for v in values if np.isfinite(v)]
@@ -152,7 +152,7 @@ def save_classfine(
     """Write the ClassFine bundle (CLIP bundle + ``head.safetensors``) atomically."""
     from safetensors.torch import save_model
 
-    from radlens.evaluate.embed import staged_output
+    from radlens.common.atomic import staged_output
     from radlens.models.bundle import save_bundle
 
     extra = dict(extra or {})

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from radlens.evaluate.metrics import ThresholdMethod
+from radlens.metrics.findings import ThresholdMethod
 from radlens.train.config import OptimConfig, TrainerConfig, as_dict
 from radlens.train.probe_data import FindingDataConfig
 
@@ -49,7 +49,8 @@ def train_probe(
     """
     import lightning.pytorch as pl
 
-    from radlens.evaluate.embed import check_compatible, run_info
+    from radlens.evaluate.embed import check_compatible
+    from radlens.common.runinfo import run_info
     from radlens.train.clip import preprocessing_from_card
     from radlens.evaluate.probe import finding_results, scan_scores, validation_thresholds, write_results
     from radlens.models.bundle import load_model

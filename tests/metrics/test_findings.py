@@ -10,7 +10,7 @@ import pytest
 from sklearn.metrics import average_precision_score, f1_score, precision_score, recall_score, roc_auc_score
 
 from radlens.evaluate import metrics
-from radlens.evaluate.metrics import (
+from radlens.metrics.findings import (
     aggregate_scans,
     binary_metrics,
     choose_threshold,
