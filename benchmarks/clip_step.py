@@ -50,7 +50,7 @@ def run_one(name: str, device: str, precision: str, batch: int | None, steps: in
     import torch
 
     from radlens.losses.contrastive import ContrastiveLoss
-    from radlens.models.registry import _text_model_config, build_clip, get_config
+    from radlens.models.registry import _text_model_config, build_model, get_config
 
     config = get_config(name)
     note = ""
@@ -60,7 +60,7 @@ def run_one(name: str, device: str, precision: str, batch: int | None, steps: in
     dims = len(config["image"]["input_shape"])
     batch = batch or default_batch(name, device, dims)
     torch.manual_seed(0)
-    model = build_clip(config, texts=[CAPTION] * 8).to(device).train()
+    model = build_model(config, texts=[CAPTION] * 8).to(device).train()
     if device == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True

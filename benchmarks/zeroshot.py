@@ -24,8 +24,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from radlens.evaluate.zeroshot import ZeroShotClassifier, load_prompts
-from radlens.models.registry import build_clip
+from radlens.evaluate.zeroshot import ZeroShotClassifier
+from radlens.models.prompts import load_prompts
+from radlens.models.registry import build_model
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 
@@ -51,7 +52,7 @@ def _timed(fn) -> tuple[float, object]:
 def run(n_volumes: int) -> dict[str, float]:
     torch.manual_seed(0)
     prompts = load_prompts("ctrate")
-    model = build_clip("tiny-vit3d", texts=[p for side in prompts.present + prompts.absent for p in side]).eval()
+    model = build_model("tiny-vit3d", texts=[p for side in prompts.present + prompts.absent for p in side]).eval()
     shape = model.input_shape
     volumes = [torch.randn(1, *shape) for _ in range(n_volumes)]
     times: dict[str, list[float]] = {"image": [], "zeroshot": [], "reference": []}

@@ -21,4 +21,4 @@ def test_entry_points_resolve_to_their_modules() -> None:
 
     assert radlens.embed_volume is embed_volume and radlens.load_model is load_model
     assert radlens.read_volume is read_volume
-    assert set(radlens.__all__) >= {"prepare_dataset", "train_clip", "PreparedDataset", "build_clip"}
+    assert set(radlens.__all__) >= {"prepare_dataset", "train_clip", "PreparedDataset", "build_model"}

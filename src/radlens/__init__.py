@@ -21,7 +21,7 @@ _LAZY = {
     "prepare_dataset": "radlens.prepare.pipeline",
     "PreparedDataset": "radlens.data.prepared",
     "load_model": "radlens.models.bundle",
-    "build_clip": "radlens.models.registry",
+    "build_model": "radlens.models.registry",
     "train_clip": "radlens.train.clip",
     "embed_volume": "radlens.evaluate.embed",
 }

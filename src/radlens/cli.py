@@ -43,9 +43,9 @@ def _commands() -> dict[str, Any]:
     from radlens.phantoms.mri import phantom_mri
     from radlens.prepare.exporters.m3d import m3d
     from radlens.prepare.exporters.mrclip import mrclip
-    from radlens.prepare.pipeline import prepare
+    from radlens.prepare.pipeline import prepare_commands
 
-    commands["prepare"] = prepare
+    commands["prepare"] = prepare_commands()  # one per source, its preset as the defaults
     commands["export"] = {"mrclip": mrclip, "m3d": m3d}
     commands["info"] = info
     commands["models"] = models

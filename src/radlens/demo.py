@@ -143,7 +143,8 @@ def train(prepared: Path, run: Path, recipe: Recipe, seconds: int, size: DemoSiz
     from radlens.data.prepared import PreparedDataset
     from radlens.train.clip import train_clip
     from radlens.data.augment import AugmentConfig
-    from radlens.train.config import ClipDataConfig, LossConfig, OptimConfig, TrainerConfig
+    from radlens.data.datasets import ClipDataConfig
+    from radlens.train.config import LossConfig, OptimConfig, TrainerConfig
 
     ds = PreparedDataset(prepared)
     n_train = int(((ds.slices if ds.dims == 2 else ds.series)["split"] == "train").sum())

@@ -163,11 +163,11 @@ def bundle_2d(prepared_2d: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     import torch
 
     from radlens.models.bundle import save_bundle
-    from radlens.models.registry import build_clip
-    from radlens.train.clip import preprocessing_from_card
+    from radlens.models.registry import build_model
+    from radlens.data.modules import preprocessing_from_card
 
     torch.manual_seed(0)
-    model = build_clip("tiny-vit2d", texts=[caption(p) for p in PROTOCOLS] * 2)
+    model = build_model("tiny-vit2d", texts=[caption(p) for p in PROTOCOLS] * 2)
     card = json.loads((prepared_2d / "dataset.json").read_text())
     return save_bundle(model, tmp_path_factory.mktemp("bundle") / "tiny", preprocessing_from_card(card))
 

@@ -1,4 +1,4 @@
-"""Zero-shot detection: prompt files, cached prompt embeddings, probabilities, the CLI end to end."""
+"""Zero-shot detection: cached prompt embeddings, probabilities, the CLI end to end."""
 
 from __future__ import annotations
 
@@ -9,51 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from support.bad_files import assert_refused
 from support.prepared_zeroshot import FINDINGS, tiny_model, write_bundle, write_prepared
 
 from radlens.cli import main
 from radlens.errors import ConfigError, InputError
-from radlens.evaluate.zeroshot import PromptSet, ZeroShotClassifier, load_prompts, zeroshot
-
-CTRATE_ORDER = [
-    "Medical material", "Arterial wall calcification", "Cardiomegaly", "Pericardial effusion",
-    "Coronary artery wall calcification", "Hiatal hernia", "Lymphadenopathy", "Emphysema", "Atelectasis",
-    "Lung nodule", "Lung opacity", "Pulmonary fibrotic sequela", "Pleural effusion", "Mosaic attenuation pattern",
-    "Peribronchial thickening", "Consolidation", "Bronchiectasis", "Interlobular septal thickening",
-]
-
-
-def test_packaged_prompt_sets():
-    ct = load_prompts("ctrate")
-    assert list(ct.findings) == CTRATE_ORDER
-    assert ct.present[2] == ("Cardiomegaly is present.",) and ct.absent[2] == ("Cardiomegaly is not present.",)
-    mri = load_prompts("mri_contrast")
-    assert list(mri.findings) == ["T1w", "T2w", "PDw", "FLAIR", "T2*w", "STIR"]
-    assert "A T1-weighted MRI." in mri.present[0] and len(mri.absent[0]) == 2
-
-
-@pytest.mark.parametrize(
-    ("text", "reason"),
-    [
-        ("name: x\n", "missing field 'findings'"),
-        ("findings:\n  A: {present: [A is here.]}\n", "no 'absent' prompts"),
-        ("findings:\n  A: {present: []}\ntemplate: {absent: [no]}\n", "non-empty list"),
-        ("findings:\n  A: {}\ntemplate: {present: [a], absent: [b]}\nextra: 1\n", "unknown field"),
-        ("findings:\n  A: {prompt: a}\n", "expected a mapping"),
-        ("findings: [A\n", "not valid YAML"),
-    ],
-)
-def test_bad_prompt_files(tmp_path, text, reason):
-    assert_refused(load_prompts, tmp_path / "p.yaml", text, reason)
-
-
-def test_mode_pairs_is_the_default_and_a_classes_file_is_refused(tmp_path):
-    path = tmp_path / "p.yaml"
-    path.write_text("mode: pairs\ntemplate: {present: ['{finding} here.'], absent: ['no {finding}.']}\nfindings: {A: {}}\n")
-    assert load_prompts(path).present == (("A here.",),)
-    with pytest.raises(InputError, match="a 'mode: classes' prompt file"):
-        load_prompts("mri_contrast_captions")
+from radlens.evaluate.zeroshot import ZeroShotClassifier, zeroshot
+from radlens.models.prompts import PromptSet, load_prompts
 
 
 def _prompts() -> PromptSet:

@@ -1,4 +1,4 @@
-"""Zero-shot classes mode: caption prompts, cached class embeddings, softmax, the CLI end to end, bad inputs."""
+"""Zero-shot classes mode: cached class embeddings, softmax, the CLI end to end, bad inputs."""
 
 from __future__ import annotations
 
@@ -10,14 +10,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from support.bad_files import assert_refused
 from support.prepared_clip import PROTOCOLS, caption, write_prepared
 
 from radlens.cli import main
 from radlens.errors import ConfigError, InputError
 from radlens.evaluate.zeroshot import zeroshot
-from radlens.evaluate.zeroshot_classes import ClassPrompts, ClassZeroShotClassifier, load_class_prompts
-from radlens.prepare.captions import CaptionConfig, render
+from radlens.evaluate.zeroshot_classes import ClassZeroShotClassifier
+from radlens.models.prompts import ClassPrompts, load_class_prompts
 
 CONTRASTS = ["T1w", "T2w", "FLAIR"]  # support.prepared_clip's protocols 0, 1, 2
 PREPROCESSING = {"dims": 2, "modality": "MR", "array_shape": [64, 64], "dtype": "float32", "intensity": "synthetic [0, 1]"}
@@ -26,11 +25,11 @@ PREPROCESSING = {"dims": 2, "modality": "MR", "array_shape": [64, 64], "dtype": 
 @functools.lru_cache(maxsize=1)
 def tiny_model():
     """A tiny-vit2d CLIP (random weights) whose vocabulary covers captions and the packaged prompts."""
-    from radlens.models.registry import build_clip
+    from radlens.models.registry import build_model
 
     torch.manual_seed(0)
     texts = [caption(p) for p in PROTOCOLS] + [t for ts in load_class_prompts("mri_contrast_captions").prompts for t in ts]
-    model = build_clip("tiny-vit2d", texts=texts * 2).eval()
+    model = build_model("tiny-vit2d", texts=texts * 2).eval()
     model.preprocessing = PREPROCESSING
     return model
 
@@ -38,39 +37,6 @@ def tiny_model():
 def _prompts() -> ClassPrompts:
     return ClassPrompts("t", ("T1w", "T2w", "FLAIR"), (
         ("A brain MRI, TE 0.012, TR 0.5", "t1_se"), ("A brain MRI, TE 0.1, TR 4",), ("flair", "TE 0.1, TR 9, TI 2.5")))
-
-
-def test_packaged_caption_prompts_follow_the_caption_template():
-    prompts = load_class_prompts("mri_contrast_captions")
-    assert list(prompts.classes) == ["T1w", "T2w", "PDw", "FLAIR", "T2*w", "STIR"]
-    assert all(2 <= len(p) <= 3 for p in prompts.prompts)
-    assert prompts.prompts[0][0] == render({"anatomy": "brain", "SeriesDescription": "t1_se_tra"})
-    assert prompts.prompts[0][1].endswith("(NONE, SE, SK_SP), Imaging Parameters (Echo Time, Repetition Time, "
-                                          "Inversion Time, Flip Angle): (0.012, 0.5, NONE, 90)")
-    assert all("plane NONE" in t and "(NONE, NONE, NONE)" in t for p in prompts.prompts for t in p)
-    assert len({t for p in prompts.prompts for t in p}) == sum(len(p) for p in prompts.prompts)
-    in_ms = load_class_prompts("mri_contrast_captions", CaptionConfig(time_unit="ms", anatomy="head"))
-    assert in_ms.prompts[3][2].startswith("A head MRI") and "(100, 9000, 2500, 90)" in in_ms.prompts[3][2]
-
-
-@pytest.mark.parametrize(
-    ("text", "reason"),
-    [
-        ("mode: classes\nname: x\n", "missing field 'classes'"),
-        ("mode: classes\nclasses:\n  A: [a]\n", "two or more"),
-        ("mode: classes\nclasses:\n  A: []\n  B: [b]\n", "class 'A' must list"),
-        ("mode: classes\nclasses:\n  A: [{fields: {EchoTme: 0.1}}]\n  B: [b]\n", r"unknown caption field\(s\) \['EchoTme'\]"),
-        ("mode: classes\nclasses:\n  A: [{fields: {EchoTime: short}}]\n  B: [b]\n", "EchoTime must be a number"),
-        ("mode: classes\nclasses:\n  A: [{fields: {}}]\n  B: [b]\n", "non-empty mapping"),
-        ("mode: classes\nclasses:\n  A: [{text: a}]\n  B: [b]\n", "prompt 1: expected"),
-        ("mode: classes\nclasses:\n  A: [same]\n  B: [same]\n", "'A' and 'B' have the same prompts"),
-        ("mode: classes\nclasses: {A: [a], B: [b]}\nextra: 1\n", "unknown field"),
-        ("mode: triples\nclasses: {A: [a], B: [b]}\n", "field 'mode'"),
-        ("findings: {A: {}}\ntemplate: {present: [a], absent: [b]}\n", "not a 'mode: classes'"),
-    ],
-)
-def test_bad_class_prompt_files(tmp_path, text, reason):
-    assert_refused(load_class_prompts, tmp_path / "p.yaml", text, reason)
 
 
 def test_probabilities_equal_a_direct_softmax():

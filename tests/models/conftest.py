@@ -20,6 +20,6 @@ def captions() -> list[str]:
 @pytest.fixture(scope="session")
 def tiny2d():
     """tiny-vit2d with a WordPiece vocabulary trained on CAPTIONS, in eval mode."""
-    from radlens.models.registry import build_clip
+    from radlens.models.registry import build_model
 
-    return build_clip("tiny-vit2d", texts=CAPTIONS * 4).eval()
+    return build_model("tiny-vit2d", texts=CAPTIONS * 4).eval()

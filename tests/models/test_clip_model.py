@@ -45,11 +45,11 @@ def test_too_long_text_is_a_clear_error(tiny2d) -> None:
 
 
 def test_a_few_steps_fit_matching_pairs() -> None:
-    from radlens.models.registry import build_clip
+    from radlens.models.registry import build_model
 
     torch.manual_seed(0)
     texts = ["axial t1", "sagittal t2", "coronal flair", "axial dwi"]
-    model = build_clip("tiny-vit2d", texts=texts).train()
+    model = build_model("tiny-vit2d", texts=texts).train()
     images = torch.randn(4, 1, 64, 64)
     batch = model.tokenize(texts)
     loss_fn = ContrastiveLoss("clip")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from radlens.errors import ConfigError, InputError
-from radlens.models.registry import build_clip, config_files, count_params, get_config, list_models
+from radlens.models.registry import build_model, config_files, count_params, get_config, list_models
 
 REQUIRED = {"tiny-vit2d", "tiny-vit3d", "mrclip-vit-b16", "m3d-vit3d", "ctclip-vit3d"}
 
@@ -41,7 +41,7 @@ def test_big_configs_have_the_published_sizes() -> None:
 def test_tiny_configs_build_fully(name: str, shape: tuple[int, ...]) -> None:
     import torch
 
-    model = build_clip(name).eval()
+    model = build_model(name).eval()
     assert model.input_shape == shape
     assert model.encode_image(torch.zeros(1, *shape)).shape == (1, 128)
     assert model.tokenize(["any text, even unseen words"])["input_ids"].shape[0] == 1
@@ -54,20 +54,20 @@ def test_user_config_folder_from_env(tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("RADLENS_MODEL_CONFIGS", str(tmp_path))
     assert "my-vit" in config_files()
     assert "my-vit" in [row["name"] for row in list_models()]
-    assert len(build_clip("my-vit").image.blocks) == 1
-    assert len(build_clip(str(tmp_path / "my-vit.json")).image.blocks) == 1
+    assert len(build_model("my-vit").image.blocks) == 1
+    assert len(build_model(str(tmp_path / "my-vit.json")).image.blocks) == 1
 
 
 def test_bad_configs_fail_before_building(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="unknown model 'vit-huge'"):
-        build_clip("vit-huge")
+        build_model("vit-huge")
     config = get_config("tiny-vit2d")
     with pytest.raises(ConfigError, match="unknown key.*image.patch"):
-        build_clip({**config, "image": {**config["image"], "patch": 8}})
+        build_model({**config, "image": {**config["image"], "patch": 8}})
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({**config, "image": {**config["image"], "input_shape": [60, 64]}}))
     with pytest.raises(InputError, match="bad.json: .*not divisible by patch_size"):
-        build_clip(str(bad))
+        build_model(str(bad))
 
 
 def test_cli_lists_models(capsys: pytest.CaptureFixture[str]) -> None:

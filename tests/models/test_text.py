@@ -170,3 +170,131 @@ def test_sentence_pooling_needs_cls_and_sep(minilm) -> None:
     tokenizer.cls_token = None
     with pytest.raises(ConfigError, match="needs a tokenizer with"):
         SentenceSplitter(tokenizer)
+
+
+# Per-token states and the bounded frozen-tower caches (issue #9). The towers are built here from a
+# BertModel and a trained WordPiece, so these tests do not depend on how configs build towers.
+TOKEN_TEXTS = ["axial brain. coronal spine.", "axial brain.", "coronal spine", "sagittal t2 flair of the spine.", ""]
+
+
+def _tower(pooling: str = "mean", trainable: int | None = None, positions: int = 64, **cache):
+    from transformers import BertConfig, BertModel
+
+    from radlens.models.text import TextEncoder
+
+    tokenizer = train_wordpiece([*TOKEN_TEXTS, "axial t1. coronal t2. sagittal flair."] * 2, vocab_size=300)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=positions)
+    torch.manual_seed(0)
+    enc = TextEncoder(BertModel(config, add_pooling_layer=False), tokenizer, context_length=positions,
+                      pooling=pooling, **cache)
+    enc.set_trainable_layers(trainable)
+    return enc
+
+
+def _cached(enc) -> int:
+    return len(enc._text_cache) + len(enc._sentence_cache) + len(enc._token_cache)
+
+
+@pytest.mark.parametrize("pooling", ["cls", "mean"])
+def test_token_states_are_the_last_hidden_states_with_the_mask(pooling: str) -> None:
+    enc = _tower(pooling).eval()
+    batch = enc.tokenize(TOKEN_TEXTS)
+    states, mask = enc.encode_tokens(**batch)
+    n, length = batch["input_ids"].shape
+    assert states.shape == (n, length, enc.width) and states.dtype == torch.float32
+    assert torch.equal(mask, batch["attention_mask"])
+    with torch.no_grad():
+        hidden = enc.model(**batch).last_hidden_state
+    keep = mask.bool()
+    assert torch.equal(states[keep], hidden[keep]) and (states[~keep] == 0).all()
+    states.sum().backward()  # a trainable tower gives gradients
+    assert enc.model.embeddings.word_embeddings.weight.grad is not None and _cached(enc) == 0
+    if pooling == "mean":
+        m = mask.unsqueeze(-1).float()
+        with torch.no_grad():
+            assert torch.allclose((states * m).sum(1) / m.sum(1), enc(**batch), atol=1e-6)
+
+
+def test_sentence_pooling_token_states_are_each_sentence_encoded_alone() -> None:
+    enc = _tower("sentences", positions=16).eval()
+    report = " ".join(["axial brain."] * 6)  # 20 tokens: more than the model's 16 positions
+    batch = enc.tokenize([*TOKEN_TEXTS, report])
+    with torch.no_grad():
+        states, mask = enc.encode_tokens(**batch)
+        alone = [enc.encode_tokens(**enc.tokenize([text]))[0][0] for text in ["axial brain.", "coronal spine."]]
+    assert states.shape == (len(TOKEN_TEXTS) + 1, 20, enc.width) and torch.equal(mask, batch["attention_mask"])
+    assert (states[~mask.bool()] == 0).all() and states[-1].abs().sum(-1).gt(0).all()
+    # a one-sentence text: the whole text's states; "[CLS] a. b. [SEP]": a's [CLS] and tokens, then b's tokens and [SEP]
+    assert torch.allclose(states[1, :5], alone[0], atol=1e-6)
+    assert torch.allclose(states[0, :4], alone[0][:4], atol=1e-6)
+    assert torch.allclose(states[0, 4:7], alone[1][1:4], atol=1e-6)
+    with torch.no_grad():
+        whole = enc.model(**enc.tokenize(["axial brain."])).last_hidden_state[0]
+    assert torch.allclose(alone[0], whole, atol=1e-6)
+
+
+@pytest.mark.parametrize("pooling", ["mean", "sentences"])
+def test_frozen_token_states_are_cached_once_and_match_uncached(pooling: str) -> None:
+    enc = _tower(pooling, trainable=0).train()  # a frozen tower encodes in eval mode for its cache
+    reference = _tower(pooling).eval()
+    batch = enc.tokenize(TOKEN_TEXTS)
+    passes: list[int] = []
+    enc.model.register_forward_pre_hook(lambda module, args, kwargs: passes.append(len(kwargs["input_ids"])),
+                                        with_kwargs=True)
+    first, mask = enc.encode_tokens(**batch)
+    again, _ = enc.encode_tokens(**batch)
+    with torch.no_grad():
+        expected, _ = reference.encode_tokens(**batch)
+    assert len(passes) == 1 and enc.model.training and not first.requires_grad
+    assert torch.equal(first, again) and torch.allclose(first, expected, atol=1e-6)
+    assert torch.equal(mask, batch["attention_mask"]) and len(enc._token_cache) > 0
+    assert all(v.device.type == "cpu" for v in enc._token_cache._data.values())
+    pooled = enc(**batch)  # pooled vectors have their own cache, and stay what the uncached tower gives
+    with torch.no_grad():
+        assert torch.allclose(pooled, reference(**batch), atol=1e-6)
+    enc.set_trainable_layers(1)
+    assert _cached(enc) == 0
+    enc.encode_tokens(**batch)
+    enc(**batch).sum().backward()
+    assert _cached(enc) == 0  # a trainable tower never caches
+
+
+@pytest.mark.parametrize("pooling", ["cls", "sentences"])
+def test_frozen_caches_evict_beyond_their_bounds(pooling: str) -> None:
+    width_bytes = 32 * 4
+    bounded = _tower(pooling, trainable=0, cache_size=3, token_cache_bytes=12 * width_bytes)
+    unbounded = _tower(pooling, trainable=0)
+    uncached = _tower(pooling, trainable=0, cache_size=0, token_cache_bytes=0)
+    words = ["axial", "coronal", "sagittal", "brain", "spine", "flair", "t1", "t2"]
+    texts = [f"{a} {b}." for a in words for b in words[:3]]  # 24 distinct texts and sentences
+    for chunk in [texts[:2], texts[2:12], texts[:5], texts[12:]]:  # chunks of more texts than the bounds too
+        batch = bounded.tokenize(chunk)
+        vectors, (states, _) = bounded(**batch), bounded.encode_tokens(**batch)
+        assert len(bounded._text_cache) <= 3 and len(bounded._sentence_cache) <= 3
+        assert 0 < bounded._token_cache.nbytes <= 12 * width_bytes
+        for other in (unbounded, uncached):  # the same up to the batch each text was first encoded in
+            assert torch.allclose(vectors, other(**batch), atol=1e-6)
+            assert torch.allclose(states, other.encode_tokens(**batch)[0], atol=1e-6)
+    assert len(unbounded._text_cache) == len(texts) and _cached(uncached) == 0
+
+
+def test_lru_cache_keeps_the_most_recently_used_within_its_bounds() -> None:
+    import copy
+
+    from radlens.models.text_cache import LRUCache
+
+    cache = LRUCache(max_entries=2)
+    cache.put("a", torch.zeros(4))
+    cache.put("b", torch.ones(4))
+    assert cache.get("a") is not None  # "a" is now more recent than "b"
+    cache.put("c", torch.ones(4))
+    assert "a" in cache and "b" not in cache and "c" in cache and cache.nbytes == 32
+    by_bytes = LRUCache(max_bytes=40)
+    for key, n in (("x", 4), ("y", 4), ("z", 4), ("big", 11)):
+        by_bytes.put(key, torch.zeros(n))
+    assert sorted(by_bytes._data) == ["y", "z"] and by_bytes.nbytes == 32  # "big" alone exceeds the bound
+    twin = copy.deepcopy(cache)
+    assert len(twin) == 0 and twin.max_entries == 2 and len(cache) == 2
+    with pytest.raises(ConfigError, match="text.cache_size"):
+        _tower(cache_size=-1)

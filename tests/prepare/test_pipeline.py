@@ -1,23 +1,29 @@
-"""End-to-end ``radlens prepare`` on a tiny BIDS tree: layout, resume, workers, bad inputs, CLI."""
+"""End-to-end ``radlens prepare`` on a tiny BIDS tree: layout, resume, workers, bad inputs, CLI;
+on a tiny CT-RATE tree: options always win over the source preset."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
-from support.layouts import SIDECAR, head, tree_state, write_bids
+from support.layouts import SIDECAR, head, tree_state, write_bids, write_ctrate
 from radlens.cli import main
+from radlens.common.atomic import strict_json
 from radlens.data.prepared import PreparedDataset
 from radlens.errors import InputError
 from radlens.prepare import pipeline
-from radlens.prepare.pipeline import PrepareConfig, default_config, prepare_dataset
+from radlens.prepare.intensity import IntensityConfig
+from radlens.prepare.pipeline import SOURCES, PrepareConfig, default_config, prepare_dataset
 from radlens.prepare.slicing import SliceConfig
+from radlens.prepare.splits import SplitConfig
 
 
 def small(dims: int = 2) -> PrepareConfig:
@@ -189,3 +195,71 @@ def test_cli_prepare_with_dotted_overrides_and_yaml(bids: Path, tmp_path: Path) 
     assert ds.card["config"]["split"]["ratios"] == [0.5, 0.25, 0.25]
     assert ds.series["text"].str.startswith("A head MRI").all()
     assert main(["prepare", "bids", str(tmp_path / "missing"), str(tmp_path / "o2")]) == 2
+
+
+# CT-RATE at phantom size: 3x3x6 mm voxels in a 12x12x4 grid (the padding keeps background in view).
+CT_SMALL = {"spatial.target_spacing": (3.0, 3.0, 6.0), "spatial.shape": (12, 12, 4)}
+CT_SMALL_ARGS = ["--spatial.target_spacing", "[3,3,6]", "--spatial.shape", "[12,12,4]"]
+
+
+@pytest.fixture(scope="module")
+def ctrate(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("ctrate")
+    write_ctrate(root)
+    return root
+
+
+def _changed(cfg: PrepareConfig, changes: dict[str, Any]) -> PrepareConfig:
+    """``cfg`` with dotted changes (``{"spatial.pad_value": 0.0, "dims": 2}``) applied."""
+    for dotted, value in changes.items():
+        group, _, name = dotted.rpartition(".")
+        if group:
+            value, name = dataclasses.replace(getattr(cfg, group), **{name: value}), group
+        cfg = dataclasses.replace(cfg, **{name: value})
+    return cfg
+
+
+@pytest.mark.parametrize(
+    ("options", "changes"),
+    [
+        # Each value is the generic class default, which the ct-rate preset changes.
+        pytest.param(["--split.ratios", "[0.7,0.15,0.15]"], {"split.ratios": (0.7, 0.15, 0.15)}, id="split.ratios"),
+        pytest.param(["--spatial.pad_value", "0"], {"spatial.pad_value": 0.0}, id="spatial.pad_value"),
+        pytest.param(["--intensity.ct_output=-1,1"], {"intensity.ct_output": "-1,1"}, id="intensity.ct_output"),
+        pytest.param(["--spatial.target_spacing", "null"], {"spatial.target_spacing": None}, id="spatial.target_spacing"),
+        pytest.param(["--dims", "2", "--slicing.slice_shape", "[8,8]"], {"dims": 2, "slicing.slice_shape": (8, 8)}, id="dims"),
+        # A --config and an option of the same group: both reach it, the group's other fields stay the preset's.
+        pytest.param(["--config", '{"split": {"ratios": [0.7, 0.15, 0.15]}}', "--split.seed", "3"],
+                     {"split.ratios": (0.7, 0.15, 0.15), "split.seed": 3}, id="config-and-option"),
+    ],
+)
+def test_cli_options_win_over_the_source_preset(ctrate: Path, tmp_path: Path, options: list[str], changes: dict[str, Any]) -> None:
+    preset = default_config("ct-rate")
+    for dotted, value in changes.items():
+        assert _changed(preset, {dotted: value}) != preset, f"{dotted}={value!r} is the preset's: the case proves nothing"
+    assert main(["prepare", "ct-rate", str(ctrate), str(tmp_path / "out"), *CT_SMALL_ARGS, *options]) == 0
+    # The card holds exactly the preset plus every option given: nothing dropped, nothing else changed.
+    expected = _changed(preset, {**CT_SMALL, **changes})
+    assert PreparedDataset(tmp_path / "out").card["config"] == strict_json(expected.to_dict())
+
+
+@pytest.mark.parametrize("source", list(SOURCES))
+def test_print_config_shows_the_source_preset(source: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(["prepare", source, str(tmp_path / "in"), str(tmp_path / "out"), "--labels.fields", "[plane]", "--print_config"])
+    assert done.value.code == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    expected = strict_json(_changed(default_config(source), {"labels.fields": ("plane",)}).to_dict())
+    assert strict_json({key: printed[key] for key in expected}) == expected
+    assert "source" not in printed and {"input", "output", "workers", "limit", "strict"} <= set(printed)
+
+
+def test_api_given_groups_replace_the_preset_s_and_unset_options_keep_it(ctrate: Path, tmp_path: Path) -> None:
+    preset = default_config("ct-rate")
+    spatial = _changed(preset, CT_SMALL).spatial  # part of a group: start from the preset's
+    split = SplitConfig(ratios=(0.7, 0.15, 0.15))  # a whole group: the generic defaults, not the preset's
+    intensity = IntensityConfig()
+    assert pipeline.prepare("ct-rate", ctrate, tmp_path / "out", dtype="float16", spatial=spatial, split=split,
+                            intensity=intensity) == 0
+    expected = dataclasses.replace(preset, dtype="float16", spatial=spatial, split=split, intensity=intensity)
+    assert PreparedDataset(tmp_path / "out").card["config"] == strict_json(expected.to_dict())

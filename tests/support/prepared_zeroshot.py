@@ -61,10 +61,10 @@ def tiny_model():
     """One tiny-vit3d CLIP model per test session (random weights, eval mode)."""
     import torch
 
-    from radlens.models.registry import build_clip
+    from radlens.models.registry import build_model
 
     torch.manual_seed(0)
-    model = build_clip("tiny-vit3d", texts=[f"{f} is present." for f in FINDINGS] * 4).eval()
+    model = build_model("tiny-vit3d", texts=[f"{f} is present." for f in FINDINGS] * 4).eval()
     model.preprocessing = preprocessing()
     return model
 

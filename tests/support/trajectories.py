@@ -35,9 +35,10 @@ def trajectories(root: Path) -> dict[str, list[float]]:
     from support.prepared_findings import base_bundle, tiny_model, write_findings_prepared
 
     from radlens.train.clip import train_clip
-    from radlens.train.config import ClipDataConfig, LossConfig, OptimConfig
+    from radlens.data.datasets import ClipDataConfig
+    from radlens.train.config import LossConfig, OptimConfig
     from radlens.train.labeller import train_labeller
-    from radlens.train.probe_data import FindingDataConfig
+    from radlens.data.labelled import FindingDataConfig
     from radlens.train.probe_train import train_probe
     from radlens.train.vocabfine import train_vocabfine
 

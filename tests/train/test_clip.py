@@ -41,7 +41,7 @@ def test_training_lowers_loss_and_writes_the_run_folder(trained_run: Path) -> No
     log = _log(trained_run)
     assert log["val/i2t_label_R@1"].dropna().between(0, 1).all()
     for name in ("best", "last"):
-        bundle = json.loads((trained_run / name / "config.json").read_text())
+        bundle = json.loads((trained_run / name / "bundle.json").read_text())
         assert bundle["preprocessing"]["array_shape"] == [32, 32]
         assert bundle["preprocessing"]["dims"] == 2
 
@@ -51,10 +51,10 @@ def test_bundle_reloads_with_the_modules_embeddings(trained_run: Path, prepared_
 
     from radlens.data.datasets import ClipDataset
     from radlens.models.bundle import load_bundle
-    from radlens.train.clip_module import ClipModule
+    from radlens.train.clip_task import ClipTask
 
     ckpt = torch.load(trained_run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    module = ClipModule(load_bundle(trained_run / "last"))
+    module = ClipTask(load_bundle(trained_run / "last"))
     module.load_state_dict(ckpt["state_dict"])
     reloaded = load_bundle(trained_run / "last")
     ds = ClipDataset(prepared_2d, "test")
@@ -82,7 +82,7 @@ def test_evaluate_retrieval_reports_metrics_with_chance(trained_run: Path, prepa
 def test_resume_continues_with_the_same_losses(trained_run: Path, prepared_2d: Path, tmp_path: Path) -> None:
     """4 steps in one go == 2 steps + resume for 2 (3 batches per epoch: the resume is mid-epoch)."""
     from radlens.train.clip import train_clip
-    from radlens.train.config import ClipDataConfig
+    from radlens.data.datasets import ClipDataConfig
 
     data = ClipDataConfig(path=str(prepared_2d), batch_size=8)  # 24 train slices: 3 batches per epoch
     # Both runs start from one bundle (--init-from): a fresh scratch tokenizer is not reproducible.
@@ -136,7 +136,8 @@ def test_cli_clear_errors_before_training(micro_model: str, tmp_path: Path, caps
 
 def test_bf16_mixed_precision_trains(prepared_2d: Path, micro_model: str, tmp_path: Path) -> None:
     from radlens.train.clip import train_clip
-    from radlens.train.config import ClipDataConfig, OptimConfig
+    from radlens.data.datasets import ClipDataConfig
+    from radlens.train.config import OptimConfig
 
     run = train_clip(ClipDataConfig(path=str(prepared_2d), batch_size=8), model=micro_model,
                      optim=OptimConfig(lr=1e-3, warmup_steps=1),
@@ -149,7 +150,7 @@ def test_bf16_mixed_precision_trains(prepared_2d: Path, micro_model: str, tmp_pa
 
 def test_text_longer_than_the_context_is_an_error_before_training(micro_model: str, tmp_path: Path) -> None:
     from radlens.train.clip import train_clip
-    from radlens.train.config import ClipDataConfig
+    from radlens.data.datasets import ClipDataConfig
 
     ds = write_prepared(tmp_path / "long", shape=(32, 32), patients={"train": 2, "validation": 1})
     slices = pd.read_parquet(ds / "slices.parquet")
@@ -174,7 +175,8 @@ def test_run_config_reruns_the_command(trained_run: Path, capsys: pytest.Capture
 
 def test_findings_loss_trains_a_3d_report_clip(tmp_path: Path) -> None:
     from radlens.train.clip import train_clip
-    from radlens.train.config import ClipDataConfig, LossConfig, OptimConfig
+    from radlens.data.datasets import ClipDataConfig
+    from radlens.train.config import LossConfig, OptimConfig
 
     ds = write_findings_prepared(tmp_path / "prep", patients={"train": 16, "validation": 4})
     run = train_clip(ClipDataConfig(path=str(ds), text_column="report_findings", batch_size=8),

@@ -47,7 +47,7 @@ def test_label_reports_writes_ctrate_labels_shape(run: Path, tmp_path: Path) -> 
     src = tmp_path / "valid_reports.csv"
     reports.to_csv(src, index=False)
     out = tmp_path / "labels" / "valid_predicted_labels.csv"
-    assert label_reports(str(run / "bundle"), str(src), str(out)) == 0
+    assert label_reports(str(run), str(src), str(out)) == 0
     labels = pd.read_csv(out)
     assert list(labels.columns) == ["VolumeName", FINDING, f"{FINDING} probability"]
     assert labels[FINDING].tolist() == [0, 1, 1]
@@ -61,7 +61,7 @@ def test_missing_report_columns_is_a_clear_error(run: Path, tmp_path: Path) -> N
     src = tmp_path / "reports.csv"
     pd.DataFrame({"VolumeName": ["a"], "Impressions_EN": ["No effusion."]}).to_csv(src, index=False)
     with pytest.raises(InputError, match=r"missing column\(s\) \['Findings_EN'\]"):
-        label_reports(str(run / "bundle"), str(src), str(tmp_path / "out.csv"))
+        label_reports(str(run / "best"), str(src), str(tmp_path / "out.csv"))
     assert not (tmp_path / "out.csv").exists()
-    with pytest.raises(InputError, match="not a readable labeller bundle"):
+    with pytest.raises(InputError, match="neither a model bundle nor a run folder"):
         label_reports(str(tmp_path), str(src), str(tmp_path / "out.csv"))

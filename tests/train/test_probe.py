@@ -11,7 +11,7 @@ from support.prepared_findings import FINDINGS, base_bundle, quick_trainer, tiny
 
 from radlens.errors import InputError
 from radlens.train.config import OptimConfig
-from radlens.train.probe_data import FindingDataConfig
+from radlens.data.labelled import FindingDataConfig
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +34,7 @@ def run(setup: dict[str, Path]) -> Path:
 def _weights(folder: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
-    return load_file(str(folder / "model.safetensors"))
+    return load_file(str(folder / "model" / "model.safetensors"))
 
 
 def test_head_learns_a_separable_finding_with_validation_thresholds(run: Path) -> None:
@@ -47,18 +47,19 @@ def test_head_learns_a_separable_finding_with_validation_thresholds(run: Path) -
 
 
 def test_encoder_stays_frozen_and_bundle_reloads(run: Path, setup: dict[str, Path]) -> None:
-    from radlens.models.bundle import load_bundle
-    from radlens.train.probe_module import load_classfine
+    from radlens.evaluate.embed import resolve_model
+    from radlens.models.bundle import load_model
 
-    before, after = _weights(setup["bundle"]), _weights(run / "bundle")
-    assert before.keys() == after.keys()
-    assert all(torch.equal(before[k], after[k]) for k in before)
-    model = load_classfine(run / "bundle")
-    assert model.findings == FINDINGS and set(model.thresholds) == set(FINDINGS)
-    assert not any(p.requires_grad for p in model.clip.parameters())
+    before, after = _weights(setup["bundle"]), _weights(run / "best")
+    assert {f"clip.{k}" for k in before} == {k for k in after if k.startswith("clip.")}
+    assert all(torch.equal(before[k], after[f"clip.{k}"]) for k in before)
+    model = load_model(run / "best", kind="classfine")
+    assert model.findings == FINDINGS and set(model.extra["classfine"]["thresholds"]) == set(FINDINGS)
+    model.requires_grad_(False)  # a reloaded model is trainable as a whole; the encoder's weights are the base's
     logits = model(torch.zeros(3, *model.clip.input_shape))
     assert logits.shape == (3, len(FINDINGS))
-    assert load_bundle(run / "bundle").embed_dim == model.clip.embed_dim  # still a plain CLIP bundle
+    encoder = resolve_model(run / "best")  # zero-shot and embed take the ClassFine bundle's CLIP encoder
+    assert encoder.embed_dim == model.clip.embed_dim and encoder.preprocessing == model.preprocessing
 
 
 def test_bad_input_fails_before_any_work(setup: dict[str, Path], tmp_path: Path) -> None:

@@ -10,20 +10,21 @@ from support.prepared_findings import FINDINGS, base_bundle, quick_trainer, tiny
 
 from radlens.errors import InputError
 from radlens.train.config import OptimConfig
-from radlens.train.probe_data import FindingDataConfig
+from radlens.data.labelled import FindingDataConfig
 
 
 def _pair_loss(bundle: Path, prepared: Path) -> float:
     """Mean present/absent cross-entropy of a bundle over the training split (eval mode, no dropout)."""
     from radlens.data.prepared import PreparedDataset
+    from radlens.data.labelled import FindingDataset, collate_findings
     from radlens.models.bundle import load_bundle
-    from radlens.train.probe_data import FindingDataset, collate_findings
-    from radlens.train.vocabfine import prompt_set, vocabfine_module
+    from radlens.train.vocabfine import prompt_set
+    from radlens.train.vocabfine_task import VocabFineTask
 
-    module = vocabfine_module(load_bundle(bundle), prompt_set(FINDINGS, None, prepared)).eval()
+    task = VocabFineTask(load_bundle(bundle), prompt_set(FINDINGS, None, prepared)).eval()
     ds = FindingDataset(PreparedDataset(prepared), "train", FINDINGS)
     with torch.no_grad():
-        return float(module._pair_loss(collate_findings([ds[i] for i in range(len(ds))]))[0])
+        return float(task.step(collate_findings([ds[i] for i in range(len(ds))]), "val").loss)
 
 
 def test_vocabfine_lowers_the_pair_loss_and_bundle_works_in_zeroshot(tmp_path: Path) -> None:

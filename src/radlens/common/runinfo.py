@@ -1,9 +1,13 @@
-"""What every command that produces results records about itself (``run.json``)."""
+"""What every command that produces results records about itself (``run.json``), and result folders."""
 
 from __future__ import annotations
 
 import datetime
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def run_info(command: str, config: dict[str, Any], seed: int | None = None) -> dict[str, Any]:
@@ -17,3 +21,14 @@ def run_info(command: str, config: dict[str, Any], seed: int | None = None) -> d
         "seed": seed,
         "config": config,
     }
+
+
+def write_results(out: str | Path, metrics: dict[str, Any], predictions: "pd.DataFrame", run: dict[str, Any]) -> Path:
+    """``OUT/metrics.json``, ``OUT/predictions.csv``, ``OUT/run.json``, all appearing at once."""
+    from radlens.common.atomic import staged_output, write_json_atomic
+
+    with staged_output(out) as tmp:
+        write_json_atomic(tmp / "metrics.json", metrics)
+        predictions.to_csv(tmp / "predictions.csv", index=False)
+        write_json_atomic(tmp / "run.json", run)
+    return Path(out)

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from radlens.data.augment import apply_augment, build_augment, item_seed
+from radlens.data.augment import AugmentConfig, apply_augment, build_augment, item_seed
 from radlens.data.prepared import PreparedDataset
 from radlens.errors import ConfigError, InputError
 
@@ -28,9 +29,34 @@ if TYPE_CHECKING:
     import torch
 
     from radlens.prepare.captions import CaptionConfig
-    from radlens.data.augment import AugmentConfig
 
 TIME_COLUMNS = ("EchoTime", "RepetitionTime", "InversionTime")
+
+
+@dataclass
+class ClipDataConfig:
+    """Which prepared dataset, which text, and how batches are drawn.
+
+    ``text_column``: ``text`` (caption or full report) or a report section such as
+    ``report_findings``; ``eval_text_column`` is used for validation/test (default: the same).
+    ``caption_dropout``: for metadata-caption datasets, re-render each training caption with this
+    probability of blanking each acquisition field (MR-CLIP style robustness to missing fields).
+    ``sentence_dropout``: for report datasets, leave each sentence of a training report out with
+    this probability, so the model ties sentences rather than whole reports to images.
+    ``sampler``: ``random``, or ``distinct_series`` / ``distinct_label`` to keep at most one item
+    per series / per protocol label in a batch (fewer false negatives for the contrastive loss).
+    """
+
+    path: str = ""
+    text_column: str = "text"
+    eval_text_column: str | None = None
+    caption_dropout: float = 0.0
+    sentence_dropout: float = 0.0
+    batch_size: int = 32
+    eval_batch_size: int | None = None
+    num_workers: int = 0
+    sampler: Literal["random", "distinct_series", "distinct_label"] = "random"
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
 class ClipDataset:
@@ -41,7 +67,7 @@ class ClipDataset:
         prepared: PreparedDataset | str,
         split: str,
         text_column: str = "text",
-        augment: "AugmentConfig | None" = None,
+        augment: AugmentConfig | None = None,
         caption_dropout: float = 0.0,
         seed: int = 0,
         sentence_dropout: float = 0.0,

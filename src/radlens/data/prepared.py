@@ -1,4 +1,4 @@
-"""Reading a prepared dataset folder (``docs/prepared-dataset.md``): card, tables, memory-mapped arrays."""
+"""Reading a prepared dataset folder (``docs/prepared-dataset.md``): card, tables, memory-mapped arrays, masks."""
 
 from __future__ import annotations
 
@@ -110,9 +110,51 @@ class PreparedDataset:
         i = ids[key] if isinstance(key, str) else int(key)
         return self._open(paths[i])[rows[i]]
 
+    @property
+    def labels(self) -> dict[int, str]:
+        """The label-map ids of ``masks/`` and their names (0 = background); {} without masks."""
+        return {int(k): str(v) for k, v in self.card.get("labels", {}).items()}
+
+    def mask(self, series_id: str) -> np.ndarray | None:
+        """The series' label map, memory-mapped read-only, with the shape of its array (3D:
+        ``(1, X, Y, Z)``; 2D: ``(n, H, W)``), or None when the series has no mask."""
+        self.array(series_id)  # a KeyError for an unknown series, and the index built
+        assert self._series_index is not None
+        path = self._mask_paths[self._series_index[series_id]]
+        return self._open(path) if path else None
+
+    @cached_property
+    def _mask_paths(self) -> list[str]:
+        if "mask_path" not in self.series.columns:
+            return [""] * len(self.series)
+        return self.series["mask_path"].fillna("").astype(str).tolist()
+
+    def slice_mask(self, key: str | int) -> np.ndarray | None:
+        """The label map ``(H, W)`` of one 2D slice (by ``slice_id`` or row number in ``slices``),
+        or None when its series has no mask."""
+        ids, _, rows = self._slice_lookup
+        i = ids[key] if isinstance(key, str) else int(key)
+        path = self._slice_mask_paths[i]
+        return self._open(path)[rows[i]] if path else None
+
+    @cached_property
+    def _slice_mask_paths(self) -> list[str]:
+        assert self.slices is not None
+        if "mask_path" not in self.slices.columns:
+            return [""] * len(self.slices)
+        return self.slices["mask_path"].fillna("").astype(str).tolist()
+
     def split(self, name: str) -> "pd.DataFrame":
         """Rows of ``slices`` (2D) or ``series`` (3D) in split ``name``."""
         if name not in SPLITS:
             raise ValueError(f"unknown split {name!r}; one of {', '.join(SPLITS)}")
         table = self.slices if self.slices is not None else self.series
         return table[table["split"] == name].reset_index(drop=True)
+
+
+def parse_boxes(value: Any) -> dict[int, tuple[int, ...]]:
+    """A ``boxes`` cell as ``{label id: (lo..., hi...)}``: half-open voxel bounds in the stored
+    array's index order (2D slice: ``(r0, c0, r1, c1)``; 3D: ``(x0, y0, z0, x1, y1, z1)``); {} for none."""
+    from radlens.prepare.masks import parse_boxes as parse
+
+    return parse(value)

@@ -1,7 +1,7 @@
 """Image embeddings from a model bundle: one scan file, or every item of a prepared dataset.
 
 A bundle's ``config.json`` carries a ``preprocessing`` section saying what its inputs look like
-(written by ``radlens.train.clip.preprocessing_from_card``: the card's subset that decides the
+(written by ``radlens.data.modules.preprocessing_from_card``: the card's subset that decides the
 arrays)::
 
     {"dims": 3, "modality": "CT", "array_shape": [X, Y, Z], "dtype": "float32", "intensity": "<card note>",
@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from radlens.errors import ConfigError, InputError
+from radlens.models.compat import check_compatible, model_shape, preprocessing_section
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -38,60 +39,6 @@ if TYPE_CHECKING:
 EMBEDDINGS = "embeddings.npy"
 IDS = "ids.parquet"
 RUN = "run.json"
-# Which IntensityConfig fields matter for which modality (the others do not change the arrays).
-_INTENSITY_KEYS = {"CT": ("ct_window", "ct_output"), "MR": ("mri_percentiles", "mri_mask")}
-
-
-def _section(pre: dict[str, Any], key: str) -> dict[str, Any] | None:
-    """A prepare-config section (``spatial``/``intensity``) of the bundle preprocessing, or None."""
-    for source in (pre.get("prepare") or {}, pre):
-        value = source.get(key)
-        if isinstance(value, dict):
-            return value
-    return None
-
-
-def _model_shape(model: CLIPModel) -> list[int]:
-    return [int(s) for s in model.input_shape[1:]]
-
-
-def _bundle_shape(model: CLIPModel) -> list[int]:
-    """The array shape the bundle's preprocessing names (no channel), else the network's own."""
-    shape = (model.preprocessing or {}).get("array_shape")
-    return [int(s) for s in shape] if shape else _model_shape(model)
-
-
-def _canonical(value: Any) -> Any:
-    """Tuples and lists compare equal after a JSON round trip."""
-    return json.loads(json.dumps(value))
-
-
-def check_compatible(model: CLIPModel, ds: PreparedDataset) -> None:
-    """Raise InputError when the dataset's arrays are not what the model's bundle expects.
-
-    Compared: the network's input shape and the bundle's ``array_shape`` with the card's
-    ``array_shape``; the bundle's modality and intensity (note or config) with the card's.
-    """
-    card, card_path = ds.card, ds.path / "dataset.json"
-    shape = card.get("array_shape")
-    for what, expected in (("model input", _model_shape(model)), ("bundle preprocessing", _bundle_shape(model))):
-        if shape is None or [int(s) for s in shape] != expected:
-            raise InputError(card_path, f"array_shape {shape} does not match the {what} shape {expected}")
-    pre = model.preprocessing or {}
-    modality = pre.get("modality")
-    if modality and card.get("modality") and modality != card["modality"]:
-        raise InputError(card_path, f"modality {card['modality']!r} but the bundle was trained on {modality!r}")
-    note = pre.get("intensity")
-    if isinstance(note, str) and card.get("intensity") is not None and note != card["intensity"]:
-        raise InputError(card_path, f"intensity {card['intensity']!r} but the bundle expects {note!r}")
-    bundle_int, card_int = _section(pre, "intensity"), (card.get("config") or {}).get("intensity")
-    if bundle_int and isinstance(card_int, dict):
-        keys = _INTENSITY_KEYS.get(str(card.get("modality")), tuple(bundle_int))
-        for key in keys:
-            if key in bundle_int and key in card_int and _canonical(bundle_int[key]) != _canonical(card_int[key]):
-                raise InputError(card_path, f"intensity {key}={card_int[key]} but the bundle expects {bundle_int[key]}")
-
-
 def _dataclass_from(cls: type, values: dict[str, Any]) -> Any:
     """A frozen config dataclass from a JSON dict (lists become tuples; unknown keys are an error)."""
     names = {f.name for f in fields(cls)}
@@ -102,10 +49,16 @@ def _dataclass_from(cls: type, values: dict[str, Any]) -> Any:
 
 
 def resolve_model(bundle: str | os.PathLike[str] | CLIPModel) -> CLIPModel:
-    """A CLIPModel in eval mode from a bundle folder / registry name / hub id, or the model itself."""
+    """A CLIPModel in eval mode from a bundle folder / run folder / registry name / hub id, or the model
+    itself. A ClassFine bundle gives its (frozen, unchanged) CLIP encoder with the bundle's preprocessing."""
     from radlens.models.bundle import load_model
 
-    model = bundle if hasattr(bundle, "encode_image") else load_model(bundle)  # type: ignore[arg-type]
+    if hasattr(bundle, "encode_image"):
+        return bundle.eval()  # type: ignore[union-attr]
+    model = load_model(bundle, kind=("clip", "classfine"))  # type: ignore[arg-type]
+    if model.config["kind"] == "classfine":
+        model.clip.preprocessing = model.preprocessing
+        model = model.clip
     return model.eval()
 
 
@@ -149,8 +102,8 @@ def embed_volume(
 
     model = resolve_model(bundle)
     pre = model.preprocessing or {}
-    spatial = _section(pre, "spatial")
-    if spatial is None or len(_model_shape(model)) != 3:
+    spatial = preprocessing_section(pre, "spatial")
+    if spatial is None or len(model_shape(model)) != 3:
         raise ConfigError("embed_volume needs a 3D model bundle whose config.json has preprocessing.prepare.spatial")
     try:
         volume = read_volume(path, rescale=rescale)
@@ -163,9 +116,9 @@ def embed_volume(
     volume.hu = volume.hu or already_hu
     volume = apply_spatial(volume, _dataclass_from(SpatialConfig, spatial))
     if modality in ("CT", "MR", "MRI"):
-        volume = apply_intensity(volume, _dataclass_from(IntensityConfig, _section(pre, "intensity") or {}))
-    if list(volume.shape) != _model_shape(model):
-        raise InputError(path, f"preprocessed shape {list(volume.shape)} is not the model input {_model_shape(model)}")
+        volume = apply_intensity(volume, _dataclass_from(IntensityConfig, preprocessing_section(pre, "intensity") or {}))
+    if list(volume.shape) != model_shape(model):
+        raise InputError(path, f"preprocessed shape {list(volume.shape)} is not the model input {model_shape(model)}")
     return encode_images(model, volume.array[None], device)[0]
 
 

@@ -3,8 +3,8 @@
 :func:`logistic_probe` fits one scikit-learn ``LogisticRegression`` per finding
 (``class_weight="balanced"``, on standardised features) on training embeddings; thresholds are
 chosen on validation and metrics come from :mod:`radlens.metrics.findings` on the test split,
-per scan with patient-bootstrap CIs. :func:`finding_results` is the same scoring step for any
-model that gives per-item scores (ClassFine, the report labeller).
+per scan with patient-bootstrap CIs (:func:`radlens.metrics.findings.finding_results`, the scoring
+step of every model that gives per-item scores: ClassFine, the report labeller).
 """
 
 from __future__ import annotations
@@ -82,74 +82,6 @@ def logistic_probe(
     return metrics
 
 
-def scan_scores(table: pd.DataFrame, labels: np.ndarray, scores: np.ndarray, findings: Sequence[str]) -> pd.DataFrame:
-    """Per-item labels and scores averaged per scan (reconstructions of one scan are one case)."""
-    import pandas as pd
-
-    from radlens.metrics.findings import aggregate_scans
-
-    scan = table["scan_id"] if "scan_id" in table.columns else table["series_id"]
-    frame = pd.DataFrame({"scan_id": scan.to_numpy(), "patient_id": table["patient_id"].to_numpy()})
-    frame = pd.concat(
-        [frame, pd.DataFrame(labels, columns=list(findings)), pd.DataFrame(scores, columns=[f"score:{f}" for f in findings])],
-        axis=1,
-    )
-    return aggregate_scans(frame, [*findings, *[f"score:{f}" for f in findings]])
-
-
-def validation_thresholds(val: pd.DataFrame, findings: Sequence[str], method: ThresholdMethod = "youden") -> dict[str, float]:
-    """Per-finding thresholds on a :func:`scan_scores` validation table (0.5 where it has one class)."""
-    from radlens.metrics.findings import choose_threshold
-
-    out = {}
-    for f in findings:
-        try:
-            out[f] = choose_threshold(val[f].to_numpy(), val[f"score:{f}"].to_numpy(), method)
-        except ValueError:
-            out[f] = 0.5
-    return out
-
-
-def finding_results(
-    val: pd.DataFrame,
-    test: pd.DataFrame,
-    findings: Sequence[str],
-    threshold_method: ThresholdMethod = "youden",
-    n_bootstrap: int = 1000,
-    seed: int = 0,
-) -> tuple[dict[str, Any], pd.DataFrame]:
-    """metrics.json content and the per-scan test predictions table from :func:`scan_scores` tables.
-
-    The predictions table has ``scan_id, patient_id``, the labels, ``score:<finding>`` and
-    ``pred:<finding>`` (score >= the validation threshold).
-    """
-    from radlens.metrics.findings import evaluate_findings
-
-    score_cols = [f"score:{f}" for f in findings]
-    metrics = evaluate_findings(
-        test[list(findings)].to_numpy(), test[score_cols].to_numpy(), test["patient_id"].to_numpy(),
-        val[list(findings)].to_numpy(), val[score_cols].to_numpy(), findings, threshold_method,
-        n_bootstrap=n_bootstrap, seed=seed,
-    )
-    predictions = test.copy()
-    for f in findings:
-        predictions[f"pred:{f}"] = (predictions[f"score:{f}"] >= metrics["per_finding"][f]["threshold"]).astype(int)
-    return metrics, predictions
-
-
-def write_results(out: str | Path, metrics: dict[str, Any], predictions: pd.DataFrame, run: dict[str, Any]) -> Path:
-    """``OUT/metrics.json``, ``OUT/predictions.csv``, ``OUT/run.json``, all appearing at once."""
-    from radlens.evaluate.embed import RUN
-    from radlens.common.atomic import staged_output
-    from radlens.common.atomic import write_json_atomic
-
-    with staged_output(out) as tmp:
-        write_json_atomic(tmp / "metrics.json", metrics)
-        predictions.to_csv(tmp / "predictions.csv", index=False)
-        write_json_atomic(tmp / RUN, run)
-    return Path(out)
-
-
 def _series_embeddings(folder: Path) -> tuple[np.ndarray, pd.DataFrame]:
     """Embeddings folder (``radlens embed``) -> one L2-normalised row per series (2D: mean of its slices)."""
     import pandas as pd
@@ -186,9 +118,10 @@ def evaluate_probe(
     Trains on the train split, chooses thresholds on validation, reports test metrics per scan
     (OUT/metrics.json, OUT/predictions.csv, OUT/run.json). Labels come from PREPARED's series table.
     """
+    from radlens.common.runinfo import run_info, write_results
+    from radlens.data.labelled import require_splits, select_findings, targets_of
     from radlens.data.prepared import PreparedDataset
-    from radlens.common.runinfo import run_info
-    from radlens.train.probe_data import require_splits, select_findings, targets_of
+    from radlens.metrics.findings import finding_results, scan_scores
 
     ds = PreparedDataset(prepared)
     names = select_findings(ds.card, findings, ds.path / "dataset.json")

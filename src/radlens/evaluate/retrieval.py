@@ -32,15 +32,6 @@ def summarise(metrics: Mapping[str, Any], names: Sequence[str]) -> str:
     return ", ".join(parts)
 
 
-def resolve_bundle(bundle_or_run: str | Path) -> Path:
-    """A bundle folder: the given one, or a run folder's ``best/`` (``last/`` when there is no best)."""
-    path = Path(bundle_or_run)
-    for candidate in (path, path / "best", path / "last"):
-        if (candidate / "config.json").is_file() and (candidate / "model.safetensors").is_file():
-            return candidate
-    raise InputError(path, "neither a model bundle nor a run folder with best/ or last/ bundles")
-
-
 def embed_split(
     model: Any, dataset: Any, batch_size: int = 32, device: str = "cpu"
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -113,20 +104,19 @@ def evaluate_retrieval(
     config = dict(locals())
     import torch
 
-    from radlens.data.datasets import ClipDataset
-    from radlens.evaluate.embed import check_compatible
-    from radlens.common.atomic import staged_output
+    from radlens.common.atomic import staged_output, write_json_atomic
     from radlens.common.runinfo import run_info
+    from radlens.data.datasets import ClipDataset
     from radlens.evaluate.retrieval_trace import volumes_of, write_trace
-    from radlens.models.bundle import load_bundle
-    from radlens.common.atomic import write_json_atomic
+    from radlens.models.bundle import load_model, resolve_bundle
+    from radlens.models.compat import check_compatible
 
     if trace and out is None:
         raise ConfigError("--trace writes files: give --out")
     if min(map_k, trace_k, trace_queries) < 1:
         raise ConfigError(f"map_k, trace_k and trace_queries must be >= 1, got {map_k}, {trace_k}, {trace_queries}")
     bundle = resolve_bundle(bundle_or_run)
-    clip = load_bundle(bundle)
+    clip = load_model(bundle, kind="clip")
     dataset = ClipDataset(prepared, split, text_column)
     check_compatible(clip, dataset.prepared)
     dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device

@@ -150,7 +150,8 @@ def zeroshot(
     """
     config = dict(locals())
     from radlens.data.prepared import SPLITS, PreparedDataset
-    from radlens.evaluate.embed import check_compatible, resolve_model
+    from radlens.evaluate.embed import resolve_model
+    from radlens.models.compat import check_compatible
     from radlens.common.atomic import staged_output
     from radlens.common.runinfo import run_info
     from radlens.evaluate.figures import curve_figures

@@ -132,7 +132,8 @@ def zeroshot_classes(
     run.json at once.
     """
     from radlens.data.prepared import PreparedDataset
-    from radlens.evaluate.embed import check_compatible, resolve_model
+    from radlens.evaluate.embed import resolve_model
+    from radlens.models.compat import check_compatible
     from radlens.common.atomic import staged_output
     from radlens.common.runinfo import run_info
     from radlens.evaluate.multiclass import SUMMARY_METRICS, confusion_figure, evaluate_classes

@@ -257,3 +257,59 @@ def evaluate_findings(
     }
     result["threshold"] = {"method": threshold_method, "split": threshold_split}
     return result
+
+
+def mean_auroc(targets: np.ndarray, scores: np.ndarray) -> float:
+    """Mean AUROC over the findings (columns) that have both classes (NaN when none has)."""
+    values = [score_metrics(targets[:, f], scores[:, f])["auroc"] for f in range(targets.shape[1])]
+    finite = [v for v in values if np.isfinite(v)]
+    return float(np.mean(finite)) if finite else float("nan")
+
+
+def scan_scores(table: "pd.DataFrame", labels: np.ndarray, scores: np.ndarray, findings: Sequence[str]) -> "pd.DataFrame":
+    """Per-item labels and scores averaged per scan (reconstructions of one scan are one case)."""
+    import pandas as pd
+
+    scan = table["scan_id"] if "scan_id" in table.columns else table["series_id"]
+    frame = pd.DataFrame({"scan_id": scan.to_numpy(), "patient_id": table["patient_id"].to_numpy()})
+    frame = pd.concat(
+        [frame, pd.DataFrame(labels, columns=list(findings)), pd.DataFrame(scores, columns=[f"score:{f}" for f in findings])],
+        axis=1,
+    )
+    return aggregate_scans(frame, [*findings, *[f"score:{f}" for f in findings]])
+
+
+def validation_thresholds(val: "pd.DataFrame", findings: Sequence[str], method: ThresholdMethod = "youden") -> dict[str, float]:
+    """Per-finding thresholds on a :func:`scan_scores` validation table (0.5 where it has one class)."""
+    out = {}
+    for f in findings:
+        try:
+            out[f] = choose_threshold(val[f].to_numpy(), val[f"score:{f}"].to_numpy(), method)
+        except ValueError:
+            out[f] = 0.5
+    return out
+
+
+def finding_results(
+    val: "pd.DataFrame",
+    test: "pd.DataFrame",
+    findings: Sequence[str],
+    threshold_method: ThresholdMethod = "youden",
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+) -> tuple[dict[str, Any], "pd.DataFrame"]:
+    """metrics.json content and the per-scan test predictions table from :func:`scan_scores` tables.
+
+    The predictions table has ``scan_id, patient_id``, the labels, ``score:<finding>`` and
+    ``pred:<finding>`` (score >= the validation threshold).
+    """
+    score_cols = [f"score:{f}" for f in findings]
+    metrics = evaluate_findings(
+        test[list(findings)].to_numpy(), test[score_cols].to_numpy(), test["patient_id"].to_numpy(),
+        val[list(findings)].to_numpy(), val[score_cols].to_numpy(), findings, threshold_method,
+        n_bootstrap=n_bootstrap, seed=seed,
+    )
+    predictions = test.copy()
+    for f in findings:
+        predictions[f"pred:{f}"] = (predictions[f"score:{f}"] >= metrics["per_finding"][f]["threshold"]).astype(int)
+    return metrics, predictions

@@ -1,7 +1,7 @@
 """Image and text encoders, CLIP/MoCo/MIL models, the architecture registry, and model bundles.
 
 The main entry points are importable from here without importing torch up front:
-``build_clip``, ``list_models``, ``load_model``, ``save_bundle``, ``CLIPModel``.
+``build_model``, ``list_models``, ``load_model``, ``save_bundle``, ``CLIPModel``.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from importlib import import_module
 from typing import Any
 
 _LAZY = {
-    "build_clip": "radlens.models.registry",
+    "build_model": "radlens.models.registry",
     "list_models": "radlens.models.registry",
     "get_config": "radlens.models.registry",
     "load_model": "radlens.models.bundle",

@@ -1,174 +1,163 @@
-"""Model bundles: a folder that carries a trained CLIP model with everything needed to use it.
+"""Model bundles: one folder format for every model, single- or multi-component (the diffusers
+pipeline-folder idea), with the preprocessing that the weights expect.
 
 Layout::
 
     BUNDLE/
-      config.json          format, radlens version, architecture, preprocessing, tokenizer info, extra
-      model.safetensors    all weights (never pickled)
-      text/                the text tower's transformers config.json + tokenizer files
+      bundle.json             format, radlens version, components {name: kind}, preprocessing, extra
+      <component>/config.json         the component's config (kind + constructor arguments)
+      <component>/model.safetensors   its weights (never pickled)
+      <component>/<argument>/...      files of nested components (a text tower's tokenizer)
 
-Loading never unpickles and never needs the text tower's original source (hub id or packaged
-MiniLM): the architecture comes from ``text/config.json`` and the weights from the safetensors.
+A model saved alone is the component ``model``. Loading builds each component from its config
+(files from the bundle, never from the hub or the packaged original) and loads its weights strictly.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import uuid
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from radlens.errors import ConfigError, InputError
 
-if TYPE_CHECKING:
-    from radlens.models.clip import CLIPModel
-
-FORMAT = "radlens-clip-bundle"
-FORMAT_VERSION = 1
+FORMAT = "radlens-bundle"
+FORMAT_VERSION = 2
+INDEX = "bundle.json"
+CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
-TEXT_DIR = "text"
+SINGLE = "model"
 
 
 def save_bundle(
-    model: CLIPModel,
+    models: Any,
     folder: str | os.PathLike[str],
-    preprocessing: dict[str, Any],
+    preprocessing: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``model`` as a bundle folder, atomically: a temp folder beside it, then a rename.
+    """Write one component (``models``: a component module) or several (a name -> module mapping)
+    as a bundle folder, atomically: an existing bundle is replaced only once the new one is complete.
 
-    An existing bundle at ``folder`` is replaced only once the new one is complete.
     ``preprocessing`` (what inputs must look like) and ``extra`` (e.g. run info) must be JSON-able.
     """
     from safetensors.torch import save_model
 
     from radlens import __version__
+    from radlens.common.atomic import staged_output, write_json_atomic
+    from radlens.models.components import save_files
 
-    folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = folder.parent / f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
+    components = dict(models) if isinstance(models, Mapping) else {SINGLE: models}
+    for name, module in components.items():
+        if not isinstance(getattr(module, "config", None), dict) or "kind" not in module.config:
+            raise ConfigError(f"component {name!r} ({type(module).__name__}) is not a registered component kind")
+    with staged_output(folder) as tmp:
+        for name, module in components.items():
+            sub = tmp / name
+            sub.mkdir()
+            write_json_atomic(sub / CONFIG, module.config)
+            save_model(module, str(sub / WEIGHTS))
+            save_files(module, sub)
+        write_json_atomic(tmp / INDEX, {
+            "format": FORMAT, "format_version": FORMAT_VERSION, "radlens_version": __version__,
+            "components": {name: module.config["kind"] for name, module in components.items()},
+            "preprocessing": preprocessing or {}, "extra": extra or {},
+        })
+    return Path(folder)
+
+
+def read_index(folder: str | os.PathLike[str]) -> dict[str, Any]:
+    """A bundle's ``bundle.json``, checked to be a radlens bundle this version reads."""
+    path = Path(folder) / INDEX
     try:
-        text = model.text
-        config = {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "radlens_version": __version__,
-            "architecture": model.config,
-            "input_shape": list(model.input_shape),
-            "embed_dim": model.embed_dim,
-            "preprocessing": preprocessing,
-            "tokenizer": {
-                "folder": TEXT_DIR,
-                "class": type(text.tokenizer).__name__,
-                "vocab_size": len(text.tokenizer),
-                "context_length": text.context_length,
-                "on_overflow": text.on_overflow,
-                "pooling": text.pooling,
-            },
-            "extra": extra or {},
-        }
-        (tmp / "config.json").write_text(json.dumps(config, indent=2))
-        text.model.config.save_pretrained(tmp / TEXT_DIR)
-        text.tokenizer.save_pretrained(tmp / TEXT_DIR)
-        save_model(model, str(tmp / WEIGHTS))
-        _swap_in(tmp, folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return folder
+        index = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise InputError(Path(folder), f"not a radlens model bundle (no readable {INDEX}: {err})") from err
+    if not isinstance(index, dict) or index.get("format") != FORMAT:
+        raise InputError(path, f"not a radlens bundle index (format {index.get('format') if isinstance(index, dict) else None!r})")
+    if index.get("format_version", 0) > FORMAT_VERSION:
+        raise InputError(path, f"bundle format {index['format_version']} is newer than this radlens reads")
+    if not isinstance(index.get("components"), dict) or not index["components"]:
+        raise InputError(path, "the index names no components")
+    return index
 
 
-def _swap_in(tmp: Path, folder: Path) -> None:
-    """Rename ``tmp`` to ``folder``; a previous ``folder`` is moved aside first and removed after."""
-    old = folder.parent / f".{folder.name}.old-{uuid.uuid4().hex[:8]}"
-    if folder.exists():
-        os.replace(folder, old)
-    os.replace(tmp, folder)
-    shutil.rmtree(old, ignore_errors=True)
+def resolve_bundle(bundle_or_run: str | os.PathLike[str]) -> Path:
+    """A bundle folder: the given one, or a run folder's ``best/`` (``last/`` when there is no best)."""
+    path = Path(bundle_or_run)
+    for candidate in (path, path / "best", path / "last"):
+        if (candidate / INDEX).is_file():
+            return candidate
+    raise InputError(path, "neither a model bundle nor a run folder with best/ or last/ bundles")
 
 
-def read_versioned_config(folder: str | os.PathLike[str], fmt: str, max_version: int, kind: str) -> dict[str, Any]:
-    """A bundle folder's ``config.json``, checked to have format ``fmt`` at a version this radlens reads.
-
-    Shared by every radlens bundle (CLIP, report labeller); ``kind`` names it in errors.
-    """
-    path = Path(folder) / "config.json"
-    try:
-        config = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise InputError(path, f"not a readable {kind} bundle config ({err})") from err
-    if config.get("format") != fmt:
-        raise InputError(path, f"not a radlens {kind} bundle (format {config.get('format')!r}, expected {fmt!r})")
-    if config.get("format_version", 0) > max_version:
-        raise InputError(path, f"bundle format {config['format_version']} is newer than this radlens reads")
-    return config
-
-
-def read_bundle_config(folder: str | os.PathLike[str]) -> dict[str, Any]:
-    """The bundle's ``config.json``, checked to be a radlens CLIP bundle."""
-    return read_versioned_config(folder, FORMAT, FORMAT_VERSION, "CLIP")
-
-
-def load_bundle(folder: str | os.PathLike[str]) -> CLIPModel:
-    """A CLIPModel from a local bundle folder, weights from safetensors only."""
+def load_component(folder: Path) -> Any:
+    """One component folder: built from its config, weights loaded strictly from safetensors."""
     from safetensors.torch import load_model as load_safetensors
-    from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-    from radlens.models.clip import CLIPModel
-    from radlens.models.image import build_image_encoder
-    from radlens.models.text import encoder_from_parts
+    from radlens.models.components import build
 
-    folder = Path(folder)
-    config = read_bundle_config(folder)
-    arch = config["architecture"]
-    text_dir = folder / config["tokenizer"]["folder"]
     try:
-        text_model = AutoModel.from_config(AutoConfig.from_pretrained(text_dir, local_files_only=True))
-        tokenizer = AutoTokenizer.from_pretrained(text_dir, local_files_only=True)
-    except (OSError, ValueError) as err:
-        raise InputError(text_dir, f"bundle text tower cannot be read ({err})") from err
-    model = CLIPModel(
-        build_image_encoder(arch["image"]),
-        encoder_from_parts(text_model, tokenizer, arch["text"]),
-        embed_dim=arch["embed_dim"],
-        init_temperature=arch.get("init_temperature", 0.07),
-        max_logit_scale=arch.get("max_logit_scale", 100.0),
-        config=arch,
-    )
+        config = json.loads((folder / CONFIG).read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise InputError(folder / CONFIG, f"not a readable component config ({err})") from err
+    try:
+        module = build(config, folder)
+    except ConfigError as err:
+        raise InputError(folder / CONFIG, str(err)) from err
     weights = folder / WEIGHTS
     if not weights.is_file():
-        raise InputError(weights, "bundle has no model.safetensors")
+        raise InputError(weights, "bundle component has no model.safetensors")
     try:
-        load_safetensors(model, str(weights), strict=True)
+        load_safetensors(module, str(weights), strict=True)
     except RuntimeError as err:
-        raise InputError(weights, f"weights do not match the bundle's architecture ({err})") from err
-    model.preprocessing = config.get("preprocessing", {})
-    model.set_gradient_checkpointing(bool(arch.get("gradient_checkpointing", False)))
-    return model.eval()
+        raise InputError(weights, f"weights do not match the component's config ({err})") from err
+    return module.eval()
 
 
-def load_model(name_or_path: str | os.PathLike[str]) -> CLIPModel:
-    """A CLIPModel from a bundle folder, a registry name (fresh init) or a Hugging Face Hub id.
+def load_bundle(folder: str | os.PathLike[str]) -> Any:
+    """A bundle's model in eval mode: the component itself for a single-component bundle, else a
+    ``torch.nn.ModuleDict`` of its components. ``.preprocessing`` and ``.extra`` come from the index."""
+    from torch import nn
 
-    A hub id (``owner/name``) is downloaded with ``huggingface_hub.snapshot_download`` (only the
-    bundle files; honours ``HF_HUB_OFFLINE`` and the local cache).
+    folder = Path(folder)
+    index = read_index(folder)
+    loaded = {name: load_component(folder / name) for name in index["components"]}
+    model: Any = loaded[SINGLE] if list(loaded) == [SINGLE] else nn.ModuleDict(loaded).eval()
+    model.preprocessing = index.get("preprocessing") or {}
+    model.extra = index.get("extra") or {}
+    return model
+
+
+def load_model(name_or_path: str | os.PathLike[str], kind: str | tuple[str, ...] | None = None) -> Any:
+    """A model from a bundle folder (or a run folder: its ``best/``), a registry name or JSON path (fresh
+    init), or a Hugging Face Hub id.
+
+    ``kind`` (one or several) refuses a model of another kind, naming what was found. A hub id
+    (``owner/name``) is downloaded with ``huggingface_hub.snapshot_download`` (bundle files only;
+    honours ``HF_HUB_OFFLINE`` and the local cache).
     """
-    from radlens.models.registry import build_clip, config_files
+    from radlens.models.registry import build_model, config_files
 
     path = Path(name_or_path)
-    if path.is_dir():
-        return load_bundle(path)
     name = str(name_or_path)
-    if name in config_files() or (path.suffix == ".json" and path.is_file()):
-        return build_clip(name)
-    if name.count("/") != 1 or path.exists():
+    if path.is_dir():
+        model = load_bundle(resolve_bundle(path))
+    elif name in config_files() or (path.suffix == ".json" and path.is_file()):
+        model = build_model(name)
+    elif name.count("/") != 1 or path.exists():
         raise ConfigError(f"{name!r} is not a bundle folder, a registry name ({', '.join(config_files())}) or a hub id")
-    from huggingface_hub import snapshot_download
+    else:
+        from huggingface_hub import snapshot_download
 
-    try:
-        local = snapshot_download(repo_id=name, allow_patterns=["config.json", WEIGHTS, f"{TEXT_DIR}/*"])
-    except Exception as err:  # hub errors come in many classes (offline, not found, auth)
-        raise InputError(name, f"cannot fetch the bundle from the Hugging Face Hub ({err})") from err
-    return load_bundle(local)
+        try:
+            local = snapshot_download(repo_id=name, allow_patterns=[INDEX, "*/*"])
+        except Exception as err:  # hub errors come in many classes (offline, not found, auth)
+            raise InputError(name, f"cannot fetch the bundle from the Hugging Face Hub ({err})") from err
+        model = load_bundle(local)
+    wanted = (kind,) if isinstance(kind, str) else kind
+    found = getattr(model, "config", {}).get("kind")
+    if wanted and found not in wanted:
+        raise InputError(name, f"a {found or 'multi-component'} model, but a {' or '.join(wanted)} model is needed here")
+    return model

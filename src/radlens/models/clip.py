@@ -10,18 +10,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from radlens.models.components import component
 from radlens.models.image import ResNetEncoder, ViTEncoder
 from radlens.models.text import TextEncoder
 
 
+@component("clip", family="clip")
 class CLIPModel(nn.Module):
     """Two towers + linear projections to ``embed_dim`` + a learnable temperature.
 
     The temperature is stored as ``t`` with ``logit_scale = exp(t)``, initialised at
     ``1 / init_temperature`` (1/0.07) and clamped at ``max_logit_scale`` (100) when read, so it
     can neither go negative nor blow up (M3D trains the raw scale; CT-CLIP's is unclamped).
-    ``config`` is the architecture dict it was built from and ``preprocessing`` what a bundle
-    says the inputs need (both saved in bundles).
+    ``preprocessing`` is what a bundle says the inputs need (empty for a fresh model).
     """
 
     def __init__(
@@ -31,7 +32,7 @@ class CLIPModel(nn.Module):
         embed_dim: int = 512,
         init_temperature: float = 0.07,
         max_logit_scale: float = 100.0,
-        config: dict[str, Any] | None = None,
+        gradient_checkpointing: bool = False,
     ) -> None:
         super().__init__()
         self.image, self.text = image, text
@@ -40,8 +41,8 @@ class CLIPModel(nn.Module):
         self.log_logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / init_temperature)))
         self.max_logit_scale = max_logit_scale
         self.embed_dim = embed_dim
-        self.config = dict(config or {})
         self.preprocessing: dict[str, Any] = {}
+        self.set_gradient_checkpointing(gradient_checkpointing)
 
     @property
     def logit_scale(self) -> torch.Tensor:
@@ -75,3 +76,15 @@ class CLIPModel(nn.Module):
         """Trade compute for memory in both towers."""
         self.image.gradient_checkpointing = enabled
         self.text.set_gradient_checkpointing(enabled)
+
+    @staticmethod
+    def describe(config: dict[str, Any]) -> str:
+        """One line for ``radlens models``: the two towers."""
+        image, text = config["image"], config["text"]
+        if image["kind"] == "vit":
+            towers = f"vit patch {'x'.join(map(str, image['patch_size']))}"
+        else:
+            towers = (f"resnet{image.get('depth', 18)} x{image.get('width_factor', 1.0):g} width, "
+                      f"stem stride {image.get('stem_stride', 1)}")
+        name = {"scratch": "scratch BERT", "minilm": "MiniLM-L6 (packaged)"}.get(text["kind"], text.get("path_or_id"))
+        return f"{towers} + {name}, ctx {text.get('context_length', 128)}"

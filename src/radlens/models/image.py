@@ -16,8 +16,10 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from radlens.errors import ConfigError, InputError
+from radlens.models.components import component
 
 
+@component("vit", family="image encoder")
 class ViTEncoder(nn.Module):
     """ViT from MONAI's patch-embedding and transformer blocks, attention through PyTorch SDPA.
 
@@ -43,6 +45,15 @@ class ViTEncoder(nn.Module):
         super().__init__()
         from monai.networks.blocks import PatchEmbeddingBlock, TransformerBlock
 
+        _check_shape(input_shape)
+        if len(patch_size) != len(input_shape):
+            raise ConfigError(f"image.patch_size must have {len(input_shape)} entries like input_shape {list(input_shape)}, got {list(patch_size)}")
+        if any(s % p for s, p in zip(input_shape, patch_size)):
+            raise ConfigError(f"image.input_shape {list(input_shape)} is not divisible by patch_size {list(patch_size)}")
+        if hidden_size % num_heads:
+            raise ConfigError("image.hidden_size must be divisible by image.num_heads")
+        if pooling not in ("cls", "mean"):
+            raise ConfigError(f"image.pooling must be 'cls' or 'mean', got {pooling!r}")
         if sdpa and dropout > 0:
             # MONAI 1.6.1's SABlock passes dropout_p to SDPA in eval mode too.
             raise ConfigError("ViT dropout > 0 needs sdpa: false (MONAI's SDPA path drops out at eval too)")
@@ -84,6 +95,7 @@ class ViTEncoder(nn.Module):
         return h[:, 0] if self.cls_token is not None else h.mean(dim=1)
 
 
+@component("resnet", family="image encoder")
 class ResNetEncoder(nn.Module):
     """MONAI ResNet (10/18/34/50/...) with ``spatial_dims`` and one input channel, global-average pooled;
     ``width_factor`` scales the stage widths and ``stem_stride`` strides the first convolution.
@@ -98,6 +110,7 @@ class ResNetEncoder(nn.Module):
         super().__init__()
         from monai.networks import nets
 
+        _check_shape(input_shape)
         factory = getattr(nets, f"resnet{depth}", None)
         if factory is None:
             raise ConfigError(f"no MONAI resnet{depth}; use one of 10, 18, 34, 50, 101, 152, 200")
@@ -140,28 +153,6 @@ def check_image_shape(x: torch.Tensor, channels: int, spatial: tuple[int, ...]) 
         )
 
 
-def validate_image_config(spec: dict[str, Any]) -> None:
-    """Raise ConfigError for an image-tower config that cannot work, before anything is built."""
-    kind, shape = spec.get("kind"), spec.get("input_shape")
-    if kind not in ("vit", "resnet"):
-        raise ConfigError(f"image.kind must be 'vit' or 'resnet', got {kind!r}")
-    if not isinstance(shape, list) or len(shape) not in (2, 3) or not all(isinstance(s, int) and s > 0 for s in shape):
-        raise ConfigError(f"image.input_shape must be 2 or 3 positive ints, got {shape!r}")
-    if kind == "resnet":
-        return
-    patch = spec.get("patch_size")
-    if not isinstance(patch, list) or len(patch) != len(shape):
-        raise ConfigError(f"image.patch_size must have {len(shape)} entries like input_shape {shape}, got {patch!r}")
-    if any(s % p for s, p in zip(shape, patch)):
-        raise ConfigError(f"image.input_shape {shape} is not divisible by patch_size {patch}")
-    if spec.get("hidden_size", 768) % spec.get("num_heads", 12):
-        raise ConfigError("image.hidden_size must be divisible by image.num_heads")
-    if spec.get("pooling", "cls") not in ("cls", "mean"):
-        raise ConfigError(f"image.pooling must be 'cls' or 'mean', got {spec.get('pooling')!r}")
-
-
-def build_image_encoder(spec: dict[str, Any]) -> ViTEncoder | ResNetEncoder:
-    """Image tower from its config dict (see the JSON files in ``radlens/models/configs``)."""
-    validate_image_config(spec)
-    args = {k: v for k, v in spec.items() if k != "kind"}
-    return ViTEncoder(**args) if spec["kind"] == "vit" else ResNetEncoder(**args)
+def _check_shape(shape: Sequence[int]) -> None:
+    if len(shape) not in (2, 3) or not all(isinstance(s, int) and s > 0 for s in shape):
+        raise ConfigError(f"image.input_shape must be 2 or 3 positive ints, got {list(shape)!r}")

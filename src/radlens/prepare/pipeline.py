@@ -15,15 +15,17 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Iterator, Literal
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal
 
 import numpy as np
 
+from radlens.common.atomic import save_array_atomic
 from radlens.errors import ConfigError, InputError
 from radlens.prepare.binning import BinningConfig
 from radlens.prepare.captions import CaptionConfig
 from radlens.prepare.dataset import (
     ARRAYS,
+    MASKS,
     Failure,
     SeriesItem,
     SeriesRecord,
@@ -31,7 +33,6 @@ from radlens.prepare.dataset import (
     config_hash,
     fingerprint,
     safe_name,
-    save_array_atomic,
 )
 from radlens.prepare.intensity import IntensityConfig
 from radlens.prepare.labels import LabelConfig
@@ -107,35 +108,73 @@ def check_dims(volume: "Volume", cfg: PrepareConfig, path: str) -> None:
         raise InputError(path, f"2D image (shape {list(volume.shape)}) where a 3D volume is needed")
 
 
+def load_label_map(item: SeriesItem, volume: "Volume", module: ModuleType) -> "Volume":
+    """The item's mask as label ids on ``volume``'s voxel grid, or InputError naming the mask file.
+
+    An importer may read its own masks (``load_mask(item)``, e.g. PNG masks of 2D images);
+    otherwise the mask is a NIfTI file. It must have the image's shape and affine.
+    """
+    from radlens.prepare.masks import check_aligned, to_label_map
+
+    reader = getattr(module, "load_mask", None)
+    if reader is not None:
+        mask = reader(item)
+    else:
+        from radlens.io.nifti import read_mask
+
+        mask = read_mask(item.mask)  # type: ignore[arg-type]
+    check_aligned(mask, volume)
+    return to_label_map(mask, item.mask_labels, item.mask_binary)
+
+
 def prepare_series(item: SeriesItem, cfg: PrepareConfig, source: str, out: Path) -> SeriesRecord:
-    """Read one series, preprocess it, write its array; return its table rows."""
+    """Read one series (and its label map), preprocess it, write its arrays; return its table rows.
+
+    A label map goes through the image's spatial steps by nearest neighbour (and, for 2D, the
+    same slice selection) and is written to ``masks/`` with the image array's shape; its label
+    ids present and their boxes become table columns.
+    """
     from radlens.prepare.captions import make_caption
     from radlens.prepare.intensity import apply_intensity
-    from radlens.prepare.slicing import acquisition_plane, extract_slices
-    from radlens.prepare.spatial import apply_spatial
+    from radlens.prepare.masks import mask_columns, open_name, present, scheme_json, storage_dtype
+    from radlens.prepare.slicing import acquisition_plane, extract_mask_slices, extract_slices
+    from radlens.prepare.spatial import apply_spatial_pair
 
-    volume = importer(source).load(item, cfg)
+    module = importer(source)
+    volume = module.load(item, cfg)
     check_dims(volume, cfg, item.source_path)
+    label_map = load_label_map(item, volume, module) if item.mask else None
     plane = acquisition_plane(volume.slice_normal) if volume.slice_normal is not None else "unknown"
     meta = volume.metadata
-    processed = apply_spatial(volume, cfg.spatial)
+    processed, mask = apply_spatial_pair(volume, label_map, cfg.spatial)
     if (meta.Modality or "").upper() in ("CT", "MR", "MRI"):
         processed = apply_intensity(processed, cfg.intensity)
-    array_path = f"{ARRAYS}/{safe_name(item.series_id)}.npy"
+    name = safe_name(item.series_id)
+    array_path = f"{ARRAYS}/{name}.npy"
+    mask_path = f"{MASKS}/{name}.npy" if mask is not None else ""
     slice_rows: list[dict[str, Any]] = []
+    mask_array = None
     if cfg.dims == 3:
         array = processed.array
+        if mask is not None:
+            mask_array = mask.array
     else:
-        mask = None
-        if item.mask:
-            from radlens.io.nifti import read_mask
-
-            mask = apply_spatial(read_mask(item.mask), cfg.spatial, is_mask=True)
         array, infos = extract_slices(processed, cfg.slicing, mask=mask)
         if len(infos) == 0:
             raise InputError(item.source_path, "no slice kept after slicing (all background?)")
+        if mask is not None:
+            mask_array = extract_mask_slices(mask, infos, cfg.slicing)
         for row, info in enumerate(infos):
-            slice_rows.append({"slice_id": f"{item.series_id}:{info['slice_index']}", "row": row, **info})
+            per_slice = mask_columns(mask_array[row] if mask_array is not None else None)
+            slice_rows.append({"slice_id": f"{item.series_id}:{info['slice_index']}", "row": row, **info, **per_slice})
+    labels: dict[str, str] = {}
+    if mask_array is not None and label_map is not None:
+        scheme = item.mask_labels or {i: open_name(i) for i in [0, *present(label_map.array)]}
+        labels = scheme_json(scheme)
+        mask_array = np.asarray(mask_array).astype(storage_dtype(scheme, label_map.array), copy=False)
+        save_array_atomic(out / mask_path, mask_array)
+    else:
+        (out / MASKS / f"{name}.npy").unlink(missing_ok=True)  # a mask an earlier run wrote
     save_array_atomic(out / array_path, np.asarray(array, dtype=cfg.dtype))
     text = item.text if item.text is not None else make_caption(meta, plane, cfg.caption)
     row: dict[str, Any] = {
@@ -145,6 +184,7 @@ def prepare_series(item: SeriesItem, cfg: PrepareConfig, source: str, out: Path)
         "scan_id": item.scan_id or item.series_id,
         "source_path": item.source_path,
         "array_path": array_path,
+        "mask_path": mask_path,
         "modality": meta.Modality or item.modality or "",
         "plane": plane,
         "orig_shape": list(volume.shape),
@@ -152,11 +192,13 @@ def prepare_series(item: SeriesItem, cfg: PrepareConfig, source: str, out: Path)
         "shape": list(processed.shape),
         "spacing": [round(s, 6) for s in processed.spacing],
         "text": text,
+        # 3D: the volume's label ids and boxes in (X, Y, Z); 2D: over the stack (row, H, W).
+        **mask_columns(None if mask_array is None else (mask_array[0] if cfg.dims == 3 else mask_array)),
         **meta.to_dict(),
         **item.fields,
     }
     row["modality"] = row.pop("Modality") or item.modality or ""
-    return SeriesRecord(fingerprint="", row=row, slices=slice_rows)
+    return SeriesRecord(fingerprint="", row=row, slices=slice_rows, labels=labels)
 
 
 def _run_one(item: SeriesItem, cfg: PrepareConfig, source: str, out: Path, digest: str) -> SeriesRecord | Failure:
@@ -265,15 +307,6 @@ def _report(failures: list[Failure], strict: bool, write: Any = None) -> None:
         (write or (lambda line: print(line, file=sys.stderr)))(failure.line())
 
 
-def _overlay(base: Any, user: Any) -> Any:
-    """``base`` with the fields the user changed from the class defaults in ``user``."""
-    if user is None:
-        return base
-    generic = type(user)()
-    changed = {f.name: getattr(user, f.name) for f in dataclasses.fields(user) if getattr(user, f.name) != getattr(generic, f.name)}
-    return dataclasses.replace(base, **changed)
-
-
 def prepare(
     source: Source,
     input: Path,
@@ -296,9 +329,15 @@ def prepare(
 ) -> int:
     """Prepare a dataset folder from SOURCE layout IN into OUT.
 
-    Unset options take the source's defaults (CT-CLIP geometry for ct-rate, MR-CLIP slices for
-    bids); a group given in part (``--spatial.target_spacing``) keeps the source's defaults for
-    its other fields. Exit status 0 when something usable was produced (and, with ``--strict``,
+    Options left at None take the source's preset, ``default_config(source)`` (CT-CLIP geometry
+    for ct-rate, MR-CLIP slices for bids); every option given wins over the preset, whatever its
+    value. A group (``spatial``, ``split``, ...) is a whole dataclass, so a group passed here
+    replaces the preset's group: its fields not named in the call are the class defaults, not the
+    preset's. To change part of a group, start from the preset's:
+    ``spatial=dataclasses.replace(default_config(source).spatial, pad_value=0.0)``. On the command
+    line (``radlens prepare SOURCE IN OUT``, see :func:`source_command`) the preset is the
+    parser's default, so ``--spatial.pad_value 0`` changes that field only and ``--print_config``
+    shows the preset. Exit status 0 when something usable was produced (and, with ``--strict``,
     nothing failed).
 
     Args:
@@ -309,13 +348,59 @@ def prepare(
         limit: prepare only the first N series found, for a quick look.
         strict: stop at the first bad input.
     """
-    base = default_config(source)
-    scalars = {"dims": dims, "dtype": dtype, "already_hu": already_hu, "source_valid_split": source_valid_split, "pseudonym_salt": pseudonym_salt}
-    groups = {"spatial": spatial, "intensity": intensity, "slicing": slicing, "caption": caption, "binning": binning, "labels": labels, "split": split}
-    changes: dict[str, Any] = {k: v for k, v in scalars.items() if v is not None}
-    changes.update({k: _overlay(getattr(base, k), v) for k, v in groups.items() if v is not None})
-    cfg = dataclasses.replace(base, **changes)
+    options = {
+        "dims": dims, "dtype": dtype, "already_hu": already_hu, "source_valid_split": source_valid_split,
+        "pseudonym_salt": pseudonym_salt, "spatial": spatial, "intensity": intensity, "slicing": slicing,
+        "caption": caption, "binning": binning, "labels": labels, "split": split,
+    }
+    given = {name: value for name, value in options.items() if value is not None}
+    cfg = dataclasses.replace(default_config(source), **given)
     ds = prepare_dataset(source, input, output, cfg, workers=workers, limit=limit, strict=strict)
     counts = ds.card["counts"]
     print(f"prepared {counts['series']} series ({counts.get('slices', 0)} slices), {counts['failures']} failures -> {ds.path}")
     return 0
+
+
+def source_command(source: str) -> Callable[..., int]:
+    """``radlens prepare SOURCE``: :func:`prepare` for one source, with its preset as defaults.
+
+    The command's signature is ``prepare``'s without ``source``, each config option defaulting
+    to ``default_config(source)``'s value, so the parser starts from the preset before parsing:
+    what it resolves is the preset plus every option the user gave (a group given in part keeps
+    the preset's other fields; an option equal to the generic class default still wins), and
+    ``--print_config`` shows the preset.
+    """
+    import inspect
+    from typing import get_type_hints
+
+    preset = default_config(source)
+    fields = get_type_hints(PrepareConfig)
+    hints = get_type_hints(prepare)
+    params = []
+    for param in list(inspect.signature(prepare).parameters.values())[1:]:  # all but source
+        if param.name in fields:
+            param = param.replace(annotation=fields[param.name], default=getattr(preset, param.name))
+        else:
+            param = param.replace(annotation=hints[param.name])
+        params.append(param)
+
+    def command(*args: Any, **kwargs: Any) -> int:
+        return prepare(source, *args, **kwargs)  # type: ignore[arg-type]
+
+    description, args_doc = (prepare.__doc__ or "").split("Args:\n")
+    command.__signature__ = inspect.Signature(params, return_annotation=int)  # type: ignore[attr-defined]
+    command.__name__ = command.__qualname__ = f"prepare_{source.replace('-', '_')}"
+    command.__doc__ = (
+        f"Prepare a dataset folder from a {source} layout INPUT into OUTPUT.\n\n"
+        f"    Every option defaults to the {source} preset (--print_config shows it) and an option\n"
+        "    given always wins; a group given in part (--spatial.pad_value 0) keeps the preset's\n"
+        "    other fields. Exit status 0 when something usable was produced (and, with --strict,\n"
+        "    nothing failed).\n\n    Args:\n"
+        + "".join(line for line in args_doc.splitlines(keepends=True) if not line.lstrip().startswith("source:"))
+    )
+    return command
+
+
+def prepare_commands() -> dict[str, Callable[..., int]]:
+    """The ``radlens prepare`` subcommands: one per source (see :func:`source_command`)."""
+    return {source: source_command(source) for source in SOURCES}

@@ -98,24 +98,32 @@ def _display(stack: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(stack[:, ::-1, ::-1].transpose(0, 2, 1))
 
 
-def _fit(stack: np.ndarray, pixel_mm: tuple[float, float], shape: tuple[int, int], fill: float) -> np.ndarray:
-    """Resize (n, H, W) so the longest physical side fills ``shape``, then centre-pad with ``fill``."""
+def _fit(
+    stack: np.ndarray, pixel_mm: tuple[float, float], shape: tuple[int, int], fill: float, nearest: bool = False
+) -> np.ndarray:
+    """Resize (n, H, W) so the longest physical side fills ``shape``, then centre-pad with ``fill``.
+
+    Images: bilinear (antialiased when shrinking), float32 out. Label maps (``nearest``): the
+    nearest pixel centre ("nearest-exact", the sampling positions of bilinear with
+    ``align_corners=False``, so labels stay on their image pixels), dtype kept.
+    """
     import torch
     import torch.nn.functional as F
 
     height_mm, width_mm = stack.shape[1] * pixel_mm[0], stack.shape[2] * pixel_mm[1]
     scale = min(shape[0] / height_mm, shape[1] / width_mm)
     size = (max(1, min(shape[0], round(height_mm * scale))), max(1, min(shape[1], round(width_mm * scale))))
-    out = np.full((stack.shape[0], *shape), fill, dtype=np.float32)
+    out = np.full((stack.shape[0], *shape), fill, dtype=stack.dtype if nearest else np.float32)
     if stack.shape[0] == 0:
         return out
-    resized = F.interpolate(
-        torch.from_numpy(np.ascontiguousarray(stack, dtype=np.float32))[:, None],
-        size=size,
-        mode="bilinear",
-        align_corners=False,
-        antialias=size[0] < stack.shape[1] or size[1] < stack.shape[2],
-    )[:, 0].numpy()
+    source = torch.from_numpy(np.ascontiguousarray(stack, dtype=np.float32))[:, None]
+    if nearest:  # ids up to 65535 are exact in float32
+        resized = F.interpolate(source, size=size, mode="nearest-exact")[:, 0].numpy()
+    else:
+        resized = F.interpolate(
+            source, size=size, mode="bilinear", align_corners=False,
+            antialias=size[0] < stack.shape[1] or size[1] < stack.shape[2],
+        )[:, 0].numpy()
     top, left = (shape[0] - size[0]) // 2, (shape[1] - size[1]) // 2
     out[:, top : top + size[0], left : left + size[1]] = resized
     return out
@@ -172,3 +180,23 @@ def extract_slices(
         for i, les in zip(keep, lesions)
     ]
     return slices, rows
+
+
+def extract_mask_slices(mask: Volume, rows: list[dict[str, object]], cfg: SliceConfig) -> np.ndarray:
+    """The label-map slices that go with ``rows`` (from :func:`extract_slices` on its image).
+
+    ``mask`` must be on the image's voxel grid (the same spatial steps, nearest neighbour). The
+    same slices are cut in the same plane and display orientation and fitted to the same
+    ``slice_shape`` by nearest neighbour, padded with 0: ``(n, H, W)`` in the mask's dtype, row
+    ``r`` the label map of image slice ``r``.
+    """
+    if mask.array.shape[0] != 1:
+        raise InputError(mask.source, f"a label map must have one channel, got {mask.array.shape[0]}")
+    if not rows:
+        return np.zeros((0, *cfg.slice_shape), dtype=mask.array.dtype)
+    plane = str(rows[0]["plane"])
+    axis = plane_axis(plane)
+    keep = [int(r["slice_index"]) for r in rows]  # type: ignore[call-overload]
+    data = np.moveaxis(mask.array[0], axis, 0)[keep]
+    spacing = [s for a, s in enumerate(mask.spacing) if a != axis]
+    return _fit(_display(data), (spacing[1], spacing[0]), cfg.slice_shape, 0, nearest=True)

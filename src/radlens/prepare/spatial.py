@@ -308,3 +308,20 @@ def apply_spatial(volume: Volume, cfg: SpatialConfig, *, is_mask: bool = False) 
     if cfg.shape is not None:
         volume = resize_to_shape(volume, cfg.shape, is_mask)
     return volume
+
+
+def apply_spatial_pair(image: Volume, mask: Volume | None, cfg: SpatialConfig) -> tuple[Volume, Volume | None]:
+    """An image and its label map (on the same voxel grid) through the same spatial steps.
+
+    The image's foreground box (``crop_foreground``) crops both; the mask is resampled,
+    cropped/padded and resized by nearest neighbour, padded with 0 and keeps its dtype, so
+    ``out_mask`` labels exactly the voxels of ``out_image`` (TorchIO's Subject idea).
+    """
+    if mask is None:
+        return apply_spatial(image, cfg), None
+    if mask.shape != image.shape or not np.allclose(mask.affine, image.affine, atol=1e-3):
+        raise InputError(mask.source, f"label map grid {list(mask.shape)} differs from its image's {list(image.shape)}")
+    if cfg.box is None and cfg.crop_foreground != "none":
+        box = foreground_box(reorient_ras(image), cfg.crop_foreground, cfg.body_threshold_hu)
+        cfg = dataclasses.replace(cfg, box=box, crop_foreground="none")
+    return apply_spatial(image, cfg), apply_spatial(mask, cfg, is_mask=True)

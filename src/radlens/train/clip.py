@@ -7,11 +7,12 @@ vs model, text length vs context) is checked before the Trainer starts.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from radlens.data.datasets import ClipDataConfig
 from radlens.errors import InputError
-from radlens.train.config import ClipDataConfig, LossConfig, OptimConfig, TrainerConfig, as_dict, validate
-from radlens.train.engine import CHECKPOINTS, LAST, best_checkpoint, build_trainer, resolve_resume, write_run_config
+from radlens.train.config import LossConfig, OptimConfig, TrainerConfig, as_dict, validate
+from radlens.train.run import resolve_resume, run
 
 if TYPE_CHECKING:
     from radlens.data.datasets import ClipDataset
@@ -49,65 +50,52 @@ def train_clip(
     import lightning.pytorch as pl
     from lightning.fabric.utilities.rank_zero import rank_zero_only
 
+    from radlens.data.modules import ImageTextDataModule
     from radlens.data.prepared import PreparedDataset
+    from radlens.train.clip_task import ClipTask
 
-    trainer_cfg = trainer
-    validate(data, optim, trainer_cfg)
+    validate(optim, trainer, [
+        (bool(data.path), "data.path: the prepared dataset folder is required"),
+        (data.batch_size >= 2, f"data.batch_size must be >= 2 for a contrastive loss, got {data.batch_size}"),
+        (data.num_workers >= 0, f"data.num_workers must be >= 0, got {data.num_workers}"),
+        (0.0 <= data.caption_dropout <= 1.0, f"data.caption_dropout must be in [0, 1], got {data.caption_dropout}"),
+        (0.0 <= data.sentence_dropout < 1.0, f"data.sentence_dropout must be in [0, 1), got {data.sentence_dropout}"),
+    ])
     run_dir = Path(out)
     ckpt_path = resolve_resume(run_dir, resume)
     pl.seed_everything(seed, workers=True, verbose=False)
     prepared = PreparedDataset(data.path)
-    train_set, val_set = _datasets(prepared, data, seed)
-    if loss.mode == "findings" and train_set.findings.shape[1] == 0:
+    datamodule = ImageTextDataModule(prepared, data, seed)
+    if loss.mode == "findings" and datamodule.train_set.findings.shape[1] == 0:
         raise InputError(prepared.path, "loss.mode 'findings' needs finding labels (the card's 'findings' columns); "
                                         "this dataset has none")
-    clip = _model(model, init_from, train_set.texts)
+    clip = _model(model, init_from, datamodule.train_set.texts)
     # DDP re-runs this function in ranks > 0 once rank 0 is in fit(): they take rank 0's tokenizer.
     follower = rank_zero_only.rank > 0  # type: ignore[attr-defined]
     _keep_tokenizer(clip, run_dir / TOKENIZER, reuse=ckpt_path is not None or follower)
-    check_inputs(clip, prepared, [train_set, *([val_set] if val_set else [])])
+    check_inputs(clip, prepared, [s for s in (datamodule.train_set, datamodule.val_set) if s is not None])
+    datamodule.tokenize = clip.tokenize
 
     config = {
-        "data": as_dict(data), "model": model, "optim": as_dict(optim), "trainer": as_dict(trainer_cfg),
+        "data": as_dict(data), "model": model, "optim": as_dict(optim), "trainer": as_dict(trainer),
         "loss": as_dict(loss), "out": str(out), "seed": seed, "resume": resume, "init_from": init_from,
     }
-    write_run_config(run_dir, config, seed)
-
-    from radlens.train.clip_module import ClipModule
-
-    module = ClipModule(clip, loss, optim)
-    pl_trainer = build_trainer(trainer_cfg, run_dir)
-    train_loader, val_loader = _loaders(pl_trainer, clip, train_set, val_set, data, seed)
-    pl_trainer.fit(module, train_loader, val_loader, ckpt_path=ckpt_path, weights_only=True)
-    pl_trainer.save_checkpoint(run_dir / CHECKPOINTS / LAST, weights_only=False)
-    if pl_trainer.is_global_zero:
-        save_bundles(module, pl_trainer, run_dir, prepared, config)
+    run(ClipTask(clip, loss, optim), datamodule, trainer, run_dir, resume, config, seed)
     return run_dir
-
-
-def _datasets(prepared: "PreparedDataset", data: ClipDataConfig, seed: int) -> tuple["ClipDataset", "ClipDataset | None"]:
-    from radlens.data.datasets import ClipDataset
-
-    if prepared.card.get("array_shape") is None:
-        raise InputError(prepared.path, "arrays of different shapes (card array_shape is null): a batch needs one shape")
-    augment = data.augment if data.augment.enabled else None
-    train = ClipDataset(prepared, "train", data.text_column, augment, data.caption_dropout, seed,
-                        sentence_dropout=data.sentence_dropout)
-    table = prepared.slices if prepared.dims == 2 else prepared.series
-    has_val = table is not None and (table["split"] == "validation").any()
-    val = ClipDataset(prepared, "validation", data.eval_text_column or data.text_column) if has_val else None
-    return train, val
 
 
 def _model(name: str, init_from: str | None, texts: list[str]) -> "CLIPModel":
     """A fresh model (its scratch tokenizer trained on the training texts) or one loaded from a bundle."""
     if init_from:
-        from radlens.models.bundle import load_bundle
+        from radlens.models.bundle import load_model
 
-        return load_bundle(init_from).train()
-    from radlens.models.registry import build_clip
+        return load_model(init_from, kind="clip").train()
+    from radlens.models.registry import build_model
 
-    return build_clip(name, texts=sorted(set(texts)))
+    model = build_model(name, texts=sorted(set(texts)))
+    if model.config["kind"] != "clip":
+        raise InputError(name, f"a {model.config['kind']} config; train clip needs a clip model")
+    return model
 
 
 def _keep_tokenizer(model: "CLIPModel", folder: Path, reuse: bool) -> None:
@@ -146,69 +134,3 @@ def check_inputs(model: "CLIPModel", prepared: "PreparedDataset", datasets: list
                 model.tokenize(unique[lo : lo + _TOKENIZE_CHUNK])
             except InputError as err:
                 raise InputError(prepared.path, f"split {ds.split!r}, column {ds.text_column!r}: {err.reason}") from err
-
-
-def _loaders(
-    trainer: Any, model: "CLIPModel", train_set: "ClipDataset", val_set: "ClipDataset | None", data: ClipDataConfig, seed: int
-) -> tuple[Any, Any]:
-    """Seeded, rank-aware, resumable train loader; plain ordered validation loader (whole split per rank)."""
-    import torch
-    from torch.utils.data import DataLoader
-
-    from radlens.data.datasets import ClipCollate
-    from radlens.data.samplers import ClipBatchSampler, resumable_loader
-
-    groups = None
-    if data.sampler != "random":
-        groups = train_set.group_ids("series" if data.sampler == "distinct_series" else "label")
-    sampler = ClipBatchSampler(
-        len(train_set), data.batch_size, seed=seed, groups=groups, rank=trainer.global_rank, world_size=trainer.world_size
-    )
-    collate = ClipCollate(model.tokenize)
-    common: dict[str, Any] = {
-        "collate_fn": collate,
-        "num_workers": data.num_workers,
-        "persistent_workers": data.num_workers > 0,
-        "pin_memory": torch.cuda.is_available(),
-    }
-
-    def progress() -> int:
-        return int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
-
-    # Its own generator: creating iterators must not consume the global RNG (resume exactness).
-    train = resumable_loader(
-        train_set, sampler, progress, generator=torch.Generator().manual_seed(seed), **common
-    )
-    val = None
-    if val_set is not None:
-        val = DataLoader(val_set, batch_size=data.eval_batch_size or data.batch_size, shuffle=False, **common)
-    return train, val
-
-
-def save_bundles(module: Any, trainer: Any, run_dir: Path, prepared: "PreparedDataset", config: dict[str, Any]) -> None:
-    """``last/`` from the final weights, ``best/`` from the best checkpoint (``last`` when none)."""
-    import torch
-
-    from radlens.models.bundle import save_bundle
-
-    preprocessing = preprocessing_from_card(prepared.card)
-    extra = {"run": str(run_dir.resolve()), "dataset": str(prepared.path.resolve()), "config": config,
-             "global_step": int(trainer.global_step)}
-    model = module.model
-    save_bundle(model, run_dir / "last", preprocessing, {**extra, "checkpoint": "last"})
-    best = best_checkpoint(trainer)
-    if best is not None and best.is_file():
-        state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
-        model.load_state_dict({k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")})
-        score = trainer.checkpoint_callbacks[-1].best_model_score
-        extra = {**extra, "checkpoint": best.name, "monitor": config["trainer"]["monitor"],
-                 "score": None if score is None else float(score)}
-    save_bundle(model, run_dir / "best", preprocessing, {**extra, "checkpoint": extra.get("checkpoint", "last")})
-
-
-def preprocessing_from_card(card: dict[str, Any]) -> dict[str, Any]:
-    """What a model's inputs must look like, from the dataset card: shape, dims, intensity, prepare settings."""
-    prepare_cfg = card.get("config") or {}
-    out = {k: card[k] for k in ("dims", "modality", "array_shape", "dtype", "intensity") if k in card}
-    out["prepare"] = {k: prepare_cfg[k] for k in ("spatial", "intensity", "slicing", "already_hu") if k in prepare_cfg}
-    return out

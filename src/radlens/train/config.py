@@ -1,4 +1,4 @@
-"""Typed configs of CLIP training: each dataclass is one option group of ``radlens train clip``.
+"""Typed configs shared by every training task: each dataclass is one option group of ``radlens train ...``.
 
 jsonargparse turns every field into a dotted option (``--optim.lr 3e-4``) and a YAML section,
 and rejects unknown keys and wrong types before any work starts.
@@ -6,37 +6,10 @@ and rejects unknown keys and wrong types before any work starts.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from radlens.data.augment import AugmentConfig
 from radlens.errors import ConfigError
-
-
-@dataclass
-class ClipDataConfig:
-    """Which prepared dataset, which text, and how batches are drawn.
-
-    ``text_column``: ``text`` (caption or full report) or a report section such as
-    ``report_findings``; ``eval_text_column`` is used for validation/test (default: the same).
-    ``caption_dropout``: for metadata-caption datasets, re-render each training caption with this
-    probability of blanking each acquisition field (MR-CLIP style robustness to missing fields).
-    ``sentence_dropout``: for report datasets, leave each sentence of a training report out with
-    this probability, so the model ties sentences rather than whole reports to images.
-    ``sampler``: ``random``, or ``distinct_series`` / ``distinct_label`` to keep at most one item
-    per series / per protocol label in a batch (fewer false negatives for the contrastive loss).
-    """
-
-    path: str = ""
-    text_column: str = "text"
-    eval_text_column: str | None = None
-    caption_dropout: float = 0.0
-    sentence_dropout: float = 0.0
-    batch_size: int = 32
-    eval_batch_size: int | None = None
-    num_workers: int = 0
-    sampler: Literal["random", "distinct_series", "distinct_label"] = "random"
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
 @dataclass
@@ -60,7 +33,8 @@ class TrainerConfig:
 
     ``precision="auto"`` picks ``bf16-mixed`` on a GPU and ``32-true`` on the CPU.
     ``val_every_n_steps`` and ``checkpoint_every_n_steps`` count training batches.
-    ``monitor`` is the validation metric the best ``keep_best`` checkpoints are chosen by.
+    ``monitor`` is the validation metric the best ``keep_best`` checkpoints are chosen by (default:
+    the task's own, e.g. ``val/i2t_R@1`` for CLIP, ``val/loss`` for the finding tasks).
     ``max_time`` (``DD:HH:MM:SS``) stops training early, e.g. to fit a time budget.
     """
 
@@ -76,7 +50,7 @@ class TrainerConfig:
     val_every_n_steps: int = 200
     checkpoint_every_n_steps: int = 200
     keep_best: int = 1
-    monitor: str = "val/i2t_R@1"
+    monitor: str | None = None
     log_every_n_steps: int = 10
     progress_bar: bool = True
 
@@ -93,14 +67,10 @@ class LossConfig:
     time_unit: float = 1e-3
 
 
-def validate(data: ClipDataConfig, optim: OptimConfig, trainer: TrainerConfig) -> None:
-    """Value checks jsonargparse's type checks cannot express; ``ConfigError`` before any work."""
-    checks: list[tuple[bool, str]] = [
-        (bool(data.path), "data.path: the prepared dataset folder is required"),
-        (data.batch_size >= 2, f"data.batch_size must be >= 2 for a contrastive loss, got {data.batch_size}"),
-        (data.num_workers >= 0, f"data.num_workers must be >= 0, got {data.num_workers}"),
-        (0.0 <= data.caption_dropout <= 1.0, f"data.caption_dropout must be in [0, 1], got {data.caption_dropout}"),
-        (0.0 <= data.sentence_dropout < 1.0, f"data.sentence_dropout must be in [0, 1), got {data.sentence_dropout}"),
+def validate(optim: OptimConfig, trainer: TrainerConfig, checks: list[tuple[bool, str]] | None = None) -> None:
+    """Value checks jsonargparse's type checks cannot express, plus a task's own ``checks``
+    (``(ok, message)`` pairs); ``ConfigError`` before any work."""
+    common: list[tuple[bool, str]] = [
         (optim.lr > 0, f"optim.lr must be > 0, got {optim.lr}"),
         (optim.warmup_steps >= 0, f"optim.warmup_steps must be >= 0, got {optim.warmup_steps}"),
         (0.0 <= optim.min_lr_ratio <= 1.0, f"optim.min_lr_ratio must be in [0, 1], got {optim.min_lr_ratio}"),
@@ -113,7 +83,7 @@ def validate(data: ClipDataConfig, optim: OptimConfig, trainer: TrainerConfig) -
          "trainer.strategy fsdp shards the model over GPUs and needs accelerator gpu/cuda with a GPU present; "
          "use ddp (or auto) on the CPU"),
     ]
-    for ok, message in checks:
+    for ok, message in [*(checks or []), *common]:
         if not ok:
             raise ConfigError(message)
 

@@ -3,7 +3,7 @@
 
 The classifier is a BERT-family encoder (default: the packaged MiniLM, offline) with one logit per
 finding, trained with class-weighted BCE on the prepared dataset's train split (one report per
-scan). Thresholds are chosen on validation (max F1 by default) and stored in the bundle; the
+scan). Thresholds are chosen on validation (max F1 by default) and stored in the ``best/`` bundle; the
 test split gives per-finding F1/AUROC with patient-bootstrap CIs (``eval/metrics.json``).
 """
 
@@ -57,7 +57,7 @@ def _split_reports(
     prepared: Any, findings: Sequence[str], columns: Sequence[str]
 ) -> dict[str, tuple[pd.DataFrame, list[str], np.ndarray]]:
     """Per split: (rows, texts, targets), one row per scan, rows without any report text dropped."""
-    from radlens.train.probe_data import targets_of
+    from radlens.data.labelled import targets_of
 
     series = prepared.series
     missing = [c for c in columns if c not in series.columns]
@@ -116,54 +116,52 @@ def train_labeller(
     """
     import lightning.pytorch as pl
 
-    from radlens.common.runinfo import run_info
-    from radlens.evaluate.probe import finding_results, scan_scores, validation_thresholds, write_results
-    from radlens.models.text import build_text_encoder
-    from radlens.train.engine import CHECKPOINTS, LAST, build_trainer, write_run_config
-    from radlens.train.labeller_model import ReportCollate, ReportDataset, ReportLabeller, encoder_spec, save_labeller
-    from radlens.train.probe_data import (
-        FindingDataConfig, device_of, positive_weights, restore_best, start_finding_run, training_loaders,
-    )
-    from radlens.train.probe_module import MultiLabelModule, predict_scores
+    from radlens.common.runinfo import run_info, write_results
+    from radlens.data.labelled import FindingDataConfig, ReportCollate, ReportDataset
+    from radlens.data.modules import LabelledTextDataModule
+    from radlens.metrics.findings import finding_results, scan_scores, validation_thresholds
+    from radlens.models.labeller import ReportLabeller, encoder_spec
+    from radlens.models.registry import build_model
+    from radlens.train.multilabel import MultiLabelTask, device_of, positive_weights, predict_scores, start_finding_run
+    from radlens.train.run import run
 
     sections = sections or ["findings", "impression"]
     columns = report_columns(sections, text_column)
     optim = optim or OptimConfig(lr=5e-5, weight_decay=0.01, warmup_steps=50)
     data = FindingDataConfig(path=prepared, findings=findings, batch_size=batch_size)
-    trainer_cfg, run_dir, ckpt_path, ds, names = start_finding_run(data, optim, trainer, out, resume)
+    trainer_cfg, ds, names = start_finding_run(data, optim, trainer, out, resume)
     splits = _split_reports(ds, names, columns)
-    spec = encoder_spec(encoder, context_length)
     pl.seed_everything(seed, workers=True, verbose=False)
-    model = ReportLabeller(build_text_encoder(spec, splits["train"][1]), names, dropout)
+    model = ReportLabeller(build_model(encoder_spec(encoder, context_length), texts=splits["train"][1]), names, dropout)
 
     config = {"prepared": prepared, "out": out, "encoder": encoder, "findings": names, "sections": sections,
               "text_column": text_column, "context_length": context_length, "batch_size": batch_size, "dropout": dropout,
               "optim": as_dict(optim), "trainer": as_dict(trainer_cfg), "threshold_method": threshold_method,
               "n_bootstrap": n_bootstrap, "seed": seed, "resume": resume}
-    write_run_config(run_dir, config, seed)
     sets = {s: ReportDataset(texts, targets) for s, (_, texts, targets) in splits.items()}
-    module = MultiLabelModule(model, positive_weights(sets["train"].targets), optim)
-    pl_trainer = build_trainer(trainer_cfg, run_dir)
+    datamodule = LabelledTextDataModule(sets["train"], sets["validation"], model.tokenize, batch_size, 0, seed)
+    datamodule.prepared = ds
     collate = ReportCollate(model.tokenize)
-    loaders = training_loaders(pl_trainer, sets["train"], sets["validation"], batch_size, None, 0, seed, collate)
-    pl_trainer.fit(module, *loaders, ckpt_path=ckpt_path, weights_only=True)
-    pl_trainer.save_checkpoint(run_dir / CHECKPOINTS / LAST, weights_only=False)
-    if not pl_trainer.is_global_zero:
-        return run_dir
 
-    checkpoint = restore_best(module, pl_trainer)
-    device = device_of()
-    scans = {s: scan_scores(splits[s][0], splits[s][2], predict_scores(model, sets[s], batch_size, device, collate), names)
-             for s in ("validation", "test")}
-    thresholds = validation_thresholds(scans["validation"], names, threshold_method)
-    meta = {"thresholds": thresholds, "threshold_method": threshold_method, "sections": sections, "text_column": text_column,
-            "extra": {"run": str(run_dir.resolve()), "dataset": str(ds.path.resolve()), "checkpoint": checkpoint,
-                      "global_step": int(pl_trainer.global_step)}}
-    save_labeller(model.cpu(), run_dir / "bundle", spec, meta)
-    metrics, predictions = finding_results(scans["validation"], scans["test"], names, threshold_method, n_bootstrap, seed)
-    write_results(run_dir / "eval", metrics, predictions, run_info("train labeller", config, seed))
-    print(f"labeller: test macro F1 {metrics['macro']['f1']} over {len(names)} finding(s) -> {run_dir / 'bundle'}")
-    return run_dir
+    def scores(split: str) -> Any:
+        return scan_scores(splits[split][0], splits[split][2],
+                           predict_scores(model, sets[split], collate, batch_size, device_of()), names)
+
+    scans: dict[str, Any] = {}
+
+    def thresholds(_: Any) -> dict[str, Any]:
+        scans["validation"] = scores("validation")
+        chosen = validation_thresholds(scans["validation"], names, threshold_method)
+        return {"labeller": {"thresholds": chosen, "threshold_method": threshold_method, "sections": sections,
+                             "text_column": text_column}}
+
+    result = run(MultiLabelTask(model, positive_weights(sets["train"].targets), optim), datamodule, trainer_cfg, out, resume,
+                 config, seed, best_extra=thresholds)
+    if result.is_global_zero:
+        metrics, predictions = finding_results(scans["validation"], scores("test"), names, threshold_method, n_bootstrap, seed)
+        write_results(result.folder / "eval", metrics, predictions, run_info("train labeller", config, seed))
+        print(f"labeller: test macro F1 {metrics['macro']['f1']} over {len(names)} finding(s) -> {result.folder / 'best'}")
+    return result.folder
 
 
 def _read_reports(path: Path, needed: Sequence[str]) -> pd.DataFrame:
@@ -180,7 +178,8 @@ def _read_reports(path: Path, needed: Sequence[str]) -> pd.DataFrame:
 
 
 def label_reports(bundle: str, reports: str, out: str, batch_size: int = 32, device: str = "auto") -> int:
-    """Label every report of REPORTS (CSV: VolumeName + Findings_EN, Impressions_EN) with a labeller BUNDLE.
+    """Label every report of REPORTS (CSV: VolumeName + Findings_EN, Impressions_EN) with a labeller BUNDLE
+    (a ``train labeller`` run folder or its ``best/`` bundle).
 
     OUT (CSV) has CT-RATE's labels shape: VolumeName, one 0/1 column per finding (bundle order),
     then ``<finding> probability`` columns. Rows without report text are skipped and listed in
@@ -189,25 +188,29 @@ def label_reports(bundle: str, reports: str, out: str, batch_size: int = 32, dev
     import pandas as pd
 
     from radlens.common.atomic import write_csv_atomic
-    from radlens.train.labeller_model import ReportCollate, ReportDataset, load_labeller, read_labeller_config
-    from radlens.train.probe_data import device_of
-    from radlens.train.probe_module import predict_scores
+    from radlens.data.labelled import ReportCollate, ReportDataset
+    from radlens.models.bundle import load_model, read_index, resolve_bundle
+    from radlens.train.multilabel import device_of, predict_scores
 
     src, dst = Path(reports), Path(out)
     if dst.resolve() == src.resolve():
         raise InputError(dst, "the output would overwrite the input reports CSV")
-    config = read_labeller_config(bundle)
-    columns = csv_columns(config["sections"], config.get("text_column"))
+    folder = resolve_bundle(bundle)
+    meta = read_index(folder).get("extra", {}).get("labeller")
+    if not isinstance(meta, dict) or "thresholds" not in meta:
+        raise InputError(folder, "not a report-labeller bundle with validation thresholds (extra.labeller); "
+                                 "use the best/ bundle of a `radlens train labeller` run")
+    columns = csv_columns(meta["sections"], meta.get("text_column"))
     table = _read_reports(src, ["VolumeName", *columns])
-    model, config = load_labeller(bundle)
+    model = load_model(folder, kind="report_labeller")
     texts = texts_from_columns(table, columns)
     ok = np.array([bool(t) for t in texts])
     if not ok.any():
         raise InputError(src, f"no row has report text in {columns}")
-    names = config["findings"]
+    names = model.findings
     scores = predict_scores(model, ReportDataset([t for t, k in zip(texts, ok) if k], np.zeros((int(ok.sum()), len(names)))),
-                            batch_size, device_of(device), ReportCollate(model.tokenize))
-    thresholds = np.array([config["thresholds"][f] for f in names])
+                            ReportCollate(model.tokenize), batch_size, device_of(device))
+    thresholds = np.array([meta["thresholds"][f] for f in names])
     labels = pd.DataFrame((scores >= thresholds).astype(int), columns=names)
     probs = pd.DataFrame(scores, columns=[f"{f} probability" for f in names])
     result = pd.concat([table.loc[ok, ["VolumeName"]].reset_index(drop=True), labels, probs], axis=1)

@@ -1,18 +1,18 @@
 """``radlens train probe``: ClassFine on a prepared dataset, then test metrics with validation thresholds.
 
-Run folder: the engine's ``config.yaml``, ``checkpoints/``, ``logs/``, plus ``bundle/`` (the
-ClassFine bundle, from the best checkpoint by ``val/loss``) and ``eval/`` (metrics.json,
-predictions.csv, run.json on the test split, per scan).
+Run folder (:func:`radlens.train.run.run`): ``config.yaml``, ``checkpoints/``, ``logs/``, the
+ClassFine bundles ``best/`` (best checkpoint by ``val/loss``, with the validation thresholds) and
+``last/``, plus ``eval/`` (metrics.json, predictions.csv, run.json on the test split, per scan).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
+from radlens.data.labelled import FindingDataConfig
 from radlens.metrics.findings import ThresholdMethod
 from radlens.train.config import OptimConfig, TrainerConfig, as_dict
-from radlens.train.probe_data import FindingDataConfig
 
 
 def train_probe(
@@ -49,52 +49,49 @@ def train_probe(
     """
     import lightning.pytorch as pl
 
-    from radlens.evaluate.embed import check_compatible
     from radlens.common.runinfo import run_info
-    from radlens.train.clip import preprocessing_from_card
-    from radlens.evaluate.probe import finding_results, scan_scores, validation_thresholds, write_results
+    from radlens.data.labelled import FindingDataset, collate_findings, require_splits
+    from radlens.data.modules import LabelledImageDataModule
+    from radlens.models.compat import check_compatible
+    from radlens.common.runinfo import write_results
+    from radlens.metrics.findings import finding_results, scan_scores, validation_thresholds
     from radlens.models.bundle import load_model
-    from radlens.train.engine import CHECKPOINTS, LAST, build_trainer, write_run_config
-    from radlens.train.probe_data import (
-        FindingDataset, device_of, positive_weights, require_splits, restore_best, start_finding_run, training_loaders,
-    )
-    from radlens.train.probe_module import ClassFineModel, MultiLabelModule, predict_scores, save_classfine
+    from radlens.models.classfine import ClassFineModel
+    from radlens.train.multilabel import MultiLabelTask, device_of, positive_weights, predict_scores, start_finding_run
+    from radlens.train.run import run
 
     optim = optim or OptimConfig(lr=1e-3, weight_decay=1e-4, warmup_steps=10)
-    trainer_cfg, run_dir, ckpt_path, prepared, findings = start_finding_run(data, optim, trainer, out, resume)
+    trainer_cfg, prepared, findings = start_finding_run(data, optim, trainer, out, resume)
     require_splits(prepared.series, ("train", "validation", *(("test",) if evaluate else ())), prepared.path)
-    clip = load_model(encoder)
+    clip = load_model(encoder, kind="clip")
     check_compatible(clip, prepared)
     pl.seed_everything(seed, workers=True, verbose=False)
-    train_set = FindingDataset(prepared, "train", findings, data.augment, seed)
-    val_set = FindingDataset(prepared, "validation", findings)
+    datamodule = LabelledImageDataModule(prepared, findings, data.batch_size, data.eval_batch_size, data.num_workers,
+                                         data.augment if data.augment.enabled else None, seed)
     test_set = FindingDataset(prepared, "test", findings) if evaluate else None
 
     config = {"data": as_dict(data), "encoder": encoder, "features": features, "hidden": hidden, "dropout": dropout,
               "optim": as_dict(optim), "trainer": as_dict(trainer_cfg), "evaluate": evaluate,
               "threshold_method": threshold_method, "n_bootstrap": n_bootstrap, "out": out, "seed": seed,
               "resume": resume}
-    write_run_config(run_dir, config, seed, findings=findings)
     model = ClassFineModel(clip, findings, features, hidden, dropout)
-    module = MultiLabelModule(model, positive_weights(train_set.targets), optim)
-    pl_trainer = build_trainer(trainer_cfg, run_dir)
-    loaders = training_loaders(pl_trainer, train_set, val_set, data.batch_size, data.eval_batch_size, data.num_workers, seed)
-    pl_trainer.fit(module, *loaders, ckpt_path=ckpt_path, weights_only=True)
-    pl_trainer.save_checkpoint(run_dir / CHECKPOINTS / LAST, weights_only=False)
-    if not pl_trainer.is_global_zero:
-        return run_dir
-
-    checkpoint = restore_best(module, pl_trainer)
+    task = MultiLabelTask(model, positive_weights(datamodule.train_set.targets), optim)
     device, batch = device_of(), data.eval_batch_size or data.batch_size
-    val = scan_scores(val_set.table, val_set.targets, predict_scores(model, val_set, batch, device), findings)
-    thresholds = validation_thresholds(val, findings, threshold_method)
-    extra = {"run": str(run_dir.resolve()), "dataset": str(prepared.path.resolve()), "checkpoint": checkpoint,
-             "global_step": int(pl_trainer.global_step), "config": config,
-             "classfine": {"thresholds": thresholds, "threshold_method": threshold_method}}
-    save_classfine(model.cpu(), run_dir / "bundle", preprocessing_from_card(prepared.card), extra)
-    if test_set is not None:
-        test = scan_scores(test_set.table, test_set.targets, predict_scores(model, test_set, batch, device), findings)
-        metrics, predictions = finding_results(val, test, findings, threshold_method, n_bootstrap, seed)
+
+    def scores(ds: FindingDataset) -> Any:
+        return scan_scores(ds.table, ds.targets, predict_scores(model, ds, collate_findings, batch, device), findings)
+
+    val: dict[str, Any] = {}
+
+    def thresholds(_: Any) -> dict[str, Any]:
+        val["scores"] = scores(datamodule.val_set)
+        chosen = validation_thresholds(val["scores"], findings, threshold_method)
+        return {"classfine": {"thresholds": chosen, "threshold_method": threshold_method}}
+
+    result = run(task, datamodule, trainer_cfg, out, resume, config, seed, {"findings": findings}, thresholds)
+    run_dir = result.folder
+    if result.is_global_zero and test_set is not None:
+        metrics, predictions = finding_results(val["scores"], scores(test_set), findings, threshold_method, n_bootstrap, seed)
         write_results(run_dir / "eval", metrics, predictions, run_info("train probe", config, seed))
         print(f"ClassFine: test macro AUROC {metrics['macro']['auroc']} over {len(findings)} finding(s) -> {run_dir / 'eval'}")
     return run_dir

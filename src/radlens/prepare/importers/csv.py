@@ -10,6 +10,11 @@ Images are 2D files (PNG/JPEG/BMP/TIFF: 8/16-bit values are scaled by their whit
 or volumes (anything :func:`radlens.io.reader.read_volume` reads). Without ``patient_id`` a
 row's patient is the image's folder (slices of one series sit in one folder, as the MR-CLIP
 export writes them), or the file stem for images directly next to the CSV.
+
+Masks: an optional ``mask`` (or ``mask_path``) column gives each row's label map, a path like the
+image's (empty: no mask): NIfTI for volumes, PNG/``.npy`` holding label ids for 2D images, in the
+image's voxel grid. Its ids are named by a ``labels.json`` next to the CSV (``{"0": "background",
+"1": "lesion"}``, or nnU-Net's ``{"background": 0, "lesion": 1}``), else kept as found.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ if TYPE_CHECKING:
 
 IMAGE_COLUMNS = ("filepath", "image", "path")
 OPTIONAL = ("label", "patient_id", "study_id", "split", "modality")
+MASK_COLUMNS = ("mask", "mask_path")
+LABELS_FILE = "labels.json"
 # Pillow modes of integer images -> the value that means "white".
 _FULL_SCALE = {"1": 1.0, "L": 255.0, "LA": 255.0, "P": 255.0, "RGB": 255.0, "RGBA": 255.0, "I;16": 65535.0,
                "I;16B": 65535.0, "I;16L": 65535.0}
@@ -74,8 +81,15 @@ def discover(root: Path, cfg: "PrepareConfig") -> Discovery:
     missing = ([] if image_col else [" or ".join(IMAGE_COLUMNS)]) + (["text"] if "text" not in df.columns else [])
     if missing:
         raise InputError(table, f"missing column(s) {missing}; has {list(df.columns)}")
-    findings = _finding_columns(df, {image_col, "text", *OPTIONAL})
+    findings = _finding_columns(df, {image_col, "text", *OPTIONAL, *MASK_COLUMNS})
     base = table.parent
+    mask_col = next((c for c in MASK_COLUMNS if c in df.columns), None)
+    labels_file = base / LABELS_FILE
+    scheme = None
+    if mask_col is not None and labels_file.is_file():
+        from radlens.prepare.masks import read_label_table
+
+        scheme = read_label_table(labels_file)
     items: list[SeriesItem] = []
     failures: list[Failure] = []
     seen: set[str] = set()
@@ -91,6 +105,12 @@ def discover(root: Path, cfg: "PrepareConfig") -> Discovery:
             failures.append(Failure(raw, "discover", "listed twice"))
             continue
         seen.add(series_id)
+        mask = None
+        if mask_col is not None and pd.notna(row[mask_col]) and str(row[mask_col]).strip():
+            mask = (base / str(row[mask_col]).strip()).resolve()
+            if not mask.is_file():
+                failures.append(Failure(raw, "discover", f"mask {row[mask_col]}: no such file"))
+                continue
         parent = Path(rel).parent.as_posix()
         patient = str(row["patient_id"]) if "patient_id" in df.columns else (parent if parent != "." else series_id)
         fields: dict[str, Any] = {f: int(row[f]) for f in findings}
@@ -104,7 +124,9 @@ def discover(root: Path, cfg: "PrepareConfig") -> Discovery:
                 patient_id=patient.replace("/", "_"),
                 study_id=str(row["study_id"]) if "study_id" in df.columns else patient.replace("/", "_"),
                 source_path=rel,
-                inputs=(str(path),),
+                inputs=(str(path), *((str(mask), *((str(labels_file),) if scheme else ())) if mask else ())),
+                mask=str(mask) if mask is not None else None,
+                mask_labels=scheme if mask is not None else None,
                 modality=str(row["modality"]) if "modality" in df.columns and pd.notna(row["modality"]) else None,
                 text="" if pd.isna(row["text"]) else str(row["text"]),
                 fields=fields,
@@ -123,20 +145,43 @@ def _full_scale(path: Path) -> float:
         return _FULL_SCALE.get(img.mode, 1.0)
 
 
+def _slice_volume(image: np.ndarray, path: Path, allow_empty: bool = False) -> "Volume":
+    """A 2D image ``(H, W)`` as a one-slice volume with an identity affine."""
+    from radlens.io.build import build_volume
+
+    # The inverse of radlens.prepare.slicing's display orientation, so a slice exported as
+    # PNG and read back here is cut out again unchanged.
+    volume = build_volume(image[::-1, ::-1].T[:, :, None], np.eye(4), source=path, allow_empty=allow_empty)
+    volume.slice_normal = None
+    return volume
+
+
+def load_mask(item: SeriesItem) -> "Volume":
+    """The row's label map: PNG/``.npy`` ids (unscaled) for 2D images, NIfTI for volumes."""
+    from radlens.io.images import PILLOW_SUFFIXES
+
+    path = Path(item.mask or "")
+    name = path.name.lower()
+    if path.suffix.lower() in PILLOW_SUFFIXES + (".npy",):
+        from radlens.io.images import read_image2d
+
+        return _slice_volume(read_image2d(path), path, allow_empty=True)
+    if name.endswith((".nii", ".nii.gz")):
+        from radlens.io.nifti import read_mask
+
+        return read_mask(path)
+    raise InputError(path, "a mask must be NIfTI (.nii/.nii.gz) or, for a 2D image, PNG/.npy")
+
+
 def load(item: SeriesItem, cfg: "PrepareConfig") -> "Volume":
     """A 2D image (as a one-slice volume, values / 255) or a volume, with the row's modality."""
     from radlens.io.images import PILLOW_SUFFIXES
 
     path = Path(item.inputs[0])
     if path.suffix.lower() in PILLOW_SUFFIXES + (".npy",):
-        from radlens.io.build import build_volume
         from radlens.io.images import read_image2d
 
-        image = read_image2d(path) / np.float32(_full_scale(path))
-        # The inverse of radlens.prepare.slicing's display orientation, so a slice exported as
-        # PNG and read back here is cut out again unchanged.
-        volume = build_volume(image[::-1, ::-1].T[:, :, None], np.eye(4), source=path)
-        volume.slice_normal = None
+        volume = _slice_volume(read_image2d(path) / np.float32(_full_scale(path)), path)
     else:
         from radlens.io.reader import read_volume
 

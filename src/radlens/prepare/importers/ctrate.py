@@ -7,6 +7,12 @@ under the root, and the CSVs next to them: ``*reports*.csv`` (``VolumeName`` + r
 without a file is a failure. Patient ``{split}_{patient}``, scan ``{split}_{patient}_{scan}``,
 series = the volume name. Text = Findings; every section is kept as a ``report_*`` column.
 
+Masks (the radlens CT phantom writes them; CT-RATE itself has none): a label map
+``{name}_mask.nii.gz`` anywhere under the root (the phantom mirrors the volume folders under
+``masks/``) is the mask of volume ``name``; its ids are named by the nearest ``labels.json``
+in its folder or a folder above it (``{"labels": {"0": "background", "1": ...}}``), else kept
+as found. Tables that disagree are refused (one label scheme per dataset).
+
 HU handling follows ``PrepareConfig.already_hu`` and is never guessed: ``"yes"`` reads the files
 as they are, ``"no"`` applies each row's RescaleSlope/Intercept, ``"auto-column"`` reads a
 per-row flag (:data:`HU_FLAG_COLUMNS`) from the metadata CSV and refuses to start without one.
@@ -125,6 +131,7 @@ def _rescale(name: str, cfg: "PrepareConfig", meta: "pd.DataFrame | None", flag:
 
 def discover(root: Path, cfg: "PrepareConfig") -> Discovery:
     """One item per volume listed in the reports CSVs."""
+    from radlens.prepare.masks import SchemeMerger, read_label_table
     from radlens.prepare.reports import from_ctrate_row, report_text
 
     if not root.is_dir():
@@ -144,6 +151,9 @@ def discover(root: Path, cfg: "PrepareConfig") -> Discovery:
             )
         flag = found[0]
     files = {_volume_name(p.name): p for p in root.rglob("*.nii*") if p.is_file() and p.name.endswith((".nii", ".nii.gz"))}
+    masks = {name.removesuffix("_mask"): p for name, p in files.items() if name.endswith("_mask")}
+    tables: dict[Path, Path | None] = {}
+    merger = SchemeMerger()
     items: list[SeriesItem] = []
     failures: list[Failure] = []
     for volume_name, row in reports.iterrows():
@@ -166,6 +176,19 @@ def discover(root: Path, cfg: "PrepareConfig") -> Discovery:
             fields.update({f: int(labels.loc[volume_name, f]) for f in FINDINGS if f in labels.columns})
         patient = f"{match['split']}_{match['patient']}"
         scan = f"{patient}_{match['scan']}"
+        mask, table, scheme = masks.get(name), None, None
+        if mask is not None:
+            table = _labels_json(mask.parent, root, tables)
+            try:
+                scheme = read_label_table(table) if table is not None else None
+            except InputError as err:
+                failures.append(Failure(str(volume_name), "discover", f"{Path(err.path).name}: {err.reason}"))
+                continue
+            if scheme is not None:
+                clash = merger.add(scheme, table.relative_to(root).as_posix())  # type: ignore[union-attr]
+                if clash is not None:
+                    failures.append(Failure(str(volume_name), "discover", f"{table.relative_to(root).as_posix()}: {clash}"))  # type: ignore[union-attr]
+                    continue
         items.append(
             SeriesItem(
                 series_id=name,
@@ -173,14 +196,29 @@ def discover(root: Path, cfg: "PrepareConfig") -> Discovery:
                 study_id=scan,
                 scan_id=scan,
                 source_path=files[name].relative_to(root).as_posix(),
-                inputs=(str(files[name]),),
+                inputs=(str(files[name]), *(str(p) for p in (mask, table) if p is not None)),
                 modality="CT",
                 text=report_text(sections),
                 rescale=rescale,
+                mask=str(mask) if mask is not None else None,
+                mask_labels=scheme,
                 fields=fields,
             )
         )
     return Discovery(items, failures, findings=FINDINGS if labels is not None else ())
+
+
+def _labels_json(folder: Path, root: Path, cache: dict[Path, Path | None]) -> Path | None:
+    """The nearest ``labels.json`` in ``folder`` or a folder above it, up to ``root``."""
+    if folder not in cache:
+        here = folder / "labels.json"
+        if here.is_file():
+            cache[folder] = here
+        elif folder == root or root not in folder.parents:
+            cache[folder] = None
+        else:
+            cache[folder] = _labels_json(folder.parent, root, cache)
+    return cache[folder]
 
 
 def load(item: SeriesItem, cfg: "PrepareConfig") -> "Volume":

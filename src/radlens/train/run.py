@@ -1,19 +1,21 @@
-"""The Lightning Trainer factory shared by every training task, and run-folder bookkeeping.
+"""One run function for every training task: run folder, Trainer, fit, checkpoints, bundles.
 
 A run folder::
 
     RUN/
       config.yaml        the resolved command options (rerun with `--config RUN/config.yaml`)
       run.json           radlens version, seed, start time (rewritten at every (re)start)
-      tokenizer/         the text tokenizer the run trains with (reused on resume)
+      tokenizer/         a CLIP run's text tokenizer (reused on resume)
       checkpoints/       last.ckpt, step-NNNNNNN.ckpt every N steps, best-step-NNNNNNN.ckpt (top k)
       logs/csv/version_N/          metrics.csv (CSVLogger), one version per (re)start
       logs/tensorboard/version_N/  TensorBoard events
-      best/, last/       model bundles written at the end
+      best/, last/       model bundles written at the end (best by the monitored metric)
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +24,9 @@ from radlens.errors import ConfigError, InputError
 if TYPE_CHECKING:
     import lightning.pytorch as pl
 
+    from radlens.data.modules import RadlensDataModule
     from radlens.train.config import TrainerConfig
+    from radlens.train.task import TaskModule
 
 CHECKPOINTS = "checkpoints"
 LAST = "last.ckpt"
@@ -53,7 +57,7 @@ def resolve_resume(run_dir: Path, resume: str | None) -> Path | None:
     return path
 
 
-def build_trainer(cfg: "TrainerConfig", run_dir: Path) -> "pl.Trainer":
+def build_trainer(cfg: "TrainerConfig", run_dir: Path, monitor: str, mode: str) -> "pl.Trainer":
     """A Trainer with the run folder's loggers and checkpoints, stepping on ``max_steps``.
 
     Validation and checkpoints are scheduled in training batches across epoch boundaries
@@ -82,8 +86,8 @@ def build_trainer(cfg: "TrainerConfig", run_dir: Path) -> "pl.Trainer":
                 dirpath=ckpt_dir,
                 filename="best-step-{step:07d}",
                 auto_insert_metric_name=False,
-                monitor=cfg.monitor,
-                mode="min" if cfg.monitor.endswith(("loss", "rank")) else "max",
+                monitor=monitor,
+                mode=mode,
                 save_top_k=cfg.keep_best,
             )
         )
@@ -129,11 +133,78 @@ def best_checkpoint(trainer: "pl.Trainer") -> Path | None:
 def write_run_config(run_dir: Path, config: dict[str, Any], seed: int, **extra: Any) -> None:
     """``config.yaml`` (exactly the command's options, so ``--config RUN/config.yaml`` reruns it) and
     ``run.json`` (radlens version, seed, start time, and ``extra`` facts such as the findings used)."""
+    from radlens.common.atomic import write_json_atomic, write_yaml_atomic
     from radlens.common.runinfo import run_info
-    from radlens.common.atomic import write_json_atomic
-
-    from radlens.common.atomic import write_yaml_atomic
 
     write_yaml_atomic(run_dir / "config.yaml", config)
     write_json_atomic(run_dir / "run.json", {**run_info("train", config, seed), **extra})
 
+
+def choose_monitor(task: "type[TaskModule] | TaskModule", cfg: "TrainerConfig") -> str:
+    """The metric best checkpoints are chosen by: the user's, which the task must log, or the task's own."""
+    if cfg.monitor is None:
+        return task.metrics[0]
+    if cfg.monitor not in task.metrics:
+        raise ConfigError(f"trainer.monitor {cfg.monitor!r} is not logged by this task; use one of {', '.join(task.metrics)}")
+    return cfg.monitor
+
+
+@dataclass
+class RunResult:
+    """What :func:`run` leaves: the run folder, the final step and the checkpoint the ``best/`` bundle came from."""
+
+    folder: Path
+    global_step: int
+    best: str
+    is_global_zero: bool
+
+
+def run(
+    task: "TaskModule",
+    datamodule: "RadlensDataModule",
+    trainer: "TrainerConfig",
+    out: str | Path,
+    resume: str | None,
+    config: dict[str, Any],
+    seed: int,
+    facts: dict[str, Any] | None = None,
+    best_extra: Callable[["TaskModule"], dict[str, Any]] | None = None,
+) -> RunResult:
+    """Train ``task`` on ``datamodule`` into the run folder ``out``; the same for every task.
+
+    Writes ``config.yaml`` (``config``: the command's options) and ``run.json`` (``facts`` added),
+    fits with checkpoints every N steps and the best ``keep_best`` by the monitored metric, saves
+    ``checkpoints/last.ckpt`` and, on rank 0, the bundles ``last/`` (final weights) and ``best/``
+    (best checkpoint's weights, ``last`` when there is none). ``task.model`` holds the best weights
+    afterwards; ``best_extra(task)`` (e.g. validation thresholds) goes into the ``best/`` bundle's
+    ``extra``. ``resume``: ``latest`` or a checkpoint path, continuing exactly where it stopped.
+    """
+    import torch
+
+    from radlens.models.bundle import save_bundle
+
+    run_dir = Path(out)
+    ckpt_path = resolve_resume(run_dir, resume)
+    monitor = choose_monitor(task, trainer)
+    write_run_config(run_dir, config, seed, **(facts or {}))
+    pl_trainer = build_trainer(trainer, run_dir, monitor, task.monitor_mode(monitor))
+    pl_trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    pl_trainer.save_checkpoint(run_dir / CHECKPOINTS / LAST, weights_only=False)
+    result = RunResult(run_dir, int(pl_trainer.global_step), "last", pl_trainer.is_global_zero)
+    if not pl_trainer.is_global_zero:
+        return result
+    extra = {"run": str(run_dir.resolve()), "config": config, "global_step": result.global_step, **(facts or {})}
+    dataset = getattr(datamodule, "prepared", None)
+    if dataset is not None:
+        extra["dataset"] = str(dataset.path.resolve())
+    preprocessing = datamodule.preprocessing()
+    save_bundle(task.model, run_dir / "last", preprocessing, {**extra, "checkpoint": "last"})
+    best = best_checkpoint(pl_trainer)
+    if best is not None and best.is_file():
+        task.load_state_dict(torch.load(best, map_location="cpu", weights_only=True)["state_dict"])
+        score = pl_trainer.checkpoint_callbacks[-1].best_model_score  # type: ignore[attr-defined]
+        result.best = best.name
+        extra.update(monitor=monitor, score=None if score is None else float(score))
+    extra.update(checkpoint=result.best, **(best_extra(task) if best_extra else {}))
+    save_bundle(task.model, run_dir / "best", preprocessing, extra)
+    return result

@@ -1,0 +1,172 @@
+"""LightningDataModules: one per kind of training data, each building its own datasets and loaders.
+
+Training loaders are seeded, rank-aware and resumable mid-epoch: radlens' batch sampler
+(:class:`radlens.data.samplers.ClipBatchSampler`) takes the rank and world size from
+``self.trainer`` when Lightning asks for the loader, and the loader reports the position the
+trainer has really processed so a checkpoint can resume exactly there. Validation loaders run the
+whole split in order on every rank. A task never builds loaders and a run never passes a Trainer.
+
+Datasets are built when the module is made (they are light: tables and memory maps), so a
+trainer can check them and size its model before training starts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import lightning.pytorch as pl
+import numpy as np
+
+from radlens.data.augment import AugmentConfig
+from radlens.data.prepared import PreparedDataset
+from radlens.errors import InputError
+
+if TYPE_CHECKING:
+    from torch.utils.data import DataLoader
+
+    from radlens.data.datasets import ClipDataConfig, ClipDataset
+    from radlens.data.labelled import FindingDataset, ReportDataset
+
+
+class RadlensDataModule(pl.LightningDataModule):
+    """Base: ``train_set`` and optional ``val_set`` (built by subclasses), one collate function.
+
+    Subclasses set the datasets in ``__init__``, give :meth:`collate_fn` and may override :meth:`groups`
+    (items of one group never share a training batch).
+    """
+
+    train_set: Any
+    val_set: Any | None
+
+    def __init__(self, batch_size: int, eval_batch_size: int | None, num_workers: int, seed: int) -> None:
+        super().__init__()
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
+        self.num_workers, self.seed = num_workers, seed
+
+    def collate_fn(self) -> Callable[[list[dict[str, Any]]], Any]:
+        """The loaders' collate function (a small picklable object, for worker processes)."""
+        raise NotImplementedError
+
+    def groups(self) -> np.ndarray | None:
+        return None
+
+    def preprocessing(self) -> dict[str, Any]:
+        """What a model trained on this data expects of its inputs (saved in its bundle)."""
+        return {}
+
+    def _loader_kwargs(self) -> dict[str, Any]:
+        import torch
+
+        return {"collate_fn": self.collate_fn(), "num_workers": self.num_workers,
+                "persistent_workers": self.num_workers > 0, "pin_memory": torch.cuda.is_available()}
+
+    def train_dataloader(self) -> DataLoader:
+        import torch
+
+        from radlens.data.samplers import ClipBatchSampler, resumable_loader
+
+        trainer = self.trainer
+        assert trainer is not None, "a DataModule's loaders are made by the Trainer"
+        sampler = ClipBatchSampler(len(self.train_set), self.batch_size, seed=self.seed, groups=self.groups(),
+                                   rank=trainer.global_rank, world_size=trainer.world_size)
+
+        def progress() -> int:
+            return int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
+
+        # Its own generator: creating iterators must not consume the global RNG (resume exactness).
+        return resumable_loader(self.train_set, sampler, progress, generator=torch.Generator().manual_seed(self.seed),
+                                **self._loader_kwargs())
+
+    def val_dataloader(self) -> Any:
+        from torch.utils.data import DataLoader
+
+        if self.val_set is None:
+            return []
+        return DataLoader(self.val_set, batch_size=self.eval_batch_size, shuffle=False, **self._loader_kwargs())
+
+
+def preprocessing_from_card(card: dict[str, Any]) -> dict[str, Any]:
+    """What a model's inputs must look like, from the dataset card: shape, dims, intensity, prepare settings."""
+    prepare_cfg = card.get("config") or {}
+    out = {k: card[k] for k in ("dims", "modality", "array_shape", "dtype", "intensity") if k in card}
+    out["prepare"] = {k: prepare_cfg[k] for k in ("spatial", "intensity", "slicing", "already_hu") if k in prepare_cfg}
+    return out
+
+
+def has_split(prepared: PreparedDataset, split: str) -> bool:
+    """Whether the items table (slices for 2D, series for 3D) has rows in ``split``."""
+    table = prepared.slices if prepared.dims == 2 else prepared.series
+    return table is not None and bool((table["split"] == split).any())
+
+
+class ImageTextDataModule(RadlensDataModule):
+    """Image-text pairs (2D slices or 3D volumes with captions or reports) for contrastive training.
+
+    ``tokenize`` (the model's tokenizer) is set once the model exists; the collate function
+    tokenises in the loader workers.
+    """
+
+    def __init__(self, prepared: PreparedDataset, cfg: ClipDataConfig, seed: int = 0) -> None:
+        from radlens.data.datasets import ClipDataset
+
+        super().__init__(cfg.batch_size, cfg.eval_batch_size, cfg.num_workers, seed)
+        if prepared.card.get("array_shape") is None:
+            raise InputError(prepared.path, "arrays of different shapes (card array_shape is null): a batch needs one shape")
+        self.prepared, self.cfg = prepared, cfg
+        augment = cfg.augment if cfg.augment.enabled else None
+        self.train_set: ClipDataset = ClipDataset(prepared, "train", cfg.text_column, augment, cfg.caption_dropout, seed,
+                                                  sentence_dropout=cfg.sentence_dropout)
+        self.val_set: ClipDataset | None = (ClipDataset(prepared, "validation", cfg.eval_text_column or cfg.text_column)
+                                            if has_split(prepared, "validation") else None)
+        self.tokenize: Callable[[Sequence[str]], Any] | None = None
+
+    def collate_fn(self) -> Callable[[list[dict[str, Any]]], Any]:
+        from radlens.data.datasets import ClipCollate
+
+        assert self.tokenize is not None, "set ImageTextDataModule.tokenize to the model's tokenizer first"
+        return ClipCollate(self.tokenize)
+
+    def groups(self) -> np.ndarray | None:
+        if self.cfg.sampler == "random":
+            return None
+        return self.train_set.group_ids("series" if self.cfg.sampler == "distinct_series" else "label")
+
+    def preprocessing(self) -> dict[str, Any]:
+        return preprocessing_from_card(self.prepared.card)
+
+
+class LabelledImageDataModule(RadlensDataModule):
+    """Images with 0/1 finding targets (ClassFine, VocabFine): batches ``{"inputs": {"images"}, "targets", "index"}``."""
+
+    def __init__(self, prepared: PreparedDataset, findings: Sequence[str], batch_size: int, eval_batch_size: int | None = None,
+                 num_workers: int = 0, augment: AugmentConfig | None = None, seed: int = 0) -> None:
+        from radlens.data.labelled import FindingDataset
+
+        super().__init__(batch_size, eval_batch_size, num_workers, seed)
+        self.prepared = prepared
+        self.train_set: FindingDataset = FindingDataset(prepared, "train", findings, augment, seed)
+        self.val_set: FindingDataset | None = (FindingDataset(prepared, "validation", findings)
+                                               if has_split(prepared, "validation") else None)
+
+    def collate_fn(self) -> Callable[[list[dict[str, Any]]], Any]:
+        from radlens.data.labelled import collate_findings
+
+        return collate_findings
+
+    def preprocessing(self) -> dict[str, Any]:
+        return preprocessing_from_card(self.prepared.card)
+
+
+class LabelledTextDataModule(RadlensDataModule):
+    """Reports with 0/1 finding targets (the report labeller), tokenised by ``tokenize`` in the workers."""
+
+    def __init__(self, train_set: ReportDataset, val_set: ReportDataset | None, tokenize: Callable[[Sequence[str]], Any],
+                 batch_size: int, num_workers: int = 0, seed: int = 0) -> None:
+        super().__init__(batch_size, None, num_workers, seed)
+        self.train_set, self.val_set, self.tokenize = train_set, val_set, tokenize
+
+    def collate_fn(self) -> Callable[[list[dict[str, Any]]], Any]:
+        from radlens.data.labelled import ReportCollate
+
+        return ReportCollate(self.tokenize)
