@@ -21,7 +21,10 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/radlens demo
 
+# Lint (ruff) and the layering contract (import-linter, pyproject.toml) first: both take seconds.
 test: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/lint-imports
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 -q
 
 clean:

@@ -6,6 +6,7 @@ import dataclasses
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from support.layouts import write_bids  # noqa: E402
@@ -49,3 +50,32 @@ def test_not_a_prepared_dataset(tmp_path: Path) -> None:
         PreparedDataset(tmp_path)
     with pytest.raises(InputError, match="not a folder"):
         PreparedDataset(tmp_path / "missing")
+
+
+def test_masks_and_labels(tmp_path: Path) -> None:
+    from support.mask_layouts import LABELS, write_mask_bids
+
+    from radlens.data.prepared import parse_boxes
+
+    pairs = write_mask_bids(tmp_path / "bids", subjects=2)
+    pairs[1][1].unlink()  # sub-01 has no mask
+    cfg = dataclasses.replace(default_config("bids"), slicing=SliceConfig(slice_shape=(16, 16)))
+    ds = prepare_dataset("bids", tmp_path / "bids", tmp_path / "out", cfg)
+    assert ds.labels == LABELS
+    full = ds.mask("sub-00_T1w")
+    assert isinstance(full, np.memmap) and not full.flags.writeable and full.shape == ds.array("sub-00_T1w").shape
+    assert ds.mask("sub-00_T1w") is full and ds.mask("sub-01_T1w") is None
+    slices = ds.slices.reset_index(drop=True)
+    for i, row in slices.iterrows():
+        mask = ds.slice_mask(row["slice_id"])
+        if row["series_id"] == "sub-01_T1w":
+            assert mask is None and ds.slice_mask(i) is None and row["lesion"] == -1 and row["labels_present"] is None
+            assert pd.isna(row["boxes"]) and parse_boxes(row["boxes"]) == {}
+        else:
+            np.testing.assert_array_equal(mask, full[row["row"]])
+            np.testing.assert_array_equal(ds.slice_mask(i), mask)
+            assert parse_boxes(row["boxes"]).keys() == set(row["labels_present"])
+    with pytest.raises(KeyError):
+        ds.mask("nope")
+    # A dataset prepared without masks has an empty label table.
+    assert PreparedDataset(tmp_path / "out").labels == LABELS

@@ -2,9 +2,10 @@
 
 Each phantom is generated once (tiny grids) and prepared with the importers' own defaults except
 for smaller shapes; the tests then hold the prepared tables and arrays against the phantom's
-truth: sidecar TE/TR in the captions, lesion masks in ``slices.parquet``, no PHI from the DICOM
-headers, DICOM and NIfTI versions of a series agreeing, the CT labels CSV in ``series.parquet``,
-and HU handled per volume as the metadata CSV's ``StoredAsHU`` flag says.
+truth: sidecar TE/TR in the captions, lesion masks in ``slices.parquet`` and as label maps in
+``masks/`` (MRI lesions 2D and 3D, CT findings 3D and 2D), no PHI from the DICOM headers, DICOM
+and NIfTI versions of a series agreeing, the CT labels CSV in ``series.parquet``, and HU handled
+per volume as the metadata CSV's ``StoredAsHU`` flag says.
 """
 
 from __future__ import annotations
@@ -19,15 +20,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from radlens.data.prepared import PreparedDataset
+from radlens.data.prepared import PreparedDataset, parse_boxes
 from radlens.phantoms.ct import CTPhantomConfig, generate_ct_phantom, plan_patients, render_patient
 from radlens.phantoms.ct_anatomy import TISSUES
 from radlens.phantoms.ct_findings import FINDINGS
 from radlens.phantoms.ct_layout import decode
 from radlens.phantoms.mri import MRIPhantomConfig, generate_mri_phantom
+from radlens.io.nifti import read_mask
+from radlens.prepare.masks import label_boxes
 from radlens.prepare.pipeline import default_config, prepare_dataset
 from radlens.prepare.slicing import SliceConfig
-from radlens.prepare.spatial import SpatialConfig
+from radlens.prepare.spatial import SpatialConfig, center_crop_pad, reorient_ras
 
 # Seed 4 gives 2D and 3D series in all three planes, lesions in every subject and a sidecar without
 # EchoTime. Stored orders are scanner-like here; files reoriented by a tool are tested on their own.
@@ -237,3 +240,58 @@ def test_reoriented_niftis_keep_their_plane_through_the_sidecar_orientation(tmp_
                          dataclasses.replace(default_config("bids"), slicing=SliceConfig(slice_shape=(32, 32))))
     planes = ds.series.set_index("series_id")["plane"]
     assert all(planes[row.series] == row.plane for row in truth.itertuples())
+
+
+def test_mri_lesion_masks_arrive_beside_2d_slices_and_3d_volumes(mri: MRIRun) -> None:
+    for ds in (mri.bids2d, mri.bids3d):
+        assert ds.labels == {0: "background", 1: "lesion"}
+        for row in ds.series.itertuples():
+            mask, array = ds.mask(row.series_id), ds.array(row.series_id)
+            assert mask is not None and mask.shape == array.shape and mask.dtype == np.uint8
+            assert set(np.unique(mask)) <= {0, 1}
+            boxes = label_boxes(mask[0] if ds.dims == 3 else mask)
+            assert {k: tuple(v) for k, v in boxes.items()} == parse_boxes(row.boxes)
+    # 3D (crop/pad to 32^3, no resampling): the mask is the phantom's, in RAS order, cut like the image.
+    lesions = 0
+    for row in mri.truth.itertuples():
+        source = reorient_ras(read_mask(mri.root / row.lesion_mask))
+        expected = center_crop_pad(source, (32, 32, 32)).array
+        np.testing.assert_array_equal(mri.bids3d.mask(row.series), expected)
+        lesions += int(expected.any())
+    assert lesions > 0
+    # 2D: a slice whose stored mask shows the lesion is a lesion slice of the phantom.
+    slices = mri.bids2d.slices
+    shown = slices["labels_present"].map(lambda p: 1 in p)
+    assert shown.any() and (slices.loc[shown, "lesion"] == 1).all()
+    for row in slices[shown].head(20).itertuples():
+        assert mri.bids2d.slice_mask(row.slice_id).any()
+
+
+def test_ct_finding_masks_arrive_in_3d_and_2d(ct: CTRun, tmp_path: Path) -> None:
+    labels = json.loads((ct.root / "masks" / "labels.json").read_text())["labels"]
+    assert ct.ds.card["labels"] == labels
+    truth = {vol.name: vol.labels for task in plan_patients(CT) for vol in render_patient(CT, task)}
+    for name, expected in truth.items():
+        mask = ct.ds.mask(name)
+        assert mask is not None and mask.shape == (1, *CT_SHAPE)
+        np.testing.assert_array_equal(mask[0, :, :, 2:-2], expected)  # no resampling: the phantom's map, padded
+        assert not mask[0, :, :, :2].any() and not mask[0, :, :, -2:].any()
+        row = ct.ds.series.set_index("series_id").loc[name]
+        assert list(row["labels_present"]) == sorted(int(i) for i in np.unique(expected) if i)
+    # 2D: axial slices of the same grid (48 x 48 pixels, no resize) carry the findings lesions.csv lists.
+    base = default_config("ct-rate")
+    cfg = dataclasses.replace(base, dims=2, spatial=dataclasses.replace(base.spatial, target_spacing=None, shape=CT_SHAPE),
+                              slicing=SliceConfig(slice_shape=(48, 48)))
+    ds = prepare_dataset("ct-rate", ct.root, tmp_path / "ct2d", cfg)
+    ids = {name: int(i) for i, name in labels.items()}
+    listed = pd.read_csv(ct.root / "lesions.csv").fillna({"findings": ""})
+    listed["series_id"] = listed["VolumeName"].str.removesuffix(".nii.gz")
+    listed = listed.set_index(["series_id", "slice_index"])
+    slices = ds.slices
+    assert slices is not None and (slices["labels_present"].map(len) > 0).any()
+    for row in slices.itertuples():
+        if not 2 <= row.slice_index < CT_SHAPE[2] - 2:
+            continue  # padding slices
+        names = listed.loc[(row.series_id, row.slice_index - 2), "findings"]
+        assert list(row.labels_present) == sorted(ids[n] for n in names.split(";") if n)
+        assert row.lesion == int(bool(names))

@@ -105,9 +105,9 @@ class ImageMaskDataset:
             raise InputError(self.prepared.path, "a 2D dataset without slices.parquet")
         if "mask_path" not in table.columns:
             raise InputError(self.prepared.path, "prepared without masks (no mask_path column); prepare it again")
-        chosen = (table["split"] == split).to_numpy()
+        chosen = (table["split"] == split).to_numpy(dtype=bool)
         if masked_only:
-            chosen &= (table["mask_path"].fillna("") != "").to_numpy()
+            chosen = chosen & (table["mask_path"].fillna("") != "").to_numpy(dtype=bool)
         self.rows = np.flatnonzero(chosen)
         if len(self.rows) == 0:
             which = "with a mask " if masked_only else ""

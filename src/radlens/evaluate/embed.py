@@ -170,8 +170,9 @@ def embed(
         batch_size: items per image-encoder pass.
         device: auto, cpu, cuda, cuda:1, ...
     """
+    from radlens.common.atomic import staged_output, write_json_atomic
+    from radlens.common.runinfo import run_info
     from radlens.data.prepared import PreparedDataset
-    from radlens.common.atomic import write_json_atomic
 
     ds = PreparedDataset(prepared)
     model = resolve_model(bundle)

@@ -9,7 +9,7 @@ rank of its best-ranked relevant item; ties count in the query's favour.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 

@@ -44,13 +44,14 @@ if TYPE_CHECKING:
     from radlens.data.prepared import PreparedDataset
     from radlens.io.volume import Volume
 
-Source = Literal["bids", "dicom", "ct-rate", "m3d", "csv"]
+Source = Literal["bids", "dicom", "ct-rate", "m3d", "csv", "nnunet"]
 SOURCES: dict[str, str] = {
     "bids": "radlens.prepare.importers.bids",
     "dicom": "radlens.prepare.importers.dicom",
     "ct-rate": "radlens.prepare.importers.ctrate",
     "m3d": "radlens.prepare.importers.m3d",
     "csv": "radlens.prepare.importers.csv",
+    "nnunet": "radlens.prepare.importers.nnunet",
 }
 
 
@@ -387,7 +388,7 @@ def source_command(source: str) -> Callable[..., int]:
     def command(*args: Any, **kwargs: Any) -> int:
         return prepare(source, *args, **kwargs)  # type: ignore[arg-type]
 
-    description, args_doc = (prepare.__doc__ or "").split("Args:\n")
+    args_doc = (prepare.__doc__ or "").split("Args:\n")[1]
     command.__signature__ = inspect.Signature(params, return_annotation=int)  # type: ignore[attr-defined]
     command.__name__ = command.__qualname__ = f"prepare_{source.replace('-', '_')}"
     command.__doc__ = (
