@@ -55,7 +55,7 @@ def run(volumes: int, samples: int, shape: tuple[int, int, int]) -> dict[str, fl
     import nibabel as nib
     from PIL import Image
 
-    from radlens.data.prepared import PreparedDataset
+    from radlens.io.prepared import PreparedDataset
     from radlens.prepare.exporters.mrclip import export_mrclip
     from radlens.prepare.pipeline import default_config, prepare_dataset
 

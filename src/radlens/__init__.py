@@ -19,7 +19,7 @@ except PackageNotFoundError:  # running from a source tree without install
 _LAZY = {
     "read_volume": "radlens.io.reader",
     "prepare_dataset": "radlens.prepare.pipeline",
-    "PreparedDataset": "radlens.data.prepared",
+    "PreparedDataset": "radlens.io.prepared",
     "load_model": "radlens.models.bundle",
     "build_model": "radlens.models.registry",
     "train_clip": "radlens.train.clip",

@@ -140,7 +140,7 @@ def prepare_phantoms(out: Path, mri: Path, ct: Path, workers: int) -> tuple[Path
 def train(prepared: Path, run: Path, recipe: Recipe, seconds: int, size: DemoSize, seed: int,
           text_column: str = "text") -> Path:
     """Train a tiny CLIP on the CPU for a fixed time budget; returns the run folder."""
-    from radlens.data.prepared import PreparedDataset
+    from radlens.io.prepared import PreparedDataset
     from radlens.train.clip import train_clip
     from radlens.data.augment import AugmentConfig
     from radlens.data.datasets import ClipDataConfig
@@ -169,7 +169,7 @@ def train(prepared: Path, run: Path, recipe: Recipe, seconds: int, size: DemoSiz
 
 def present_findings(prepared: Path, splits: tuple[str, ...]) -> list[str]:
     """CT findings with both classes in every given split (AUROC is undefined otherwise)."""
-    from radlens.data.prepared import PreparedDataset
+    from radlens.io.prepared import PreparedDataset
 
     ds = PreparedDataset(prepared)
     tables = [ds.series[ds.series["split"] == s] for s in splits]

@@ -38,7 +38,7 @@ def scan_info(path: str | Path) -> dict[str, Any]:
 
 def dataset_info(path: str | Path) -> dict[str, Any]:
     """The card of a prepared dataset folder, its counts and its failures."""
-    from radlens.data.prepared import PreparedDataset
+    from radlens.io.prepared import PreparedDataset
 
     ds = PreparedDataset(path)
     card = dict(ds.card)

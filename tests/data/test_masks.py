@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-
 from support.mask_layouts import LABELS, write_mask_bids
 
 from radlens.data.augment import AugmentConfig
 from radlens.data.masks import ImageMaskDataset
-from radlens.data.prepared import PreparedDataset
+from radlens.io.prepared import PreparedDataset
 from radlens.errors import InputError
 from radlens.prepare.masks import label_boxes
 from radlens.prepare.pipeline import default_config, prepare_dataset
@@ -31,10 +29,9 @@ def prepared(tmp_path_factory: pytest.TempPathFactory) -> dict[int, PreparedData
     pairs = write_mask_bids(tmp / "bids", subjects=3)
     pairs[2][1].unlink()  # sub-02: no mask
     base = dataclasses.replace(default_config("bids"), split=SPLIT)
-    return {
-        2: prepare_dataset("bids", tmp / "bids", tmp / "d2", dataclasses.replace(base, slicing=SliceConfig(slice_shape=(24, 24)))),
-        3: prepare_dataset("bids", tmp / "bids", tmp / "d3", dataclasses.replace(base, dims=3, spatial=SpatialConfig(shape=(20, 16, 10)))),
-    }
+    cfg2 = dataclasses.replace(base, slicing=SliceConfig(slice_shape=(24, 24)))
+    cfg3 = dataclasses.replace(base, dims=3, spatial=SpatialConfig(shape=(20, 16, 10)))
+    return {dims: prepare_dataset("bids", tmp / "bids", tmp / f"d{dims}", cfg) for dims, cfg in ((2, cfg2), (3, cfg3))}
 
 
 @pytest.mark.parametrize("dims", [2, 3])

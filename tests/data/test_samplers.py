@@ -49,3 +49,25 @@ def test_resume_skips_the_batches_already_trained() -> None:
     finished = ClipBatchSampler(24, 4, seed=2)
     finished.resume(3, 6)
     assert finished.epoch == 4
+
+
+def test_lightning_sets_the_epoch_of_a_resumable_loader() -> None:
+    """Lightning calls set_epoch on ``loader.batch_sampler.sampler``: each epoch gets its own order."""
+    from lightning.fabric.utilities.data import _set_sampler_epoch
+
+    from radlens.data.samplers import ClipBatchSampler, resumable_loader
+
+    class Keys:  # a dataset that returns its (index, epoch) keys
+        def __getitem__(self, key: tuple[int, int]) -> tuple[int, int]:
+            return key
+
+        def __len__(self) -> int:
+            return 12
+
+    sampler = ClipBatchSampler(12, 4, seed=0)
+    loader = resumable_loader(Keys(), sampler, lambda: 0, collate_fn=lambda keys: keys)
+    first = list(loader)
+    _set_sampler_epoch(loader, 1)
+    second = list(loader)
+    assert {e for batch in second for _, e in batch} == {1} and first != second
+    assert loader.state_dict()["epoch"] == 1

@@ -73,7 +73,7 @@ def test_embed_volume_needs_preprocessing(tmp_path):
 
 
 def test_embed_cli_writes_embeddings_with_ids(bundle, tmp_path):
-    from radlens.data.prepared import PreparedDataset
+    from radlens.io.prepared import PreparedDataset
 
     prepared = write_prepared(tmp_path / "prepared")
     out = tmp_path / "emb"
@@ -114,7 +114,7 @@ class _MeanStd(torch.nn.Module):
 
 
 def test_2d_dataset_items_are_slices_with_their_scan(tmp_path):
-    from radlens.data.prepared import PreparedDataset
+    from radlens.io.prepared import PreparedDataset
     from radlens.evaluate.embed import embed_items, item_table
 
     (tmp_path / "arrays").mkdir()

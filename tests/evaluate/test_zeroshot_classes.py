@@ -115,7 +115,7 @@ def test_cli_end_to_end(prepared, bundle, tmp_path):
 
 
 def test_slices_are_averaged_per_series(prepared):
-    from radlens.data.prepared import PreparedDataset
+    from radlens.io.prepared import PreparedDataset
     from radlens.evaluate.zeroshot_classes import series_class_labels, series_class_probabilities
 
     ds = PreparedDataset(prepared)

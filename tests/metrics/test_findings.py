@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import average_precision_score, f1_score, precision_score, recall_score, roc_auc_score
 
-from radlens.evaluate import metrics
+from radlens.metrics import findings as metrics
 from radlens.metrics.findings import (
     aggregate_scans,
     binary_metrics,

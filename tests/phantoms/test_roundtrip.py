@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from radlens.data.prepared import PreparedDataset, parse_boxes
+from radlens.io.prepared import PreparedDataset, parse_boxes
 from radlens.phantoms.ct import CTPhantomConfig, generate_ct_phantom, plan_patients, render_patient
 from radlens.phantoms.ct_anatomy import TISSUES
 from radlens.phantoms.ct_findings import FINDINGS

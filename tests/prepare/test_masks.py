@@ -10,10 +10,9 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+from support.mask_layouts import LABELS, cube_volume, save, write_mask_bids
 
-from support.layouts import SIDECAR
-from support.mask_layouts import BRIGHT, LABELS, cube_volume, save, write_mask_bids
-from radlens.data.prepared import PreparedDataset, parse_boxes
+from radlens.io.prepared import parse_boxes
 from radlens.errors import InputError
 from radlens.io.volume import Volume
 from radlens.prepare import pipeline
@@ -40,7 +39,8 @@ def cfg3() -> pipeline.PrepareConfig:
 
 
 def cfg2(shape: tuple[int, int] = (40, 40)) -> pipeline.PrepareConfig:
-    return dataclasses.replace(default_config("bids"), spatial=SPATIAL, slicing=SliceConfig(slice_shape=shape, min_foreground=0.0))
+    slicing = SliceConfig(slice_shape=shape, min_foreground=0.0)
+    return dataclasses.replace(default_config("bids"), spatial=SPATIAL, slicing=slicing)
 
 
 def bright_box(array: np.ndarray) -> list[int]:
@@ -80,7 +80,9 @@ def test_label_tables_values_and_boxes(tmp_path: Path) -> None:
     assert merger.add({0: "background", 1: "lesion"}, "a.tsv") is None
     assert merger.add({0: "background", 1: "lesion", 2: "edema"}, "b.tsv") is None
     assert "label 1 is 'tumour' here but 'lesion' in a.tsv" in (merger.add({0: "background", 1: "tumour"}, "c.tsv") or "")
-    assert merge_schemes([{"0": "background", "3": "label_3"}, {"0": "background", "3": "GM"}], "out") == {"0": "background", "3": "GM"}
+    # A placeholder name (an id no table named) gives way to a real one.
+    merged = merge_schemes([{"0": "background", "3": "label_3"}, {"0": "background", "3": "GM"}], "out")
+    assert merged == {"0": "background", "3": "GM"}
 
 
 def test_3d_mask_is_resampled_by_nearest_and_stays_aligned(tmp_path: Path) -> None:
@@ -204,7 +206,8 @@ def test_csv_mask_column_for_volumes_and_png_slices(tmp_path: Path) -> None:
     ds = prepare_dataset("csv", tmp_path / "in", tmp_path / "out3", cfg3())
     assert ds.labels == LABELS and list(ds.series["labels_present"].iat[0]) == [1, 2, 5]
     assert list(parse_boxes(ds.series["boxes"].iat[0])[1]) == bright_box(ds.array("vol")[0])
-    assert ds.failures.to_dict("records") == [{"path": "vol_seg.nii.gz", "stage": "discover", "reason": "mask nope.nii.gz: no such file"}]
+    failure = {"path": "vol_seg.nii.gz", "stage": "discover", "reason": "mask nope.nii.gz: no such file"}
+    assert ds.failures.to_dict("records") == [failure]
     # 2D: a PNG image with a PNG label map (ids as stored), ids named label_<id> without labels.json.
     folder = tmp_path / "png"
     folder.mkdir()
@@ -255,3 +258,45 @@ def test_ctrate_masks_with_labels_json(tmp_path: Path) -> None:
             assert parse_boxes(series.loc[name, "boxes"])[1] == (9, 11, 3, 14, 15, 6)
         else:
             assert ds.mask(name) is None and series.loc[name, "mask_path"] == ""
+
+
+@pytest.mark.parametrize(
+    "spatial",
+    [
+        SpatialConfig(shape=(13, 29, 7), shape_mode="resize"),  # whole-volume interpolation (M3D style)
+        SpatialConfig(target_spacing=(0.9, 2.1, 1.7), shape=(9, 40, 30), pad_value=-5.0),  # crop one axis, pad others
+        SpatialConfig(crop_foreground="nonzero", target_spacing=(1.7, 1.1, 2.3)),
+    ],
+    ids=["resize", "crop-pad", "foreground-resample"],
+)
+def test_spatial_pair_keeps_labels_on_their_voxels(spatial: SpatialConfig) -> None:
+    from radlens.prepare.spatial import apply_spatial_pair
+
+    image, labels = cube_volume()
+    affine = np.diag([1.0, 1.5, 3.0, 1.0])
+    out, mask = apply_spatial_pair(Volume(image[None], affine), Volume(labels[None], affine), spatial)
+    assert mask is not None and mask.shape == out.shape and mask.array.dtype == np.uint8
+    np.testing.assert_allclose(mask.affine, out.affine)
+    assert set(np.unique(mask.array)) == LABEL_IDS
+    assert label_boxes(mask.array[0])[1] == bright_box(out.array[0])
+    if spatial.shape is not None and spatial.shape_mode == "crop_pad":
+        assert (out.array[0, :, :2] == -5.0).all() and (mask.array[0, :, :2] == 0).all()  # image pad value, mask 0
+
+
+def test_bids_ambiguous_masks_fail_the_image_and_maps_go_to_the_longest_stem(tmp_path: Path) -> None:
+    from radlens.prepare.importers.bids import default_config as bids_config
+    from radlens.prepare.importers.bids import discover
+
+    root = tmp_path / "bids"
+    (image, _), = write_mask_bids(root, subjects=1)
+    _, mask = cube_volume()
+    affine = np.diag([1.0, 1.5, 3.0, 1.0])
+    save(mask, affine, image.with_name("sub-00_T1w_desc-aseg_dseg.nii.gz"))  # a second dseg: ambiguous
+    other = save(cube_volume()[0], affine, image.with_name("sub-00_T1w_rec-x.nii.gz"))  # another image, extending the stem
+    save((mask == 1).astype(np.uint8), affine, other.with_name("sub-00_T1w_rec-x_desc-lesion_mask.nii.gz"))
+    found = discover(root, bids_config())
+    assert [f.reason for f in found.failures] == [
+        "several label maps (_dseg) beside the image: sub-00_T1w_desc-aseg_dseg.nii.gz, sub-00_T1w_dseg.nii.gz; keep one"]
+    (item,) = found.items
+    assert item.series_id == "sub-00_T1w_rec-x" and Path(item.mask or "").name == "sub-00_T1w_rec-x_desc-lesion_mask.nii.gz"
+    assert item.mask_labels == {0: "background", 1: "lesion"} and item.mask_binary and item.mask in item.inputs

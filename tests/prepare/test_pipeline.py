@@ -17,7 +17,7 @@ import yaml
 from support.layouts import SIDECAR, head, tree_state, write_bids, write_ctrate
 from radlens.cli import main
 from radlens.common.atomic import strict_json
-from radlens.data.prepared import PreparedDataset
+from radlens.io.prepared import PreparedDataset
 from radlens.errors import InputError
 from radlens.prepare import pipeline
 from radlens.prepare.intensity import IntensityConfig

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-
 from support.layouts import SIDECAR
 
 BRIGHT = 500.0  # label 1's cube: the only voxels above BRIGHT / 2

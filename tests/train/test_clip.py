@@ -145,7 +145,7 @@ def test_bf16_mixed_precision_trains(prepared_2d: Path, micro_model: str, tmp_pa
                      out=str(tmp_path / "run"))
     losses = _train_losses(run)
     assert losses.notna().all() and losses.iloc[-1] < losses.iloc[0]
-    assert (run / "best" / "model.safetensors").is_file()
+    assert (run / "best" / "bundle.json").is_file()
 
 
 def test_text_longer_than_the_context_is_an_error_before_training(micro_model: str, tmp_path: Path) -> None:

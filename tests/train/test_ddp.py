@@ -25,4 +25,4 @@ def test_ddp_on_two_cpu_processes_trains_and_writes_one_run(prepared_2d: Path, m
     log = pd.concat(pd.read_csv(f) for f in (run / "logs" / "csv").glob("version_*/metrics.csv"))
     assert log["train/loss"].notna().sum() == 6  # rank 0 logs every step once
     assert log["val/t2i_R@1"].notna().any()
-    assert (run / "best" / "model.safetensors").is_file() and (run / "last" / "model.safetensors").is_file()
+    assert (run / "best" / "model" / "model.safetensors").is_file() and (run / "last" / "bundle.json").is_file()

@@ -15,7 +15,7 @@ from radlens.data.labelled import FindingDataConfig
 
 def _pair_loss(bundle: Path, prepared: Path) -> float:
     """Mean present/absent cross-entropy of a bundle over the training split (eval mode, no dropout)."""
-    from radlens.data.prepared import PreparedDataset
+    from radlens.io.prepared import PreparedDataset
     from radlens.data.labelled import FindingDataset, collate_findings
     from radlens.models.bundle import load_bundle
     from radlens.train.vocabfine import prompt_set

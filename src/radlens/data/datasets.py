@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from radlens.data.augment import AugmentConfig, apply_augment, build_augment, item_seed
-from radlens.data.prepared import PreparedDataset
+from radlens.io.prepared import PreparedDataset
 from radlens.errors import ConfigError, InputError
 
 if TYPE_CHECKING:

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     import pandas as pd
     import torch
 
-    from radlens.data.prepared import PreparedDataset
+    from radlens.io.prepared import PreparedDataset
 
 @dataclass
 class FindingDataConfig:

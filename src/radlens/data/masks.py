@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from radlens.data.augment import AugmentConfig, item_seed
-from radlens.data.prepared import PreparedDataset, parse_boxes
+from radlens.io.prepared import PreparedDataset, parse_boxes
 from radlens.errors import ConfigError, InputError
 from radlens.prepare.masks import label_boxes
 
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 KEYS = ("image", "mask")
 
 
-def build_pair_augment(cfg: AugmentConfig, spatial_shape: Sequence[int]) -> "Compose | None":
+def build_pair_augment(cfg: AugmentConfig, spatial_shape: Sequence[int]) -> Compose | None:
     """The augmentation of :func:`radlens.data.augment.build_augment` for an image and its mask.
 
     Flip and random affine move both with the same random draw (``mode=("bilinear", "nearest")``,
@@ -71,8 +71,8 @@ def build_pair_augment(cfg: AugmentConfig, spatial_shape: Sequence[int]) -> "Com
 
 
 def apply_pair_augment(
-    transform: "Compose", image: "torch.Tensor", mask: "torch.Tensor", seed: int
-) -> tuple["torch.Tensor", "torch.Tensor"]:
+    transform: Compose, image: torch.Tensor, mask: torch.Tensor, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Run ``transform`` on an image and its int64 mask with the random state set from ``seed``."""
     import torch
 
@@ -143,7 +143,7 @@ class ImageMaskDataset:
         found = self.prepared.mask(self.table["series_id"].iat[i])
         return None if found is None else np.array(found, dtype=np.int64)
 
-    def _targets(self, boxes: dict[int, Sequence[int]], ndim: int) -> tuple["torch.Tensor", "torch.Tensor"]:
+    def _targets(self, boxes: dict[int, Sequence[int]], ndim: int) -> tuple[torch.Tensor, torch.Tensor]:
         import torch
 
         present = torch.zeros(self.num_labels, dtype=torch.bool)

@@ -19,7 +19,7 @@ import lightning.pytorch as pl
 import numpy as np
 
 from radlens.data.augment import AugmentConfig
-from radlens.data.prepared import PreparedDataset
+from radlens.io.prepared import PreparedDataset
 from radlens.errors import InputError
 
 if TYPE_CHECKING:
@@ -170,3 +170,93 @@ class LabelledTextDataModule(RadlensDataModule):
         from radlens.data.labelled import ReportCollate
 
         return ReportCollate(self.tokenize)
+
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    import pandas as pd
+
+    from radlens.data.bags import BagDataset, TargetKind
+    from radlens.data.views import TwoViewDataset, ViewConfig
+
+
+class BagDataModule(RadlensDataModule):
+    """Bags of precomputed slice embeddings (one HDF5 file per study) with targets, for attention-MIL.
+
+    Batches ``{"feats": (B, N_max, D), "mask": (B, N_max), "targets", "index", "slice_index"}``
+    (:func:`radlens.data.bags.collate_bags`). ``train_table``/``val_table`` are tables (or CSV/Parquet
+    files) of one study per row; select a split with ``table[table["split"] == "train"]``.
+    ``max_instances`` caps the slices read per bag (random per epoch in training, evenly spaced in
+    validation). ``feature_dim`` sizes the MIL head; ``preprocessing()`` records it with the first
+    file's attributes (encoder, radlens version), which a model trained here depends on.
+    """
+
+    def __init__(self, train_table: pd.DataFrame | str | Path, val_table: pd.DataFrame | str | Path | None,
+                 target_columns: Sequence[str], batch_size: int, eval_batch_size: int | None = None, num_workers: int = 0,
+                 feature_column: str = "path", root: str | Path | None = None, max_instances: int | None = None,
+                 target_kind: TargetKind = "auto", seed: int = 0) -> None:
+        from radlens.data.bags import BagDataset
+
+        super().__init__(batch_size, eval_batch_size, num_workers, seed)
+        self.train_set: BagDataset = BagDataset(train_table, feature_column, target_columns, root,
+                                                max_instances=max_instances, seed=seed, target_kind=target_kind)
+        self.val_set: BagDataset | None = None
+        if val_table is not None:
+            # The validation targets must be of the training kind (a split with only 0 and 1 class ids is still classes).
+            self.val_set = BagDataset(val_table, feature_column, target_columns, root, max_instances=max_instances,
+                                      seed=seed, target_kind=self.train_set.target_kind)  # type: ignore[arg-type]
+            if self.val_set.dim != self.train_set.dim:
+                raise InputError(self.val_set.paths[0], f"validation features have D={self.val_set.dim}, "
+                                                        f"training features ({self.train_set.paths[0]}) D={self.train_set.dim}")
+
+    @property
+    def feature_dim(self) -> int:
+        return int(self.train_set.dim)
+
+    def collate_fn(self) -> Callable[[list[dict[str, Any]]], Any]:
+        from radlens.data.bags import collate_bags
+
+        return collate_bags
+
+    def preprocessing(self) -> dict[str, Any]:
+        return {"features": {"dim": self.feature_dim, "attrs": dict(self.train_set.attrs)}}
+
+
+class ImageViewsDataModule(RadlensDataModule):
+    """Two augmented views of each 2D slice (MoCo v3 style): batches ``{"view1", "view2": (B, 1, H, W),
+    "index", "lesion", "series_id"}`` (:func:`radlens.data.views.collate_views`).
+
+    ``view2_cfg`` (default: ``view_cfg``) draws the second view differently. ``sampler``
+    ``distinct_series`` keeps slices of one series out of the same training batch (neighbouring
+    slices are near-duplicates: false negatives for InfoNCE). Validation (split ``validation``,
+    when it has slices) gives each slice unaugmented as both views.
+    """
+
+    def __init__(self, prepared: PreparedDataset | str | Path, view_cfg: ViewConfig | None, batch_size: int,
+                 eval_batch_size: int | None = None, num_workers: int = 0, view2_cfg: ViewConfig | None = None,
+                 sampler: str = "random", seed: int = 0) -> None:
+        from radlens.data.views import TwoViewDataset
+        from radlens.errors import ConfigError
+
+        super().__init__(batch_size, eval_batch_size, num_workers, seed)
+        if sampler not in ("random", "distinct_series"):
+            raise ConfigError(f"sampler must be 'random' or 'distinct_series', got {sampler!r}")
+        self.prepared = prepared if isinstance(prepared, PreparedDataset) else PreparedDataset(prepared)
+        self.sampler = sampler
+        self.train_set: TwoViewDataset = TwoViewDataset(self.prepared, "train", view_cfg, seed, view2=view2_cfg)
+        self.val_set: TwoViewDataset | None = (TwoViewDataset(self.prepared, "validation", view_cfg, seed, view2=view2_cfg)
+                                               if has_split(self.prepared, "validation") else None)
+
+    def collate_fn(self) -> Callable[[list[dict[str, Any]]], Any]:
+        from radlens.data.views import collate_views
+
+        return collate_views
+
+    def groups(self) -> np.ndarray | None:
+        import pandas as pd
+
+        return pd.factorize(pd.Series(self.train_set.series_ids))[0] if self.sampler == "distinct_series" else None
+
+    def preprocessing(self) -> dict[str, Any]:
+        return preprocessing_from_card(self.prepared.card)

@@ -62,6 +62,13 @@ class ClipBatchSampler:
     def __len__(self) -> int:
         return self.n_items // self.global_batch
 
+    @property
+    def sampler(self) -> ClipBatchSampler:
+        """Lightning calls ``set_epoch`` on a loader's ``sampler`` and its ``batch_sampler.sampler``,
+        never on the batch sampler itself; this makes the batch sampler its own ``sampler`` so that
+        every epoch gets its own permutation and augmentation seeds (and a checkpoint its epoch)."""
+        return self
+
     def set_epoch(self, epoch: int) -> None:
         """Called by Lightning at every epoch start; a new epoch forgets a pending resume skip."""
         if epoch != self.epoch:

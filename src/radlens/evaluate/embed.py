@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     import pandas as pd
     import torch
 
-    from radlens.data.prepared import PreparedDataset
+    from radlens.io.prepared import PreparedDataset
     from radlens.models.clip import CLIPModel
 
 EMBEDDINGS = "embeddings.npy"
@@ -172,7 +172,7 @@ def embed(
     """
     from radlens.common.atomic import staged_output, write_json_atomic
     from radlens.common.runinfo import run_info
-    from radlens.data.prepared import PreparedDataset
+    from radlens.io.prepared import PreparedDataset
 
     ds = PreparedDataset(prepared)
     model = resolve_model(bundle)

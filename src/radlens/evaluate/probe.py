@@ -120,7 +120,7 @@ def evaluate_probe(
     """
     from radlens.common.runinfo import run_info, write_results
     from radlens.data.labelled import require_splits, select_findings, targets_of
-    from radlens.data.prepared import PreparedDataset
+    from radlens.io.prepared import PreparedDataset
     from radlens.metrics.findings import finding_results, scan_scores
 
     ds = PreparedDataset(prepared)

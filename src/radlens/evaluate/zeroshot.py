@@ -149,7 +149,7 @@ def zeroshot(
         device: auto, cpu, cuda, cuda:1, ...
     """
     config = dict(locals())
-    from radlens.data.prepared import SPLITS, PreparedDataset
+    from radlens.io.prepared import SPLITS, PreparedDataset
     from radlens.evaluate.embed import resolve_model
     from radlens.models.compat import check_compatible
     from radlens.common.atomic import staged_output

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     import pandas as pd
     import torch
 
-    from radlens.data.prepared import PreparedDataset
+    from radlens.io.prepared import PreparedDataset
     from radlens.models.clip import CLIPModel
     from radlens.prepare.captions import CaptionConfig
 
@@ -131,7 +131,7 @@ def zeroshot_classes(
     patient_id, P(class) per evaluated class, predicted, true), metrics.json, confusion.png and
     run.json at once.
     """
-    from radlens.data.prepared import PreparedDataset
+    from radlens.io.prepared import PreparedDataset
     from radlens.evaluate.embed import resolve_model
     from radlens.models.compat import check_compatible
     from radlens.common.atomic import staged_output

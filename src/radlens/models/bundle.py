@@ -7,6 +7,7 @@ Layout::
       bundle.json             format, radlens version, components {name: kind}, preprocessing, extra
       <component>/config.json         the component's config (kind + constructor arguments)
       <component>/model.safetensors   its weights (never pickled)
+      <component>/files/...           the component's own files (a text tower saved alone: its tokenizer)
       <component>/<argument>/...      files of nested components (a text tower's tokenizer)
 
 A model saved alone is the component ``model``. Loading builds each component from its config
@@ -76,6 +77,8 @@ def read_index(folder: str | os.PathLike[str]) -> dict[str, Any]:
         raise InputError(Path(folder), f"not a radlens model bundle (no readable {INDEX}: {err})") from err
     if not isinstance(index, dict) or index.get("format") != FORMAT:
         raise InputError(path, f"not a radlens bundle index (format {index.get('format') if isinstance(index, dict) else None!r})")
+    if not isinstance(index.get("format_version", 0), int):
+        raise InputError(path, f"format_version must be an int, got {index['format_version']!r}")
     if index.get("format_version", 0) > FORMAT_VERSION:
         raise InputError(path, f"bundle format {index['format_version']} is newer than this radlens reads")
     if not isinstance(index.get("components"), dict) or not index["components"]:
@@ -94,6 +97,7 @@ def resolve_bundle(bundle_or_run: str | os.PathLike[str]) -> Path:
 
 def load_component(folder: Path) -> Any:
     """One component folder: built from its config, weights loaded strictly from safetensors."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_model as load_safetensors
 
     from radlens.models.components import build
@@ -102,16 +106,18 @@ def load_component(folder: Path) -> Any:
         config = json.loads((folder / CONFIG).read_text())
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
         raise InputError(folder / CONFIG, f"not a readable component config ({err})") from err
+    if not isinstance(config, dict):
+        raise InputError(folder / CONFIG, "a component config must be a JSON object")
     try:
         module = build(config, folder)
-    except ConfigError as err:
+    except (ConfigError, TypeError) as err:  # TypeError: a value of the wrong type for its constructor
         raise InputError(folder / CONFIG, str(err)) from err
     weights = folder / WEIGHTS
     if not weights.is_file():
         raise InputError(weights, "bundle component has no model.safetensors")
     try:
         load_safetensors(module, str(weights), strict=True)
-    except RuntimeError as err:
+    except (RuntimeError, SafetensorError) as err:
         raise InputError(weights, f"weights do not match the component's config ({err})") from err
     return module.eval()
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from radlens.errors import InputError
 
 if TYPE_CHECKING:
-    from radlens.data.prepared import PreparedDataset
+    from radlens.io.prepared import PreparedDataset
 
 # Which IntensityConfig fields matter for which modality (the others do not change the arrays).
 _INTENSITY_KEYS = {"CT": ("ct_window", "ct_output"), "MR": ("mri_percentiles", "mri_mask")}

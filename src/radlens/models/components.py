@@ -38,6 +38,9 @@ from radlens.errors import ConfigError
 T = TypeVar("T", bound=type)
 _KINDS: dict[str, Kind] = {}
 _DISCOVERED = False
+# A bundle component's own files go in this sub-folder (its config.json must not be overwritten by,
+# say, a text tower's transformers config.json); a nested component's go in its argument's sub-folder.
+FILES = "files"
 
 
 @dataclass(frozen=True)
@@ -146,11 +149,13 @@ def check_config(spec: Mapping[str, Any], prefix: str = "") -> Kind:
     return kind
 
 
-def build(spec: Mapping[str, Any], folder: str | os.PathLike[str] | None = None, **runtime: Any) -> Any:
+def build(spec: Mapping[str, Any], folder: str | os.PathLike[str] | None = None, *, _top: bool = True,
+          **runtime: Any) -> Any:
     """A component from its config; nested component configs are built first.
 
     ``folder`` (a bundle component folder) lets components with files (``from_files``) read them
-    from the sub-folder named by their argument; ``runtime`` goes to the top component's
+    (the top component from ``folder/files``, nested ones from the sub-folder named by their
+    argument, as :func:`save_files` wrote them); ``runtime`` goes to the top component's
     keyword-only parameters (e.g. ``texts``) and to nested ones that take the same name.
     """
     kind = check_config(spec)
@@ -160,13 +165,13 @@ def build(spec: Mapping[str, Any], folder: str | os.PathLike[str] | None = None,
             continue
         if isinstance(value, Mapping) and "kind" in value:
             sub = None if folder is None else Path(folder) / key
-            value = build(value, sub, **_accepted(kind_of(value), runtime))
+            value = build(value, sub, _top=False, **_accepted(kind_of(value), runtime))
         args[key] = value
     if kind.takes_kind():
         args["kind"] = kind.name
     from_files = getattr(kind.cls, "from_files", None)
     if folder is not None and from_files is not None:
-        return from_files(args, Path(folder))
+        return from_files(args, Path(folder) / FILES if _top else Path(folder))
     return kind.cls(**args, **_accepted(kind, runtime))
 
 
@@ -175,15 +180,16 @@ def _accepted(kind: Kind, runtime: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in runtime.items() if k in params and params[k].kind is inspect.Parameter.KEYWORD_ONLY}
 
 
-def save_files(module: Any, folder: Path) -> None:
-    """Write the extra files of ``module`` and of every nested component, each in its argument's sub-folder."""
+def save_files(module: Any, folder: Path, _top: bool = True) -> None:
+    """Write the extra files of ``module`` (in ``folder/files``) and of every nested component, each in
+    its argument's sub-folder."""
     own = getattr(module, "save_files", None)
     if own is not None:
-        own(folder)
+        own(folder / FILES if _top else folder)
     for key, value in (getattr(module, "config", None) or {}).items():
         child = getattr(module, key, None)
         if isinstance(value, dict) and "kind" in value and child is not None:
-            save_files(child, folder / key)
+            save_files(child, folder / key, _top=False)
 
 
 def canonical(config: Mapping[str, Any]) -> str:

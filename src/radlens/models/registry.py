@@ -132,10 +132,16 @@ def list_models() -> list[dict[str, Any]]:
         image = spec.get("image") if isinstance(spec.get("image"), dict) else spec
         shape = image.get("input_shape")
         describe = getattr(kind.cls, "describe", None)
+        try:  # a value the constructor refuses (keys were checked above) is listed, not fatal
+            params = count_params(spec)
+        except ConfigError as err:
+            rows.append({"name": name, "kind": kind.name, "family": kind.family, "input_shape": None,
+                         "params": {"total": None}, "summary": "", "description": "", "error": f"{path}: {err}"})
+            continue
         rows.append({
             "name": name, "kind": kind.name, "family": kind.family,
             "input_shape": [image.get("in_channels", 1), *shape] if shape else None,
-            "params": count_params(spec), "summary": describe(spec) if describe else "",
+            "params": params, "summary": describe(spec) if describe else "",
             "description": config.get("description", ""), "error": None,
         })
     return rows

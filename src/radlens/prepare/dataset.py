@@ -17,9 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
-import numpy as np
-
-from radlens.common.atomic import json_default, save_array_atomic, write_bytes_atomic, write_csv_atomic, write_json_atomic, write_parquet_atomic
+from radlens.common.atomic import json_default, write_csv_atomic, write_json_atomic
 
 if TYPE_CHECKING:
     import pandas as pd

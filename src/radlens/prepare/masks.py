@@ -5,8 +5,9 @@ get names from a *label table* the source provides (a BIDS ``*_dseg.tsv``/``.jso
 phantom's ``masks/labels.json``, nnU-Net's ``dataset.json`` ``labels``, a ``labels.json`` beside a
 CSV). A binary mask (BIDS ``*_desc-<name>_mask``) is the table ``{0: background, 1: <name>}``
 and any single non-zero value (1, 255) becomes 1. Without a table the ids are kept and named
-``label_<id>``. A prepared dataset has one scheme: importers merge the tables of their items
-(:func:`merge_schemes`) and refuse, naming the file, a table that gives an id another name.
+``label_<id>``. A prepared dataset has one scheme: importers merge the tables of their items in
+discovery order (:class:`SchemeMerger`) and refuse, naming the file, a table that gives an id
+another name; the card's ``labels`` is the merge of the prepared series' tables (:func:`merge_schemes`).
 
 Boxes are half-open ``[lo..., hi...]`` voxel bounds in the array's index order (the
 ``radlens.prepare.spatial.Box`` convention), so ``array[lo0:hi0, lo1:hi1, ...]`` is the box.
@@ -15,10 +16,11 @@ Boxes are half-open ``[lo..., hi...]`` voxel bounds in the array's index order (
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -31,6 +33,7 @@ BACKGROUND = "background"
 MAX_LABEL = 65535  # uint16
 # World positions of mask and image voxels must agree to this many mm (float32 headers round).
 AFFINE_TOLERANCE_MM = 1e-3
+_CHUNK = 1 << 22  # voxels per bincount
 
 Scheme = dict[int, str]
 
@@ -207,13 +210,18 @@ def label_values(array: np.ndarray, source: str | PathLike[str] | None) -> np.nd
 
 def present(array: np.ndarray) -> list[int]:
     """Label ids (> 0) that occur in an integer array, sorted."""
-    if array.size == 0:
-        return []
-    counts = np.bincount(np.asarray(array).ravel().astype(np.int64, copy=False), minlength=1)
-    return [int(i) for i in np.flatnonzero(counts) if i > 0]
+    flat = np.asarray(array).reshape(-1)
+    seen = np.zeros(1, dtype=bool)
+    # In chunks: bincount works on an intp copy, 8 bytes a voxel for a whole CT volume otherwise.
+    for start in range(0, flat.size, _CHUNK):
+        counts = np.bincount(flat[start : start + _CHUNK])
+        if len(counts) > len(seen):
+            seen = np.pad(seen, (0, len(counts) - len(seen)))
+        seen[: len(counts)] |= counts > 0
+    return [int(i) for i in np.flatnonzero(seen) if i > 0]
 
 
-def to_label_map(mask: "Volume", scheme: Mapping[int, str] | None, binary: bool = False) -> "Volume":
+def to_label_map(mask: Volume, scheme: Mapping[int, str] | None, binary: bool = False) -> Volume:
     """The mask's voxels as label ids of ``scheme`` (None: any id); ``binary`` maps one non-zero value to 1."""
     import dataclasses
 
@@ -230,7 +238,7 @@ def to_label_map(mask: "Volume", scheme: Mapping[int, str] | None, binary: bool 
     return dataclasses.replace(mask, array=array)
 
 
-def check_aligned(mask: "Volume", image: "Volume") -> None:
+def check_aligned(mask: Volume, image: Volume) -> None:
     """A label map must have its image's voxel grid: same shape, same affine (RAS mm), one channel."""
     if mask.array.shape[0] != 1:
         raise InputError(mask.source, f"label map has {mask.array.shape[0]} channels; expected one")
@@ -284,10 +292,3 @@ def mask_columns(array: np.ndarray | None) -> dict[str, Any]:
 
 def boxes_json(boxes: Mapping[int, list[int]]) -> str:
     return json.dumps({str(k): [int(v) for v in boxes[k]] for k in sorted(boxes)}, separators=(",", ":"))
-
-
-def parse_boxes(value: Any) -> dict[int, tuple[int, ...]]:
-    """The ``boxes`` column of one row as ``{label id: (lo..., hi...)}`` ({} for none)."""
-    if value is None or (isinstance(value, float) and np.isnan(value)) or value == "":
-        return {}
-    return {int(k): tuple(int(x) for x in v) for k, v in json.loads(value).items()}

@@ -41,7 +41,7 @@ from radlens.prepare.spatial import SpatialConfig
 from radlens.prepare.splits import SplitConfig
 
 if TYPE_CHECKING:
-    from radlens.data.prepared import PreparedDataset
+    from radlens.io.prepared import PreparedDataset
     from radlens.io.volume import Volume
 
 Source = Literal["bids", "dicom", "ct-rate", "m3d", "csv", "nnunet"]
@@ -255,7 +255,7 @@ def prepare_dataset(
     """
     from tqdm import tqdm
 
-    from radlens.data.prepared import PreparedDataset
+    from radlens.io.prepared import PreparedDataset
     from radlens.prepare.dataset import assemble
 
     module = importer(source)

@@ -16,7 +16,7 @@ from radlens.train.run import resolve_resume, run
 
 if TYPE_CHECKING:
     from radlens.data.datasets import ClipDataset
-    from radlens.data.prepared import PreparedDataset
+    from radlens.io.prepared import PreparedDataset
     from radlens.models.clip import CLIPModel
 
 _TOKENIZE_CHUNK = 512
@@ -51,7 +51,7 @@ def train_clip(
     from lightning.fabric.utilities.rank_zero import rank_zero_only
 
     from radlens.data.modules import ImageTextDataModule
-    from radlens.data.prepared import PreparedDataset
+    from radlens.io.prepared import PreparedDataset
     from radlens.train.clip_task import ClipTask
 
     validate(optim, trainer, [

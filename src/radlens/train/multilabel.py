@@ -18,7 +18,7 @@ from radlens.train.config import OptimConfig, TrainerConfig
 from radlens.train.task import Step, TaskModule
 
 if TYPE_CHECKING:
-    from radlens.data.prepared import PreparedDataset
+    from radlens.io.prepared import PreparedDataset
 
 
 class FindingScoresTask(TaskModule):
@@ -85,7 +85,7 @@ def start_finding_run(
     config values, the run folder (a finished run is not overwritten without ``resume``), the dataset,
     the findings. Returns ``(trainer config, prepared dataset, selected findings)``."""
     from radlens.data.labelled import select_findings
-    from radlens.data.prepared import PreparedDataset
+    from radlens.io.prepared import PreparedDataset
     from radlens.train.config import validate
     from radlens.train.run import choose_monitor, resolve_resume
 

@@ -13,7 +13,7 @@ from PIL import Image
 
 from support.layouts import write_bids
 from radlens.cli import main
-from radlens.data.prepared import PreparedDataset
+from radlens.io.prepared import PreparedDataset
 from radlens.errors import InputError
 from radlens.prepare.exporters.mrclip import export_mrclip
 from radlens.prepare.intensity import to_uint8

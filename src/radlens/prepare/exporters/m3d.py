@@ -24,7 +24,7 @@ def export_m3d(prepared: str | Path, out: str | Path) -> Path:
     """Write the M3D layout of the 3D prepared dataset ``prepared`` into ``out``; returns ``out``."""
     from tqdm import tqdm
 
-    from radlens.data.prepared import SPLITS, PreparedDataset
+    from radlens.io.prepared import SPLITS, PreparedDataset
 
     ds = PreparedDataset(prepared)
     if ds.dims != 3:

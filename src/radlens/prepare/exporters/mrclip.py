@@ -32,7 +32,7 @@ def export_mrclip(prepared: str | Path, out: str | Path) -> Path:
     """Write the MR-CLIP layout of the 2D prepared dataset ``prepared`` into ``out``; returns ``out``."""
     from tqdm import tqdm
 
-    from radlens.data.prepared import PreparedDataset
+    from radlens.io.prepared import PreparedDataset
     from radlens.prepare.intensity import to_uint8
 
     ds = PreparedDataset(prepared)

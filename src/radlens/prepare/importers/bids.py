@@ -67,19 +67,15 @@ def bids_contrast(stem: str) -> str | None:
 def discover(root: Path, cfg: "PrepareConfig") -> Discovery:
     """One item per NIfTI file under ``root`` (sorted), with BIDS ids."""
     from radlens.io.sidecar import sidecar_path
+    from radlens.prepare.masks import SchemeMerger
 
     if not root.is_dir():
         raise InputError(root, "a BIDS input must be a folder")
-    from radlens.prepare.masks import SchemeMerger
-
     items: list[SeriesItem] = []
     failures: list[Failure] = []
     seen: set[str] = set()
     files = sorted(p for p in root.rglob("*") if p.is_file() and nifti_stem(p) is not None)
-    label_maps: dict[Path, list[Path]] = {}
-    for path in files:
-        if _LABEL_MAP.search(nifti_stem(path) or ""):
-            label_maps.setdefault(path.parent, []).append(path)
+    label_maps = _owners(files)
     merger = SchemeMerger()
     for path in files:
         rel = path.relative_to(root).as_posix()
@@ -98,9 +94,10 @@ def discover(root: Path, cfg: "PrepareConfig") -> Discovery:
         patient = sub.group(1)
         sidecar = sidecar_path(path)
         try:
-            mask, table, scheme, binary = _label_map(path, stem or "", label_maps.get(path.parent, []), root)
-        except InputError as err:
-            failures.append(Failure(rel, "discover", f"{Path(err.path).name}: {err.reason}" if err.path else err.reason))
+            mask, table, scheme, binary = _label_map(path, stem or "", label_maps.get((path.parent, stem or ""), []), root)
+        except InputError as err:  # the image's own problem, or its label table's (named)
+            where = "" if not err.path or Path(err.path) == path else f"{Path(err.path).name}: "
+            failures.append(Failure(rel, "discover", where + err.reason))
             continue
         if scheme is not None:
             source = (table or mask).relative_to(root).as_posix()  # type: ignore[union-attr]
@@ -161,6 +158,24 @@ def _dseg_table(dseg: Path, root: Path) -> tuple[Path | None, dict[int, str] | N
         if table is not None:
             return path, table
     return None, None
+
+
+def _owners(files: list[Path]) -> dict[tuple[Path, str], list[Path]]:
+    """The label maps beside each image: a map belongs to the image with the longest stem it extends."""
+    images: dict[Path, list[str]] = {}
+    for path in files:
+        if not _LABEL_MAP.search(nifti_stem(path) or ""):
+            images.setdefault(path.parent, []).append(nifti_stem(path) or "")
+    owners: dict[tuple[Path, str], list[Path]] = {}
+    for path in files:
+        name = nifti_stem(path) or ""
+        if not _LABEL_MAP.search(name):
+            continue
+        stems = [s for s in images.get(path.parent, []) if name.startswith(s + "_") and _BESIDE.match(name[len(s):])]
+        if stems:
+            owner = max(stems, key=len)
+            owners.setdefault((path.parent, owner), []).append(path)
+    return owners
 
 
 def _label_map(

@@ -32,7 +32,7 @@ ENDINGS = (".nii.gz", ".nii")
 _CHANNEL = re.compile(r"^(?P<case>.+)_(?P<channel>[0-9]{4})$")
 
 
-def default_config() -> "PrepareConfig":
+def default_config() -> PrepareConfig:
     """3D volumes as stored; CT files hold HU; imagesTs is the test split, imagesTr is split by case."""
     from radlens.prepare.pipeline import PrepareConfig
     from radlens.prepare.splits import SplitConfig
@@ -56,7 +56,7 @@ def _dataset_json(root: Path) -> dict[str, Any]:
     return data
 
 
-def discover(root: Path, cfg: "PrepareConfig") -> Discovery:
+def discover(root: Path, cfg: PrepareConfig) -> Discovery:
     """One item per image file of ``imagesTr``/``imagesTs`` (sorted), with its case's label map."""
     from radlens.prepare.masks import parse_label_table
 
@@ -108,7 +108,7 @@ def discover(root: Path, cfg: "PrepareConfig") -> Discovery:
     return Discovery(items, failures)
 
 
-def load(item: SeriesItem, cfg: "PrepareConfig") -> "Volume":
+def load(item: SeriesItem, cfg: PrepareConfig) -> Volume:
     """The NIfTI image, marked with its channel's modality (CT in HU)."""
     from radlens.io.reader import read_volume
 

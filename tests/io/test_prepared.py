@@ -11,7 +11,7 @@ import pytest
 
 from support.layouts import write_bids  # noqa: E402
 
-from radlens.data.prepared import PreparedDataset  # noqa: E402
+from radlens.io.prepared import PreparedDataset  # noqa: E402
 from radlens.errors import InputError  # noqa: E402
 from radlens.prepare.pipeline import default_config, prepare_dataset  # noqa: E402
 from radlens.prepare.slicing import SliceConfig  # noqa: E402
@@ -55,7 +55,7 @@ def test_not_a_prepared_dataset(tmp_path: Path) -> None:
 def test_masks_and_labels(tmp_path: Path) -> None:
     from support.mask_layouts import LABELS, write_mask_bids
 
-    from radlens.data.prepared import parse_boxes
+    from radlens.io.prepared import parse_boxes
 
     pairs = write_mask_bids(tmp_path / "bids", subjects=2)
     pairs[1][1].unlink()  # sub-01 has no mask

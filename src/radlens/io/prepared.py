@@ -155,6 +155,6 @@ class PreparedDataset:
 def parse_boxes(value: Any) -> dict[int, tuple[int, ...]]:
     """A ``boxes`` cell as ``{label id: (lo..., hi...)}``: half-open voxel bounds in the stored
     array's index order (2D slice: ``(r0, c0, r1, c1)``; 3D: ``(x0, y0, z0, x1, y1, z1)``); {} for none."""
-    from radlens.prepare.masks import parse_boxes as parse
-
-    return parse(value)
+    if value is None or (isinstance(value, float) and np.isnan(value)) or value == "":
+        return {}
+    return {int(k): tuple(int(x) for x in v) for k, v in json.loads(value).items()}
