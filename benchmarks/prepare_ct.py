@@ -137,6 +137,7 @@ def worker(method: str, path: Path, out: Path, repeats: int, threads: int) -> No
     torch.set_num_threads(threads)
     func = METHODS[method]
     import monai.transforms  # noqa: F401 - both workers pay the same imports before the baseline
+
     import radlens.prepare.spatial  # noqa: F401
 
     times, peaks = [], []

@@ -63,9 +63,9 @@ def run(n_volumes: int) -> dict[str, float]:
         max_diff = 0.0
         for vol in volumes:  # interleaved so load changes on a shared machine hit both ways alike
             # ZeroShotClassifier.predict(vol) is exactly these two steps, timed apart to see the overhead.
-            t_img, emb = _timed(lambda: model.encode_image(vol))
-            t_zs, cached = _timed(lambda: clf.probabilities(emb)[0])
-            t_ref, ref = _timed(lambda: reference_probabilities(model, prompts, vol))
+            t_img, emb = _timed(lambda vol=vol: model.encode_image(vol))
+            t_zs, cached = _timed(lambda emb=emb: clf.probabilities(emb)[0])
+            t_ref, ref = _timed(lambda vol=vol: reference_probabilities(model, prompts, vol))
             times["image"].append(t_img)
             times["zeroshot"].append(t_zs)
             times["reference"].append(t_ref)

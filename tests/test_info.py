@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 from pydicom.data import get_testdata_file
-
 from support.layouts import write_bids  # noqa: E402
 
 from radlens.cli import main  # noqa: E402

@@ -140,10 +140,10 @@ def prepare_phantoms(out: Path, mri: Path, ct: Path, workers: int) -> tuple[Path
 def train(prepared: Path, run: Path, recipe: Recipe, seconds: int, size: DemoSize, seed: int,
           text_column: str = "text") -> Path:
     """Train a tiny CLIP on the CPU for a fixed time budget; returns the run folder."""
-    from radlens.io.prepared import PreparedDataset
-    from radlens.train.clip import train_clip
     from radlens.data.augment import AugmentConfig
     from radlens.data.datasets import ClipDataConfig
+    from radlens.io.prepared import PreparedDataset
+    from radlens.train.clip import train_clip
     from radlens.train.config import LossConfig, OptimConfig, TrainerConfig
 
     ds = PreparedDataset(prepared)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 
 import h5py
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from support.stand_in import stand_in_trainer
 
 from radlens.data.bags import BagDataset, collate_bags
 from radlens.data.modules import BagDataModule
@@ -136,17 +136,10 @@ def test_subsampling_is_seeded_per_epoch_and_even_in_evaluation(bags: pd.DataFra
     assert BagDataset(bags, root=tmp_path, max_instances=1)[3]["slice_index"].tolist() == [16]
 
 
-def _stand_in_trainer() -> SimpleNamespace:
-    """What RadlensDataModule.train_dataloader reads of ``self.trainer``: rank, world size, batches processed."""
-    progress = SimpleNamespace(current=SimpleNamespace(processed=0))
-    epoch_loop = SimpleNamespace(batch_progress=progress)
-    return SimpleNamespace(global_rank=0, world_size=1, fit_loop=SimpleNamespace(epoch_loop=epoch_loop))
-
-
 def test_data_module_loaders(bags: pd.DataFrame, tmp_path: Path) -> None:
     train, val = bags[bags["split"] == "train"], bags[bags["split"] == "validation"]
     dm = BagDataModule(train, val, ["effusion", "nodule"], batch_size=3, eval_batch_size=2, root=tmp_path, max_instances=6)
-    dm.trainer = _stand_in_trainer()
+    dm.trainer = stand_in_trainer()
     assert dm.feature_dim == D and dm.preprocessing()["features"]["attrs"]["encoder"] == "tiny-vit2d"
     batches = list(dm.train_dataloader())
     assert len(batches) == 1  # 4 bags, batches of 3: the incomplete last batch is dropped
@@ -158,7 +151,7 @@ def test_data_module_loaders(bags: pd.DataFrame, tmp_path: Path) -> None:
     assert val_batches[0]["mask"].sum(1).tolist() == [4, 6]
     with pytest.raises(ConfigError, match="cannot fill one batch"):
         dm5 = BagDataModule(train, None, ["effusion"], batch_size=5, root=tmp_path)
-        dm5.trainer = _stand_in_trainer()
+        dm5.trainer = stand_in_trainer()
         dm5.train_dataloader()
     write_bag(tmp_path / "wide.h5", 3, dim=D * 2)
     with pytest.raises(InputError, match="validation features have D=16"):

@@ -7,14 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from support.prepared_clip import write_prepared
 from support.prepared_findings import FINDINGS, write_findings_prepared
 
+from radlens.data.augment import AugmentConfig
 from radlens.data.datasets import ClipCollate, ClipDataset
 from radlens.data.samplers import ClipBatchSampler
 from radlens.errors import ConfigError, InputError
-from radlens.data.augment import AugmentConfig
 
 
 @pytest.fixture(scope="module")

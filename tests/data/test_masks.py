@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import torch
 from support.mask_layouts import LABELS, write_mask_bids
+from support.stand_in import stand_in_trainer
 
 from radlens.data.augment import AugmentConfig
 from radlens.data.masks import ImageMaskDataset
-from radlens.io.prepared import PreparedDataset
 from radlens.errors import InputError
+from radlens.io.prepared import PreparedDataset
 from radlens.prepare.masks import label_boxes
 from radlens.prepare.pipeline import default_config, prepare_dataset
 from radlens.prepare.slicing import SliceConfig
@@ -84,3 +85,15 @@ def test_augmentation_moves_image_and_mask_together(prepared: dict[int, Prepared
         boxes = label_boxes(mask.numpy())
         assert np.flatnonzero(item["labels_present"].numpy()).tolist() == sorted(boxes)
         assert all(item["boxes"][k].tolist() == v for k, v in boxes.items())
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_data_module_batches_image_and_mask_together(prepared: dict[int, PreparedDataset], dims: int) -> None:
+    from radlens.data.modules import ImageMaskDataModule
+
+    dm = ImageMaskDataModule(prepared[dims], batch_size=2, augment=AugmentConfig(), seed=0)
+    dm.trainer = stand_in_trainer()
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["image"].shape[:2] == (2, 1) and batch["mask"].shape == batch["image"].shape
+    assert batch["mask"].dtype == torch.int64 and set(batch["mask"].unique().tolist()) <= {0, *LABELS}
+    assert dm.val_dataloader() == [] and dm.preprocessing()["labels"] == prepared[dims].card["labels"]

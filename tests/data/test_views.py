@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 from support.prepared_clip import write_prepared
+from support.stand_in import stand_in_trainer
 
 from radlens.data.modules import ImageViewsDataModule
 from radlens.data.samplers import ClipBatchSampler
@@ -72,16 +72,9 @@ def test_refuses_3d_and_bad_configs(tmp_path: Path, prep2d: Path) -> None:
         ViewConfig(blur_prob=2.0)
 
 
-def _stand_in_trainer() -> SimpleNamespace:
-    """What RadlensDataModule.train_dataloader reads of ``self.trainer``: rank, world size, batches processed."""
-    progress = SimpleNamespace(current=SimpleNamespace(processed=0))
-    epoch_loop = SimpleNamespace(batch_progress=progress)
-    return SimpleNamespace(global_rank=0, world_size=1, fit_loop=SimpleNamespace(epoch_loop=epoch_loop))
-
-
 def test_data_module_loaders(prep2d: Path) -> None:
     dm = ImageViewsDataModule(prep2d, STRONG, batch_size=6, eval_batch_size=5, seed=4)
-    dm.trainer = _stand_in_trainer()
+    dm.trainer = stand_in_trainer()
     assert dm.preprocessing()["dims"] == 2 and dm.preprocessing()["array_shape"] == list(SHAPE)
     loader = dm.train_dataloader()
     loader.batch_sampler.set_epoch(1)
@@ -102,7 +95,7 @@ def test_data_module_loaders(prep2d: Path) -> None:
     assert torch.equal(next(iter(resumed))["view1"], batches[1]["view1"])
     with pytest.raises(ConfigError, match="cannot fill one batch"):
         big = ImageViewsDataModule(prep2d, STRONG, batch_size=17)
-        big.trainer = _stand_in_trainer()
+        big.trainer = stand_in_trainer()
         big.train_dataloader()
     with pytest.raises(ConfigError, match="sampler"):
         ImageViewsDataModule(prep2d, STRONG, batch_size=2, sampler="distinct_label")

@@ -114,8 +114,8 @@ class _MeanStd(torch.nn.Module):
 
 
 def test_2d_dataset_items_are_slices_with_their_scan(tmp_path):
-    from radlens.io.prepared import PreparedDataset
     from radlens.evaluate.embed import embed_items, item_table
+    from radlens.io.prepared import PreparedDataset
 
     (tmp_path / "arrays").mkdir()
     rng = np.random.default_rng(0)

@@ -22,8 +22,8 @@ def _embeddings(labels: np.ndarray, rng: np.random.Generator, shift: float = 0.0
 
 
 def test_separable_embeddings_give_high_auroc_with_validation_thresholds() -> None:
-    from radlens.metrics.findings import choose_threshold
     from radlens.evaluate.probe import fit_logistic, logistic_probe, predict_logistic
+    from radlens.metrics.findings import choose_threshold
 
     rng = np.random.default_rng(0)
     y = {s: rng.integers(0, 2, (n, 2)) for s, n in (("train", 80), ("val", 40), ("test", 40))}

@@ -162,9 +162,9 @@ def bundle_2d(prepared_2d: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     """A randomly initialised tiny-vit2d CLIP saved as a bundle for ``prepared_2d``."""
     import torch
 
+    from radlens.data.modules import preprocessing_from_card
     from radlens.models.bundle import save_bundle
     from radlens.models.registry import build_model
-    from radlens.data.modules import preprocessing_from_card
 
     torch.manual_seed(0)
     model = build_model("tiny-vit2d", texts=[caption(p) for p in PROTOCOLS] * 2)

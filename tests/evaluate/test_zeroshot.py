@@ -98,8 +98,8 @@ def test_zeroshot_cli_end_to_end(prepared, bundle, prompt_file, tmp_path):
 
 
 def test_reconstructions_are_averaged_before_metrics(prepared, bundle, prompt_file, tmp_path):
-    from radlens.io.prepared import PreparedDataset
     from radlens.evaluate.zeroshot import scan_probabilities
+    from radlens.io.prepared import PreparedDataset
 
     ds = PreparedDataset(prepared)
     clf = ZeroShotClassifier(tiny_model(), load_prompts(prompt_file))

@@ -115,8 +115,8 @@ def test_cli_end_to_end(prepared, bundle, tmp_path):
 
 
 def test_slices_are_averaged_per_series(prepared):
-    from radlens.io.prepared import PreparedDataset
     from radlens.evaluate.zeroshot_classes import series_class_labels, series_class_probabilities
+    from radlens.io.prepared import PreparedDataset
 
     ds = PreparedDataset(prepared)
     prompts = load_class_prompts("mri_contrast_captions").subset(CONTRASTS)

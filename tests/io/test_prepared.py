@@ -8,11 +8,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 from support.layouts import write_bids  # noqa: E402
 
-from radlens.io.prepared import PreparedDataset  # noqa: E402
 from radlens.errors import InputError  # noqa: E402
+from radlens.io.prepared import PreparedDataset  # noqa: E402
 from radlens.prepare.pipeline import default_config, prepare_dataset  # noqa: E402
 from radlens.prepare.slicing import SliceConfig  # noqa: E402
 

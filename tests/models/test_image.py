@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from radlens.errors import ConfigError, InputError
-from radlens.models.image import ResNetEncoder, ViTEncoder, build_image_encoder
+from radlens.models.components import build
+from radlens.models.image import ResNetEncoder, ViTEncoder
 
 
 def _vit(**kw):
@@ -75,10 +76,30 @@ def test_wrong_image_shape_is_a_clear_error() -> None:
 
 def test_config_errors_before_building() -> None:
     with pytest.raises(ConfigError, match="not divisible by patch_size"):
-        build_image_encoder({"kind": "vit", "input_shape": [30, 32], "patch_size": [8, 8]})
+        build({"kind": "vit", "input_shape": [30, 32], "patch_size": [8, 8]})
     with pytest.raises(ConfigError, match="patch_size must have 3"):
-        build_image_encoder({"kind": "vit", "input_shape": [32, 32, 16], "patch_size": [8, 8]})
-    with pytest.raises(ConfigError, match="kind"):
-        build_image_encoder({"kind": "swin", "input_shape": [32, 32]})
+        build({"kind": "vit", "input_shape": [32, 32, 16], "patch_size": [8, 8]})
+    with pytest.raises(ConfigError, match="needs patch_size"):
+        build({"kind": "vit", "input_shape": [32, 32]})
+    with pytest.raises(ConfigError, match="unknown component kind 'swin'"):
+        build({"kind": "swin", "input_shape": [32, 32]})
     with pytest.raises(ConfigError, match="resnet7"):
-        build_image_encoder({"kind": "resnet", "input_shape": [32, 32], "depth": 7})
+        build({"kind": "resnet", "input_shape": [32, 32], "depth": 7})
+    with pytest.raises(ConfigError, match="2 or 3 positive ints"):
+        ResNetEncoder([32], depth=10)  # the constructor checks, however it is called
+    with pytest.raises(ConfigError, match="hidden_size must be divisible"):
+        ViTEncoder([32, 32], [8, 8], hidden_size=30, num_heads=4)
+
+
+@pytest.mark.parametrize("spec", [
+    {"kind": "vit", "input_shape": [16, 16, 8], "patch_size": [8, 8, 4], "hidden_size": 16, "mlp_dim": 32,
+     "num_layers": 1, "num_heads": 2, "pooling": "mean"},
+    {"kind": "resnet", "input_shape": [16, 16], "depth": 10, "width_factor": 0.5},
+])
+def test_encoders_record_their_config_and_rebuild_from_it(spec: dict) -> None:
+    enc = build(spec)
+    assert enc.config["kind"] == spec["kind"] and {k: enc.config[k] for k in spec} == spec
+    assert isinstance(enc, ViTEncoder if spec["kind"] == "vit" else ResNetEncoder)
+    again = build(enc.config)
+    assert again.config == enc.config
+    assert [v.shape for v in again.state_dict().values()] == [v.shape for v in enc.state_dict().values()]

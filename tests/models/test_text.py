@@ -7,12 +7,13 @@ import torch
 import torch.nn.functional as F
 
 from radlens.errors import ConfigError, InputError
-from radlens.models.text import build_text_encoder, train_wordpiece
+from radlens.models.components import build
+from radlens.models.text import train_wordpiece
 
 
 @pytest.fixture(scope="module")
 def minilm():
-    return build_text_encoder({"kind": "minilm", "context_length": 128}).eval()
+    return build({"kind": "minilm", "context_length": 128}).eval()
 
 
 def test_minilm_loads_offline_and_ranks_similar_sentences_closer(minilm, monkeypatch) -> None:
@@ -36,8 +37,8 @@ def test_text_longer_than_context_is_an_error_naming_its_length(minilm) -> None:
 
 
 def test_truncate_policy_cuts_counts_and_warns(captions: list[str]) -> None:
-    enc = build_text_encoder({"kind": "scratch", "hidden_size": 32, "num_layers": 1, "num_heads": 2,
-                              "context_length": 16, "on_overflow": "truncate"}, texts=captions)
+    enc = build({"kind": "scratch", "hidden_size": 32, "num_layers": 1, "num_heads": 2,
+                   "context_length": 16, "on_overflow": "truncate"}, texts=captions)
     with pytest.warns(UserWarning, match="1 of 2 texts truncated to 16 tokens"):
         batch = enc.tokenize([captions[0], "axial"])
     assert batch["input_ids"].shape == (2, 16) and enc.truncated == 1
@@ -53,8 +54,8 @@ def test_scratch_wordpiece_learns_caption_words_and_never_emits_unk(captions: li
 
 
 def test_freeze_all_but_last_layers() -> None:
-    enc = build_text_encoder({"kind": "scratch", "hidden_size": 32, "num_layers": 3, "num_heads": 2,
-                              "trainable_layers": 1})
+    enc = build({"kind": "scratch", "hidden_size": 32, "num_layers": 3, "num_heads": 2,
+                   "trainable_layers": 1})
     layers = enc.model.encoder.layer
     assert all(not p.requires_grad for p in enc.model.embeddings.parameters())
     assert all(not p.requires_grad for p in layers[0].parameters())
@@ -64,8 +65,8 @@ def test_freeze_all_but_last_layers() -> None:
 
 @pytest.mark.parametrize("pooling", ["cls", "mean", "sentences"])
 def test_pooling_ignores_padding(pooling: str, captions: list[str]) -> None:
-    enc = build_text_encoder({"kind": "scratch", "hidden_size": 32, "num_layers": 1, "num_heads": 2,
-                              "pooling": pooling}, texts=captions).eval()
+    enc = build({"kind": "scratch", "hidden_size": 32, "num_layers": 1, "num_heads": 2,
+                   "pooling": pooling}, texts=captions).eval()
     with torch.no_grad():
         alone = enc(**enc.tokenize(["axial brain"]))
         padded = enc(**enc.tokenize(["axial brain", captions[0]]))[:1]
@@ -74,8 +75,8 @@ def test_pooling_ignores_padding(pooling: str, captions: list[str]) -> None:
 
 def test_sentence_pooling_averages_sentences_encoded_alone(captions: list[str]) -> None:
     texts = [*captions, "axial brain. coronal spine."]  # the tokenizer learns "." from its texts
-    enc = build_text_encoder({"kind": "scratch", "hidden_size": 32, "num_layers": 1, "num_heads": 2,
-                              "pooling": "sentences"}, texts=texts).eval()
+    enc = build({"kind": "scratch", "hidden_size": 32, "num_layers": 1, "num_heads": 2,
+                   "pooling": "sentences"}, texts=texts).eval()
     with torch.no_grad():
         out = enc(**enc.tokenize(["axial brain. coronal spine", "axial brain.", "coronal spine", ""]))
     assert torch.allclose(out[0], (out[1] + out[2]) / 2, atol=1e-5)
@@ -84,31 +85,27 @@ def test_sentence_pooling_averages_sentences_encoded_alone(captions: list[str]) 
 
 def test_bad_text_configs() -> None:
     with pytest.raises(ConfigError, match="path_or_id"):
-        build_text_encoder({"kind": "pretrained"})
+        build({"kind": "pretrained"})
     with pytest.raises(ConfigError, match="on_overflow"):
-        build_text_encoder({"kind": "scratch", "hidden_size": 32, "num_layers": 1, "num_heads": 2,
-                            "on_overflow": "ignore"})
+        build({"kind": "scratch", "hidden_size": 32, "num_layers": 1, "num_heads": 2,
+                 "on_overflow": "ignore"})
     with pytest.raises(InputError, match="cannot load a text encoder"):
-        build_text_encoder({"kind": "pretrained", "path_or_id": "/nonexistent/bert"})
+        build({"kind": "pretrained", "path_or_id": "/nonexistent/bert"})
 
 
 def test_any_bert_family_checkpoint_from_a_local_folder(minilm) -> None:
     from radlens.models.text import minilm_path
 
-    enc = build_text_encoder({"kind": "pretrained", "path_or_id": minilm_path(), "pooling": "mean"}).eval()
+    enc = build({"kind": "pretrained", "path_or_id": minilm_path(), "pooling": "mean"}).eval()
     batch = enc.tokenize(["axial flair"])
     with torch.no_grad():
         assert torch.allclose(enc(**batch), minilm(**minilm.tokenize(["axial flair"])), atol=1e-6)
 
 
 def test_frozen_tower_runs_once_per_distinct_text_and_matches_uncached() -> None:
-    import torch
-
-    from radlens.models.text import build_text_encoder
-
-    encoder = build_text_encoder({"kind": "scratch", "hidden_size": 32, "num_layers": 1, "num_heads": 2,
-                                  "intermediate_size": 64, "vocab_size": 200, "context_length": 32},
-                                 texts=["axial t1", "sagittal t2 flair"])
+    encoder = build({"kind": "scratch", "hidden_size": 32, "num_layers": 1, "num_heads": 2,
+                       "intermediate_size": 64, "vocab_size": 200, "context_length": 32},
+                      texts=["axial t1", "sagittal t2 flair"])
     encoder.set_trainable_layers(0)
     calls = []
     encoder.model.register_forward_hook(lambda module, args, out: calls.append(len(args[0]) if args else 1))
@@ -124,8 +121,8 @@ def test_frozen_tower_runs_once_per_distinct_text_and_matches_uncached() -> None
 
 def test_frozen_sentence_pooling_encodes_each_distinct_sentence_once(captions: list[str]) -> None:
     texts = [*captions, "axial brain. coronal spine."]
-    enc = build_text_encoder({"kind": "scratch", "hidden_size": 32, "num_layers": 1, "num_heads": 2,
-                              "pooling": "sentences"}, texts=texts)
+    enc = build({"kind": "scratch", "hidden_size": 32, "num_layers": 1, "num_heads": 2,
+                   "pooling": "sentences"}, texts=texts)
     enc.set_trainable_layers(0)
     encoded: list[int] = []
     enc.model.register_forward_pre_hook(lambda module, args, kwargs: encoded.append(len(kwargs["input_ids"])),
@@ -150,21 +147,21 @@ def test_sentences_do_not_end_inside_numbers_or_abbreviations(minilm) -> None:
 def test_sentence_pooling_bounds_each_sentence_not_the_report(captions: list[str]) -> None:
     texts = [*captions, "axial brain. coronal spine."]
     spec = {"kind": "scratch", "hidden_size": 32, "num_layers": 1, "num_heads": 2, "context_length": 8, "pooling": "sentences"}
-    enc = build_text_encoder(spec, texts=texts)
+    enc = build(spec, texts=texts)
     report = " ".join(["axial brain."] * 6)  # 18 tokens with [CLS]/[SEP], each sentence 5
     assert enc.tokenize([report])["input_ids"].shape[1] == 20
     with pytest.raises(InputError, match="longest sentence of text 0 has 11 tokens"):
         enc.tokenize(["axial brain coronal spine axial brain coronal spine."])
-    cut = build_text_encoder({**spec, "on_overflow": "truncate"}, texts=texts)
+    cut = build({**spec, "on_overflow": "truncate"}, texts=texts)
     with pytest.warns(UserWarning, match="per sentence"):
         ids = cut.tokenize(["axial brain coronal spine axial brain coronal spine. axial brain."])["input_ids"]
     assert ids.shape[1] == 2 + 6 + 3  # the long sentence cut to 6 tokens, the short one kept
 
 
 def test_sentence_pooling_needs_cls_and_sep(minilm) -> None:
-    from radlens.models.sentences import SentenceSplitter
-
     import copy
+
+    from radlens.models.sentences import SentenceSplitter
 
     tokenizer = copy.deepcopy(minilm.tokenizer)  # the fixture is shared
     tokenizer.cls_token = None

@@ -94,7 +94,7 @@ def test_a_lesion_sits_at_the_same_world_position_in_every_stored_order(phantom:
 def test_subjects_differ_in_anatomy(phantom: tuple[Path, pd.DataFrame]) -> None:
     out, truth = phantom
     masks = []
-    for subject, series in truth.groupby("subject"):
+    for _, series in truth.groupby("subject"):
         path = out / series["file"].iloc[0]
         image = nib.as_closest_canonical(nib.load(path))
         head = np.argwhere(np.asarray(image.dataobj) > 0.2 * np.percentile(np.asarray(image.dataobj), 99))

@@ -42,7 +42,7 @@ def test_missing_field_rate_is_near_the_configured_rate(rate: float) -> None:
 
 
 def test_present_fields_hold_the_true_values() -> None:
-    for sidecar, notes, truth in _sidecars(MessinessRates(joined_list=0.0)):
+    for sidecar, _notes, truth in _sidecars(MessinessRates(joined_list=0.0)):
         for key in ("EchoTime", "RepetitionTime", "InversionTime", "FlipAngle", "MagneticFieldStrength",
                     "ManufacturersModelName", "ScanningSequence", "SequenceVariant", "SliceThickness"):
             if key in sidecar:

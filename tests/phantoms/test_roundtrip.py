@@ -20,13 +20,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from radlens.io.nifti import read_mask
 from radlens.io.prepared import PreparedDataset, parse_boxes
 from radlens.phantoms.ct import CTPhantomConfig, generate_ct_phantom, plan_patients, render_patient
 from radlens.phantoms.ct_anatomy import TISSUES
 from radlens.phantoms.ct_findings import FINDINGS
 from radlens.phantoms.ct_layout import decode
 from radlens.phantoms.mri import MRIPhantomConfig, generate_mri_phantom
-from radlens.io.nifti import read_mask
 from radlens.prepare.masks import label_boxes
 from radlens.prepare.pipeline import default_config, prepare_dataset
 from radlens.prepare.slicing import SliceConfig

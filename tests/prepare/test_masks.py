@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 from support.mask_layouts import LABELS, cube_volume, save, write_mask_bids
 
-from radlens.io.prepared import parse_boxes
 from radlens.errors import InputError
+from radlens.io.prepared import parse_boxes
 from radlens.io.volume import Volume
 from radlens.prepare import pipeline
 from radlens.prepare.masks import (

@@ -13,12 +13,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-
 from support.layouts import SIDECAR, head, tree_state, write_bids, write_ctrate
+
 from radlens.cli import main
 from radlens.common.atomic import strict_json
-from radlens.io.prepared import PreparedDataset
 from radlens.errors import InputError
+from radlens.io.prepared import PreparedDataset
 from radlens.prepare import pipeline
 from radlens.prepare.intensity import IntensityConfig
 from radlens.prepare.pipeline import SOURCES, PrepareConfig, default_config, prepare_dataset

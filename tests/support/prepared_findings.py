@@ -103,9 +103,9 @@ def quick_trainer(**changes: object) -> object:
 
 def base_bundle(folder: Path, prepared: Path, model_json: Path, **preprocessing: object) -> Path:
     """A freshly initialised tiny CLIP saved as a bundle for ``prepared`` (``preprocessing`` overrides the card's)."""
+    from radlens.data.modules import preprocessing_from_card
     from radlens.models.bundle import save_bundle
     from radlens.models.registry import build_model
-    from radlens.data.modules import preprocessing_from_card
 
     card = json.loads((prepared / "dataset.json").read_text())
     prompts = [f"{f} is {s}present." for f in FINDINGS for s in ("", "not ")]

@@ -8,8 +8,9 @@ order them. Every file carries patient identity ("Doe^John") for the PHI tests.
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset

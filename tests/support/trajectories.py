@@ -79,14 +79,13 @@ def trajectories(root: Path, stop_at: int | None = None) -> dict[str, list[float
     from support.prepared_clip import write_prepared
     from support.prepared_findings import base_bundle, tiny_model, write_findings_prepared
 
-    from radlens.train.clip import train_clip
     from radlens.data.datasets import ClipDataConfig
+    from radlens.data.labelled import FindingDataConfig
+    from radlens.train.clip import train_clip
     from radlens.train.config import LossConfig, OptimConfig
     from radlens.train.labeller import train_labeller
-    from radlens.data.labelled import FindingDataConfig
     from radlens.train.probe_train import train_probe
     from radlens.train.vocabfine import train_vocabfine
-
     from train.conftest import MICRO  # type: ignore[import-not-found]
 
     out: dict[str, list[float]] = {}

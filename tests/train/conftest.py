@@ -34,8 +34,8 @@ def prepared_2d(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def trained_run(prepared_2d: Path, micro_model: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """8 steps of multi-positive training, validated at steps 4 and 8."""
-    from radlens.train.clip import train_clip
     from radlens.data.datasets import ClipDataConfig
+    from radlens.train.clip import train_clip
     from radlens.train.config import LossConfig, OptimConfig
 
     return train_clip(

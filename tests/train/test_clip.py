@@ -81,8 +81,8 @@ def test_evaluate_retrieval_reports_metrics_with_chance(trained_run: Path, prepa
 
 def test_resume_continues_with_the_same_losses(trained_run: Path, prepared_2d: Path, tmp_path: Path) -> None:
     """4 steps in one go == 2 steps + resume for 2 (3 batches per epoch: the resume is mid-epoch)."""
-    from radlens.train.clip import train_clip
     from radlens.data.datasets import ClipDataConfig
+    from radlens.train.clip import train_clip
 
     data = ClipDataConfig(path=str(prepared_2d), batch_size=8)  # 24 train slices: 3 batches per epoch
     # Both runs start from one bundle (--init-from): a fresh scratch tokenizer is not reproducible.
@@ -135,8 +135,8 @@ def test_cli_clear_errors_before_training(micro_model: str, tmp_path: Path, caps
 
 
 def test_bf16_mixed_precision_trains(prepared_2d: Path, micro_model: str, tmp_path: Path) -> None:
-    from radlens.train.clip import train_clip
     from radlens.data.datasets import ClipDataConfig
+    from radlens.train.clip import train_clip
     from radlens.train.config import OptimConfig
 
     run = train_clip(ClipDataConfig(path=str(prepared_2d), batch_size=8), model=micro_model,
@@ -149,8 +149,8 @@ def test_bf16_mixed_precision_trains(prepared_2d: Path, micro_model: str, tmp_pa
 
 
 def test_text_longer_than_the_context_is_an_error_before_training(micro_model: str, tmp_path: Path) -> None:
-    from radlens.train.clip import train_clip
     from radlens.data.datasets import ClipDataConfig
+    from radlens.train.clip import train_clip
 
     ds = write_prepared(tmp_path / "long", shape=(32, 32), patients={"train": 2, "validation": 1})
     slices = pd.read_parquet(ds / "slices.parquet")
@@ -174,8 +174,8 @@ def test_run_config_reruns_the_command(trained_run: Path, capsys: pytest.Capture
 
 
 def test_findings_loss_trains_a_3d_report_clip(tmp_path: Path) -> None:
-    from radlens.train.clip import train_clip
     from radlens.data.datasets import ClipDataConfig
+    from radlens.train.clip import train_clip
     from radlens.train.config import LossConfig, OptimConfig
 
     ds = write_findings_prepared(tmp_path / "prep", patients={"train": 16, "validation": 4})

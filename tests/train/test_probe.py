@@ -9,9 +9,9 @@ import pytest
 import torch
 from support.prepared_findings import FINDINGS, base_bundle, quick_trainer, tiny_model, write_findings_prepared
 
+from radlens.data.labelled import FindingDataConfig
 from radlens.errors import InputError
 from radlens.train.config import OptimConfig
-from radlens.data.labelled import FindingDataConfig
 
 
 @pytest.fixture(scope="module")

@@ -8,15 +8,15 @@ import pytest
 import torch
 from support.prepared_findings import FINDINGS, base_bundle, quick_trainer, tiny_model, write_findings_prepared
 
+from radlens.data.labelled import FindingDataConfig
 from radlens.errors import InputError
 from radlens.train.config import OptimConfig
-from radlens.data.labelled import FindingDataConfig
 
 
 def _pair_loss(bundle: Path, prepared: Path) -> float:
     """Mean present/absent cross-entropy of a bundle over the training split (eval mode, no dropout)."""
-    from radlens.io.prepared import PreparedDataset
     from radlens.data.labelled import FindingDataset, collate_findings
+    from radlens.io.prepared import PreparedDataset
     from radlens.models.bundle import load_bundle
     from radlens.train.vocabfine import prompt_set
     from radlens.train.vocabfine_task import VocabFineTask

@@ -92,12 +92,12 @@ def save_array_atomic(path: str | os.PathLike[str], array: np.ndarray) -> None:
         np.save(fh, np.ascontiguousarray(array), allow_pickle=False)
 
 
-def write_parquet_atomic(path: str | os.PathLike[str], df: "pd.DataFrame") -> None:
+def write_parquet_atomic(path: str | os.PathLike[str], df: pd.DataFrame) -> None:
     with atomic_path(path) as tmp:
         df.to_parquet(tmp, index=False)
 
 
-def write_csv_atomic(path: str | os.PathLike[str], df: "pd.DataFrame") -> None:
+def write_csv_atomic(path: str | os.PathLike[str], df: pd.DataFrame) -> None:
     write_bytes_atomic(path, df.to_csv(index=False).encode())
 
 

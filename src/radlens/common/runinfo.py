@@ -23,7 +23,7 @@ def run_info(command: str, config: dict[str, Any], seed: int | None = None) -> d
     }
 
 
-def write_results(out: str | Path, metrics: dict[str, Any], predictions: "pd.DataFrame", run: dict[str, Any]) -> Path:
+def write_results(out: str | Path, metrics: dict[str, Any], predictions: pd.DataFrame, run: dict[str, Any]) -> Path:
     """``OUT/metrics.json``, ``OUT/predictions.csv``, ``OUT/run.json``, all appearing at once."""
     from radlens.common.atomic import staged_output, write_json_atomic
 

@@ -44,12 +44,14 @@ def item_seed(seed: int, epoch: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1)[0])
 
 
-def build_augment(cfg: AugmentConfig, spatial_shape: Sequence[int]) -> "Compose | None":
+def build_augment(cfg: AugmentConfig, spatial_shape: Sequence[int], masks: Sequence[str] = ()) -> Compose | None:
     """The augmentation pipeline for images of ``spatial_shape`` (2D or 3D), or None when disabled.
 
     Left-right flip on the first spatial axis (X in RAS), a small random affine (rotation,
     isotropic-ish scaling, translation as a fraction of the size), intensity scale/shift and
     Gaussian noise. Values stay in the prepared intensity range apart from the intensity jitter.
+    ``masks`` names label maps in the same item: flip and affine move them with the same random
+    draw (nearest neighbour, zero = background padding); the intensity changes leave them alone.
     """
     if not cfg.enabled:
         return None
@@ -66,15 +68,16 @@ def build_augment(cfg: AugmentConfig, spatial_shape: Sequence[int]) -> "Compose 
     angle = math.radians(cfg.rotate_degrees)
     # A 2D affine rotates in-plane only; a 3D one gets a small rotation about every axis.
     rotate = (angle,) if dims == 2 else (angle, angle, angle)
+    spatial_keys = (KEY, *masks)
     transforms = [
-        RandFlipd(keys=KEY, prob=cfg.flip_prob, spatial_axis=0),
+        RandFlipd(keys=spatial_keys, prob=cfg.flip_prob, spatial_axis=0),
         RandAffined(
-            keys=KEY,
+            keys=spatial_keys,
             prob=cfg.affine_prob,
             rotate_range=rotate,
             scale_range=(cfg.scale,) * dims,
             translate_range=tuple(cfg.translate_fraction * s for s in spatial_shape),
-            mode="bilinear",
+            mode=("bilinear", *("nearest",) * len(masks)) if masks else "bilinear",
             padding_mode="zeros",
         ),
         RandScaleIntensityd(keys=KEY, factors=cfg.intensity_scale, prob=cfg.intensity_prob),
@@ -84,7 +87,7 @@ def build_augment(cfg: AugmentConfig, spatial_shape: Sequence[int]) -> "Compose 
     return Compose(transforms)
 
 
-def apply_augment(transform: "Compose", image: "torch.Tensor", seed: int) -> "torch.Tensor":
+def apply_augment(transform: Compose, image: torch.Tensor, seed: int) -> torch.Tensor:
     """Run ``transform`` on a channel-first image with its random state set from ``seed``."""
     import torch
 

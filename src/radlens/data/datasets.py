@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from radlens.data.augment import AugmentConfig, apply_augment, build_augment, item_seed
-from radlens.io.prepared import PreparedDataset
 from radlens.errors import ConfigError, InputError
+from radlens.io.prepared import PreparedDataset
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -170,7 +170,7 @@ def drop_sentences(text: str, p: float, rng: np.random.Generator) -> str:
     return " ".join(s for s, k in zip(sentences, keep) if k)
 
 
-def _split_table(prepared: PreparedDataset, split: str, text_column: str) -> tuple["pd.DataFrame", np.ndarray]:
+def _split_table(prepared: PreparedDataset, split: str, text_column: str) -> tuple[pd.DataFrame, np.ndarray]:
     """Rows of ``split`` (slices for 2D, series for 3D) with the series columns items need.
 
     Returns the table and, for 2D, each row's position in ``slices`` (what ``prepared.slice`` takes).
@@ -191,7 +191,7 @@ def _split_table(prepared: PreparedDataset, split: str, text_column: str) -> tup
     return rows, positions
 
 
-def _caption_config(prepared: PreparedDataset) -> "CaptionConfig":
+def _caption_config(prepared: PreparedDataset) -> CaptionConfig:
     """The caption config the dataset was prepared with (card ``config.caption``)."""
     from dataclasses import fields
 
@@ -204,7 +204,7 @@ def _caption_config(prepared: PreparedDataset) -> "CaptionConfig":
     return CaptionConfig(**{k: v for k, v in saved.items() if k in names})
 
 
-def _metadata(row: "pd.Series") -> Any:
+def _metadata(row: pd.Series) -> Any:
     """An ``AcquisitionMetadata`` from the metadata columns of a table row."""
     from radlens.io.metadata import LIST_FIELDS, AcquisitionMetadata
 
@@ -225,7 +225,7 @@ class ClipCollate:
     Tokenising here (in the DataLoader workers) keeps the training step free of string work.
     """
 
-    def __init__(self, tokenize: Callable[[Sequence[str]], dict[str, "torch.Tensor"]]) -> None:
+    def __init__(self, tokenize: Callable[[Sequence[str]], dict[str, torch.Tensor]]) -> None:
         self.tokenize = tokenize
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:

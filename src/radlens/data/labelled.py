@@ -18,7 +18,6 @@ from radlens.errors import ConfigError, InputError
 
 if TYPE_CHECKING:
     import pandas as pd
-    import torch
 
     from radlens.io.prepared import PreparedDataset
 
@@ -49,7 +48,7 @@ def select_findings(card: dict[str, Any], requested: Sequence[str] | None, where
     return list(dict.fromkeys(requested))
 
 
-def targets_of(table: "pd.DataFrame", findings: Sequence[str], where: Any) -> np.ndarray:
+def targets_of(table: pd.DataFrame, findings: Sequence[str], where: Any) -> np.ndarray:
     """(N, F) float32 0/1 targets from the finding columns; InputError for missing or non-0/1 values."""
     missing = [f for f in findings if f not in table.columns]
     if missing:
@@ -62,7 +61,7 @@ def targets_of(table: "pd.DataFrame", findings: Sequence[str], where: Any) -> np
     return values.astype(np.float32)
 
 
-def require_splits(table: "pd.DataFrame", splits: Sequence[str], where: Any) -> None:
+def require_splits(table: pd.DataFrame, splits: Sequence[str], where: Any) -> None:
     """InputError naming the first of ``splits`` that has no rows."""
     counts = table["split"].value_counts()
     for split in splits:
@@ -79,7 +78,7 @@ class FindingDataset:
 
     def __init__(
         self,
-        prepared: "PreparedDataset",
+        prepared: PreparedDataset,
         split: str,
         findings: Sequence[str],
         augment: AugmentConfig | None = None,

@@ -14,60 +14,20 @@ on image and mask together, bilinear for the image and nearest for the mask, see
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from radlens.data.augment import AugmentConfig, item_seed
-from radlens.io.prepared import PreparedDataset, parse_boxes
+from radlens.data.augment import AugmentConfig, build_augment, item_seed
 from radlens.errors import ConfigError, InputError
+from radlens.io.prepared import PreparedDataset, parse_boxes
 from radlens.prepare.masks import label_boxes
 
 if TYPE_CHECKING:
     import torch
     from monai.transforms import Compose
 
-KEYS = ("image", "mask")
-
-
-def build_pair_augment(cfg: AugmentConfig, spatial_shape: Sequence[int]) -> Compose | None:
-    """The augmentation of :func:`radlens.data.augment.build_augment` for an image and its mask.
-
-    Flip and random affine move both with the same random draw (``mode=("bilinear", "nearest")``,
-    zero padding, which is background for the mask); intensity scale/shift and noise touch the
-    image only. None when ``cfg.enabled`` is False.
-    """
-    if not cfg.enabled:
-        return None
-    from monai.transforms import (
-        Compose,
-        RandAffined,
-        RandFlipd,
-        RandGaussianNoised,
-        RandScaleIntensityd,
-        RandShiftIntensityd,
-    )
-
-    dims = len(spatial_shape)
-    angle = math.radians(cfg.rotate_degrees)
-    rotate = (angle,) if dims == 2 else (angle, angle, angle)
-    return Compose([
-        RandFlipd(keys=KEYS, prob=cfg.flip_prob, spatial_axis=0),
-        RandAffined(
-            keys=KEYS,
-            prob=cfg.affine_prob,
-            rotate_range=rotate,
-            scale_range=(cfg.scale,) * dims,
-            translate_range=tuple(cfg.translate_fraction * s for s in spatial_shape),
-            mode=("bilinear", "nearest"),
-            padding_mode="zeros",
-        ),
-        RandScaleIntensityd(keys="image", factors=cfg.intensity_scale, prob=cfg.intensity_prob),
-        RandShiftIntensityd(keys="image", offsets=cfg.intensity_shift, prob=cfg.intensity_prob),
-        RandGaussianNoised(keys="image", prob=cfg.noise_prob, std=cfg.noise_std),
-    ])
 
 
 def apply_pair_augment(
@@ -117,7 +77,7 @@ class ImageMaskDataset:
         self.num_labels = max(labels) + 1 if labels else 1
         self.transform = None
         if augment is not None:
-            self.transform = build_pair_augment(augment, self.spatial_shape)
+            self.transform = build_augment(augment, self.spatial_shape, masks=("mask",))
 
     @property
     def spatial_shape(self) -> tuple[int, ...]:

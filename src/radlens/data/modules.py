@@ -19,8 +19,8 @@ import lightning.pytorch as pl
 import numpy as np
 
 from radlens.data.augment import AugmentConfig
-from radlens.io.prepared import PreparedDataset
 from radlens.errors import InputError
+from radlens.io.prepared import PreparedDataset
 
 if TYPE_CHECKING:
     from torch.utils.data import DataLoader
@@ -260,3 +260,31 @@ class ImageViewsDataModule(RadlensDataModule):
 
     def preprocessing(self) -> dict[str, Any]:
         return preprocessing_from_card(self.prepared.card)
+
+
+class ImageMaskDataModule(RadlensDataModule):
+    """Images with their label maps (segmentation, mask-conditioned generation): batches of
+    :class:`radlens.data.masks.ImageMaskDataset` items ``{"image", "mask", "labels_present", "boxes",
+    "index"}``, spatial augmentation applied to image and mask together (nearest for the mask).
+
+    ``masked_only`` False keeps items without a mask (their mask is -1, an ignore value).
+    """
+
+    def __init__(self, prepared: PreparedDataset, batch_size: int, eval_batch_size: int | None = None,
+                 num_workers: int = 0, augment: AugmentConfig | None = None, masked_only: bool = True,
+                 seed: int = 0) -> None:
+        from radlens.data.masks import ImageMaskDataset
+
+        super().__init__(batch_size, eval_batch_size, num_workers, seed)
+        self.prepared = prepared
+        self.train_set: ImageMaskDataset = ImageMaskDataset(prepared, "train", augment, seed, masked_only)
+        self.val_set: ImageMaskDataset | None = (ImageMaskDataset(prepared, "validation", masked_only=masked_only)
+                                                 if has_split(prepared, "validation") else None)
+
+    def collate_fn(self) -> Callable[[list[dict[str, Any]]], Any]:
+        from torch.utils.data import default_collate
+
+        return default_collate
+
+    def preprocessing(self) -> dict[str, Any]:
+        return {**preprocessing_from_card(self.prepared.card), "labels": self.prepared.card.get("labels", {})}

@@ -13,15 +13,8 @@ prepared dataset whose arrays were made differently.
 
 from __future__ import annotations
 
-import contextlib
-import datetime
-import json
 import os
-import shutil
-import uuid
-from collections.abc import Iterator
 from dataclasses import fields
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np

@@ -12,12 +12,11 @@ rank of its best-ranked relevant item; ties count in the query's favour.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from radlens.errors import ConfigError, InputError
+from radlens.errors import ConfigError
 from radlens.metrics.retrieval import INSTANCE_KS, clip_retrieval, text_gallery, text_keys_of
 from radlens.metrics.volume_retrieval import series_vote, volume_map
 

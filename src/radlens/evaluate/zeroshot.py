@@ -149,14 +149,13 @@ def zeroshot(
         device: auto, cpu, cuda, cuda:1, ...
     """
     config = dict(locals())
-    from radlens.io.prepared import SPLITS, PreparedDataset
-    from radlens.evaluate.embed import resolve_model
-    from radlens.models.compat import check_compatible
-    from radlens.common.atomic import staged_output
+    from radlens.common.atomic import staged_output, write_json_atomic
     from radlens.common.runinfo import run_info
+    from radlens.evaluate.embed import resolve_model
     from radlens.evaluate.figures import curve_figures
+    from radlens.io.prepared import SPLITS, PreparedDataset
     from radlens.metrics.findings import evaluate_findings
-    from radlens.common.atomic import write_json_atomic
+    from radlens.models.compat import check_compatible
 
     for name, value in (("split", split), ("threshold_split", threshold_split)):
         if value not in SPLITS:

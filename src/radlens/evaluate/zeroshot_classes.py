@@ -131,13 +131,12 @@ def zeroshot_classes(
     patient_id, P(class) per evaluated class, predicted, true), metrics.json, confusion.png and
     run.json at once.
     """
-    from radlens.io.prepared import PreparedDataset
-    from radlens.evaluate.embed import resolve_model
-    from radlens.models.compat import check_compatible
-    from radlens.common.atomic import staged_output
+    from radlens.common.atomic import staged_output, write_json_atomic
     from radlens.common.runinfo import run_info
+    from radlens.evaluate.embed import resolve_model
     from radlens.evaluate.multiclass import SUMMARY_METRICS, confusion_figure, evaluate_classes
-    from radlens.common.atomic import write_json_atomic
+    from radlens.io.prepared import PreparedDataset
+    from radlens.models.compat import check_compatible
 
     ds = PreparedDataset(prepared)
     prompt_set = load_class_prompts(prompts, dataset_caption_config(ds))

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 

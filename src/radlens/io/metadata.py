@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 NUMERIC_FIELDS = (
     "MagneticFieldStrength",
@@ -68,7 +69,7 @@ class AcquisitionMetadata:
             out[f.name] = list(value) if isinstance(value, tuple) else value
         return out
 
-    def replace(self, **changes: Any) -> "AcquisitionMetadata":
+    def replace(self, **changes: Any) -> AcquisitionMetadata:
         """A copy with some fields changed."""
         return dataclasses.replace(self, **changes)
 

@@ -15,7 +15,8 @@ so they pass.
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 # Identifying keywords that the VR and substring rules below do not already catch.
 PHI_KEYWORDS = frozenset(
@@ -136,7 +137,7 @@ def _plain(value: Any) -> Any:
     """A JSON-friendly copy of a tag value; None for values that are not plain data."""
     from pydicom.multival import MultiValue
     from pydicom.sequence import Sequence
-    from pydicom.valuerep import DSdecimal, DSfloat, IS, PersonName
+    from pydicom.valuerep import IS, DSdecimal, DSfloat, PersonName
 
     if isinstance(value, (Sequence, bytes, bytearray, dict)):
         return None

@@ -46,20 +46,20 @@ class PreparedDataset:
         return int(self.card["dims"])
 
     @cached_property
-    def series(self) -> "pd.DataFrame":
+    def series(self) -> pd.DataFrame:
         import pandas as pd
 
         return pd.read_parquet(self.path / "series.parquet")
 
     @cached_property
-    def slices(self) -> "pd.DataFrame | None":
+    def slices(self) -> pd.DataFrame | None:
         import pandas as pd
 
         path = self.path / "slices.parquet"
         return pd.read_parquet(path) if path.is_file() else None
 
     @cached_property
-    def failures(self) -> "pd.DataFrame":
+    def failures(self) -> pd.DataFrame:
         import pandas as pd
 
         path = self.path / "failures.csv"
@@ -144,7 +144,7 @@ class PreparedDataset:
             return [""] * len(self.slices)
         return self.slices["mask_path"].fillna("").astype(str).tolist()
 
-    def split(self, name: str) -> "pd.DataFrame":
+    def split(self, name: str) -> pd.DataFrame:
         """Rows of ``slices`` (2D) or ``series`` (3D) in split ``name``."""
         if name not in SPLITS:
             raise ValueError(f"unknown split {name!r}; one of {', '.join(SPLITS)}")

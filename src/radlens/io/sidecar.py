@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from os import PathLike
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 from radlens.errors import InputError
 from radlens.io.metadata import LIST_FIELDS, NUMERIC_FIELDS, TEXT_FIELDS, AcquisitionMetadata

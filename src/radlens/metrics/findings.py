@@ -266,7 +266,7 @@ def mean_auroc(targets: np.ndarray, scores: np.ndarray) -> float:
     return float(np.mean(finite)) if finite else float("nan")
 
 
-def scan_scores(table: "pd.DataFrame", labels: np.ndarray, scores: np.ndarray, findings: Sequence[str]) -> "pd.DataFrame":
+def scan_scores(table: pd.DataFrame, labels: np.ndarray, scores: np.ndarray, findings: Sequence[str]) -> pd.DataFrame:
     """Per-item labels and scores averaged per scan (reconstructions of one scan are one case)."""
     import pandas as pd
 
@@ -279,7 +279,7 @@ def scan_scores(table: "pd.DataFrame", labels: np.ndarray, scores: np.ndarray, f
     return aggregate_scans(frame, [*findings, *[f"score:{f}" for f in findings]])
 
 
-def validation_thresholds(val: "pd.DataFrame", findings: Sequence[str], method: ThresholdMethod = "youden") -> dict[str, float]:
+def validation_thresholds(val: pd.DataFrame, findings: Sequence[str], method: ThresholdMethod = "youden") -> dict[str, float]:
     """Per-finding thresholds on a :func:`scan_scores` validation table (0.5 where it has one class)."""
     out = {}
     for f in findings:
@@ -291,13 +291,13 @@ def validation_thresholds(val: "pd.DataFrame", findings: Sequence[str], method: 
 
 
 def finding_results(
-    val: "pd.DataFrame",
-    test: "pd.DataFrame",
+    val: pd.DataFrame,
+    test: pd.DataFrame,
     findings: Sequence[str],
     threshold_method: ThresholdMethod = "youden",
     n_bootstrap: int = 1000,
     seed: int = 0,
-) -> tuple[dict[str, Any], "pd.DataFrame"]:
+) -> tuple[dict[str, Any], pd.DataFrame]:
     """metrics.json content and the per-scan test predictions table from :func:`scan_scores` tables.
 
     The predictions table has ``scan_id, patient_id``, the labels, ``score:<finding>`` and

@@ -1,4 +1,5 @@
-"""Image and text encoders, CLIP/MoCo/MIL models, the architecture registry, and model bundles.
+"""Model components (image encoders, text towers, CLIP, probes, the report labeller, MIL heads), the
+named-config registry, model bundles, and prompt sets.
 
 The main entry points are importable from here without importing torch up front:
 ``build_model``, ``list_models``, ``load_model``, ``save_bundle``, ``CLIPModel``.

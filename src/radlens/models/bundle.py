@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,8 @@ def save_bundle(
 
     components = dict(models) if isinstance(models, Mapping) else {SINGLE: models}
     for name, module in components.items():
+        if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", name) or name in (INDEX, "..") or name.startswith("."):
+            raise ConfigError(f"component name {name!r}: use letters, digits, '_', '-' and '.' (it names a folder)")
         if not isinstance(getattr(module, "config", None), dict) or "kind" not in module.config:
             raise ConfigError(f"component {name!r} ({type(module).__name__}) is not a registered component kind")
     with staged_output(folder) as tmp:

@@ -28,6 +28,7 @@ import inspect
 import json
 import os
 import pkgutil
+import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +60,14 @@ class Kind:
 
     def takes_kind(self) -> bool:
         return "kind" in inspect.signature(self.cls.__init__).parameters
+
+    def component_parameters(self) -> set[str]:
+        """The config parameters that take another component (annotated with an ``nn.Module`` class)."""
+        from torch import nn
+
+        hints = typing.get_type_hints(self.cls.__init__)
+        return {name for name in self.parameters() if name in hints
+                and any(isinstance(t, type) and issubclass(t, nn.Module) for t in typing.get_args(hints[name]) or (hints[name],))}
 
 
 def component(*names: str, family: str) -> Callable[[T], T]:
@@ -143,6 +152,9 @@ def check_config(spec: Mapping[str, Any], prefix: str = "") -> Kind:
     missing = [n for n, p in params.items() if p.default is inspect.Parameter.empty and n not in spec]
     if missing:
         raise ConfigError(f"kind {kind.name!r} needs {', '.join(prefix + m for m in missing)}")
+    for key in kind.component_parameters() & set(spec):
+        if not isinstance(spec[key], Mapping) or "kind" not in spec[key]:
+            raise ConfigError(f"{prefix}{key} must be a component config (an object with a 'kind'), got {spec[key]!r:.80}")
     for key, value in spec.items():
         if isinstance(value, Mapping) and "kind" in value:
             check_config(value, f"{prefix}{key}.")

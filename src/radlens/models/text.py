@@ -421,7 +421,8 @@ def load_pretrained(source: str, weights: bool = True) -> tuple[nn.Module, Any]:
     """
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-    local = os.path.isdir(source)
+    # Counting parameters (no weights) never goes to the network: a hub id not cached here is "unknown".
+    local = os.path.isdir(source) or not weights
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local)
         if weights:

@@ -62,7 +62,8 @@ class CTPhantomConfig:
         unknown = set(self.prevalences) - set(FINDINGS)
         if unknown:
             raise ConfigError(f"unknown finding names in prevalences: {sorted(unknown)}; use CT-RATE's names {list(FINDINGS)}")
-        rates = [self.spacing_jitter, self.second_scan_rate, self.second_recon_rate, self.already_hu_fraction, self.valid_fraction, *self.prevalences.values()]
+        rates = [self.spacing_jitter, self.second_scan_rate, self.second_recon_rate, self.already_hu_fraction, self.valid_fraction,
+                 *self.prevalences.values()]
         if any(not 0.0 <= r <= 1.0 for r in rates):
             raise ConfigError("rates, fractions and prevalences must lie in [0, 1]")
 

@@ -101,7 +101,9 @@ def _aorta_centreline(heart_c: np.ndarray, heart_r: np.ndarray, spine_y: float, 
     return np.asarray(points, np.float32)
 
 
-def _tree(rng: np.random.Generator, root: np.ndarray, direction: np.ndarray, radius: float, length: float, depth: int) -> list[tuple[np.ndarray, np.ndarray, float, int]]:
+def _tree(
+    rng: np.random.Generator, root: np.ndarray, direction: np.ndarray, radius: float, length: float, depth: int
+) -> list[tuple[np.ndarray, np.ndarray, float, int]]:
     """Branching segments ``(p0, p1, radius, generation)`` of a random vessel tree."""
     segments = []
     stack = [(root, direction / np.linalg.norm(direction), radius, length, 0)]
@@ -117,7 +119,9 @@ def _tree(rng: np.random.Generator, root: np.ndarray, direction: np.ndarray, rad
     return segments
 
 
-def build_thorax(grid: Grid, body: Body, rng: np.random.Generator, heart_scale: float = 1.0, pericardial_mm: float = 0.0, z_shift: float = 0.0) -> Thorax:
+def build_thorax(
+    grid: Grid, body: Body, rng: np.random.Generator, heart_scale: float = 1.0, pericardial_mm: float = 0.0, z_shift: float = 0.0
+) -> Thorax:
     """Render the thorax of ``body``; ``heart_scale`` > 1 enlarges the heart (cardiomegaly) and
     ``pericardial_mm`` > 0 adds a pericardial fluid rim that thick. ``z_shift`` moves the
     patient along the table (a second scan is never positioned identically)."""
@@ -194,7 +198,7 @@ def build_thorax(grid: Grid, body: Body, rng: np.random.Generator, heart_scale: 
     esophagus = paint(hu, tube(grid, top - [0, 16, 0], carina - [0, 16, 120], 7.0), HU["muscle"], where=cavity & (tissue == TISSUES["fat"]))
     tissue[esophagus] = TISSUES["other"]
     hila = {side: np.array([s * 52.0, carina[1] + 4.0, carina[2] - 30.0], np.float32) for side, s in (("right", 1), ("left", -1))}
-    for side, h in hila.items():
+    for h in hila.values():
         paint(hu, tube(grid, carina, h, 8.5), HU["muscle"])
         airway |= paint(hu, tube(grid, carina, h, 6.5), HU["air"])
     tissue[airway] = TISSUES["airway"]

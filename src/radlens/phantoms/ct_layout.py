@@ -17,8 +17,9 @@ again is wrong. Slope is always 1, so HU -1024..3071 fit int16 with either inter
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 

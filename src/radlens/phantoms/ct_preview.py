@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from radlens.common.montage import save_montage
 from radlens.phantoms.ct_findings import IMPLEMENTED, LABEL_IDS
 from radlens.phantoms.ct_layout import decode
-from radlens.common.montage import save_montage
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -170,7 +170,7 @@ def _generate_subject(out: Path, cfg: MRIPhantomConfig, index: int) -> tuple[lis
     return truth, lesions
 
 
-def generate_mri_phantom(out: Path, cfg: MRIPhantomConfig = MRIPhantomConfig(), workers: int = 1) -> "pd.DataFrame":
+def generate_mri_phantom(out: Path, cfg: MRIPhantomConfig = MRIPhantomConfig(), workers: int = 1) -> pd.DataFrame:
     """Generate the phantom under ``out`` and return the truth table (also written as ``truth.csv``)."""
     import pandas as pd
     from tqdm import tqdm

@@ -8,8 +8,9 @@ values, so the PHI filter has something to remove without any real person involv
 from __future__ import annotations
 
 import io
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 

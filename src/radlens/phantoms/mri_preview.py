@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from radlens.phantoms.mri_acquisition import PLANE_AXIS
 from radlens.common.montage import save_montage
+from radlens.phantoms.mri_acquisition import PLANE_AXIS
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -24,7 +24,7 @@ def _canonical(path: Path) -> np.ndarray:
     return np.asarray(nib.as_closest_canonical(nib.load(path)).dataobj)
 
 
-def write_preview(out: Path, truth: "pd.DataFrame", max_series: int = 8) -> Path:
+def write_preview(out: Path, truth: pd.DataFrame, max_series: int = 8) -> Path:
     """Montage of the series of the first subject with lesions (else the first subject)."""
     with_lesions = truth[truth["lesion_count"] > 0]
     subject = (with_lesions if len(with_lesions) else truth)["subject"].iloc[0]

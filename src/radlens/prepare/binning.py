@@ -23,9 +23,10 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -131,7 +132,7 @@ class Binner:
         out = self.assign_many([value])[0]
         return None if out is None else int(out)
 
-    def assign_many(self, values: Iterable[float | None]) -> "pd.Series":
+    def assign_many(self, values: Iterable[float | None]) -> pd.Series:
         """Vectorised :meth:`assign`: a pandas ``Int64`` series with ``<NA>`` for missing values."""
         import pandas as pd
 
@@ -172,7 +173,7 @@ class Binner:
             raise InputError(source, f"bad bin intervals: {err}") from err
 
 
-def binners(cfg: BinningConfig, table: "pd.DataFrame | None" = None) -> dict[str, Binner]:
+def binners(cfg: BinningConfig, table: pd.DataFrame | None = None) -> dict[str, Binner]:
     """The TE, TR and TI binners of ``cfg``, keyed by metadata column.
 
     With ``method="quantile"`` the TE/TR edges are fitted on ``table``'s ``EchoTime`` and
@@ -191,7 +192,7 @@ def binners(cfg: BinningConfig, table: "pd.DataFrame | None" = None) -> dict[str
     return out
 
 
-def add_bins(table: "pd.DataFrame", bins: dict[str, Binner]) -> "pd.DataFrame":
+def add_bins(table: pd.DataFrame, bins: dict[str, Binner]) -> pd.DataFrame:
     """A copy of ``table`` with ``TE_bin``, ``TR_bin``, ``TI_bin`` (nullable ints) added."""
     out = table.copy()
     for column, binner in bins.items():

@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import math
 import string
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Iterable, Literal, Mapping
+from typing import Literal
 
 import numpy as np
 

@@ -13,9 +13,10 @@ import hashlib
 import json
 import math
 import os
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any
 
 from radlens.common.atomic import json_default, write_csv_atomic, write_json_atomic
 
@@ -145,7 +146,7 @@ class WorkRecords:
         write_json_atomic(self._path(series_id), asdict(record))
 
 
-def failures_frame(failures: Iterable[Failure]) -> "pd.DataFrame":
+def failures_frame(failures: Iterable[Failure]) -> pd.DataFrame:
     import pandas as pd
 
     return pd.DataFrame([asdict(f) for f in failures], columns=list(FAILURE_COLUMNS))
@@ -153,8 +154,8 @@ def failures_frame(failures: Iterable[Failure]) -> "pd.DataFrame":
 
 def write_tables(
     out: Path,
-    series: "pd.DataFrame",
-    slices: "pd.DataFrame | None",
+    series: pd.DataFrame,
+    slices: pd.DataFrame | None,
     failures: list[Failure],
     card: dict[str, Any],
 ) -> None:
@@ -173,7 +174,7 @@ def write_tables(
 _TYPED_COLUMNS = {"labels_present": "list<int64>", "boxes": "string", "mask_path": "string"}
 
 
-def _write_parquet(path: Path, frame: "pd.DataFrame") -> None:
+def _write_parquet(path: Path, frame: pd.DataFrame) -> None:
     """A table as parquet (atomically) with the mask columns typed: ``labels_present`` list<int64>
     and ``boxes`` string even when every row is null or empty."""
     import pyarrow as pa
@@ -191,7 +192,7 @@ def _write_parquet(path: Path, frame: "pd.DataFrame") -> None:
         pq.write_table(table, tmp)
 
 
-def _split_table(series: "pd.DataFrame", cfg: Any, stratify_on: list[str]) -> "pd.DataFrame":
+def _split_table(series: pd.DataFrame, cfg: Any, stratify_on: list[str]) -> pd.DataFrame:
     """Splits and folds by patient; a source's own split (CT-RATE ``valid``, M3D, CSV) is kept where given."""
     import dataclasses
 
@@ -209,7 +210,7 @@ def _split_table(series: "pd.DataFrame", cfg: Any, stratify_on: list[str]) -> "p
     return out.drop(columns=["split_given"], errors="ignore")
 
 
-def _protocol_labels(out: Path, series: "pd.DataFrame", cfg: Any) -> tuple["pd.DataFrame", dict[int, str]]:
+def _protocol_labels(out: Path, series: pd.DataFrame, cfg: Any) -> tuple[pd.DataFrame, dict[int, str]]:
     """TE/TR/TI bins (fitted on the training split when quantile) and protocol label ids."""
     from radlens.prepare.binning import add_bins, binners, write_intervals
     from radlens.prepare.labels import assign_labels, protocol_keys
@@ -234,7 +235,7 @@ def _intensity_note(modalities: set[str], cfg: Any) -> str:
     return "; ".join(notes)
 
 
-def _mask_columns(table: "pd.DataFrame") -> "pd.DataFrame":
+def _mask_columns(table: pd.DataFrame) -> pd.DataFrame:
     """``mask_path`` ("" without a mask), ``labels_present`` (list of ids, null without a mask)
     and ``boxes`` (JSON string, null without a mask); :func:`_write_parquet` types them."""
     import pandas as pd

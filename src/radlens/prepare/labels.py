@@ -14,8 +14,9 @@ mapping from the training data can be reused for validation/test data.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -54,7 +55,7 @@ class LabelConfig:
             raise ConfigError(f"protocol label fields repeat: {list(self.fields)}")
 
 
-def protocol_keys(table: "pd.DataFrame", cfg: LabelConfig = LabelConfig()) -> "pd.Series":
+def protocol_keys(table: pd.DataFrame, cfg: LabelConfig = LabelConfig()) -> pd.Series:
     """Readable protocol key of every row (see the module docstring for the format)."""
     missing = [name for name in cfg.fields if name not in table.columns]
     if missing:
@@ -66,8 +67,8 @@ def protocol_keys(table: "pd.DataFrame", cfg: LabelConfig = LabelConfig()) -> "p
 
 
 def assign_labels(
-    keys: "pd.Series", existing: Mapping[str, int] | None = None
-) -> "tuple[pd.Series, dict[int, str]]":
+    keys: pd.Series, existing: Mapping[str, int] | None = None
+) -> tuple[pd.Series, dict[int, str]]:
     """Integer label per key, and the id -> key mapping.
 
     Without ``existing``, ids 0..n-1 follow the sorted distinct keys. With ``existing`` (the
@@ -91,11 +92,11 @@ def assign_labels(
 
 
 def label_distribution(
-    series: "pd.DataFrame",
+    series: pd.DataFrame,
     names: Mapping[int, str] | None = None,
-    slices: "pd.DataFrame | None" = None,
+    slices: pd.DataFrame | None = None,
     patient_col: str = "patient_id",
-) -> "pd.DataFrame":
+) -> pd.DataFrame:
     """Counts per protocol label: series, patients, slices (when ``slices`` is given), series per split.
 
     ``series`` needs ``label`` and ``patient_col`` (and ``split`` for per-split columns);

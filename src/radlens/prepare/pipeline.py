@@ -12,10 +12,11 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -103,13 +104,13 @@ def default_config(source: str) -> PrepareConfig:
     return importer(source).default_config()
 
 
-def check_dims(volume: "Volume", cfg: PrepareConfig, path: str) -> None:
+def check_dims(volume: Volume, cfg: PrepareConfig, path: str) -> None:
     """A 2D image cannot become a 3D training volume (readers already refuse NaN/inf and all-zero data)."""
     if cfg.dims == 3 and min(volume.shape) == 1:
         raise InputError(path, f"2D image (shape {list(volume.shape)}) where a 3D volume is needed")
 
 
-def load_label_map(item: SeriesItem, volume: "Volume", module: ModuleType) -> "Volume":
+def load_label_map(item: SeriesItem, volume: Volume, module: ModuleType) -> Volume:
     """The item's mask as label ids on ``volume``'s voxel grid, or InputError naming the mask file.
 
     An importer may read its own masks (``load_mask(item)``, e.g. PNG masks of 2D images);
@@ -246,7 +247,7 @@ def prepare_dataset(
     workers: int = 1,
     limit: int | None = None,
     strict: bool = False,
-) -> "PreparedDataset":
+) -> PreparedDataset:
     """Import ``input`` (a ``source`` layout) into the prepared dataset folder ``output``.
 
     Bad inputs are skipped with one console line each and listed in ``failures.csv``; with

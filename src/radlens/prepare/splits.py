@@ -21,8 +21,9 @@ or ``GroupKFold`` (without).
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -61,8 +62,8 @@ class SplitConfig:
 
 
 def patient_strata(
-    table: "pd.DataFrame", patient_col: str = "patient_id", label_cols: Sequence[str] | None = None
-) -> "pd.Series":
+    table: pd.DataFrame, patient_col: str = "patient_id", label_cols: Sequence[str] | None = None
+) -> pd.Series:
     """One stratum (a string) per patient, indexed by patient id (see the module docstring)."""
     import pandas as pd
 
@@ -82,11 +83,11 @@ def patient_strata(
 
 
 def assign_splits(
-    table: "pd.DataFrame",
+    table: pd.DataFrame,
     cfg: SplitConfig = SplitConfig(),
     patient_col: str = "patient_id",
     label_cols: Sequence[str] | None = None,
-) -> "pd.Series":
+) -> pd.Series:
     """``train``/``validation``/``test`` for every row, by patient (see the module docstring)."""
     import pandas as pd
 
@@ -102,12 +103,12 @@ def assign_splits(
 
 
 def assign_folds(
-    table: "pd.DataFrame",
+    table: pd.DataFrame,
     k: int,
     seed: int = 0,
     patient_col: str = "patient_id",
     label_col: str | Sequence[str] | None = None,
-) -> "pd.Series":
+) -> pd.Series:
     """Fold 0..k-1 for every row, by patient, stratified by the patient's stratum when labels are given."""
     import pandas as pd
     from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
@@ -130,11 +131,11 @@ def assign_folds(
 
 
 def add_splits(
-    table: "pd.DataFrame",
+    table: pd.DataFrame,
     cfg: SplitConfig = SplitConfig(),
     patient_col: str = "patient_id",
     label_cols: Sequence[str] | None = None,
-) -> "pd.DataFrame":
+) -> pd.DataFrame:
     """A copy of ``table`` with ``split`` and ``fold`` (-1 when ``cfg.folds`` is 0) columns."""
     out = table.copy()
     out["split"] = assign_splits(table, cfg, patient_col, label_cols)
@@ -172,7 +173,7 @@ def _allocate(n: int, ratios: tuple[float, float, float]) -> list[int]:
     return chosen
 
 
-def _existing(table: "pd.DataFrame", cfg: SplitConfig, ids: "pd.Series") -> "pd.Series":
+def _existing(table: pd.DataFrame, cfg: SplitConfig, ids: pd.Series) -> pd.Series:
     """Patient -> split from ``cfg.existing_col`` for patients that have one; conflicts are errors."""
     _require(table, [cfg.existing_col])
     values = table[cfg.existing_col].map(lambda v: SPLIT_ALIASES.get(v.strip().lower()) if isinstance(v, str) else None)
@@ -185,20 +186,20 @@ def _existing(table: "pd.DataFrame", cfg: SplitConfig, ids: "pd.Series") -> "pd.
     return per_patient.map(lambda s: s[0]).astype(str)
 
 
-def _mode(values: "pd.Series") -> str:
+def _mode(values: pd.Series) -> str:
     """Most common value; ties go to the smallest, so the result does not depend on row order."""
     counts = Counter(values)
     return min(counts, key=lambda v: (-counts[v], v))
 
 
-def _patient_ids(table: "pd.DataFrame", patient_col: str) -> "pd.Series":
+def _patient_ids(table: pd.DataFrame, patient_col: str) -> pd.Series:
     _require(table, [patient_col])
     if table[patient_col].isna().any():
         raise InputError(None, f"{int(table[patient_col].isna().sum())} row(s) have no {patient_col!r}")
     return table[patient_col].astype(str)
 
 
-def _require(table: "pd.DataFrame", columns: Sequence[str]) -> None:
+def _require(table: pd.DataFrame, columns: Sequence[str]) -> None:
     missing = [c for c in columns if c not in table.columns]
     if missing:
         raise ConfigError(f"table lacks column(s) {missing}")

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 
 def plot_training_curves(metrics_csv: str | Path, out_png: str | Path, keys: Sequence[str] | None = None) -> Path:

@@ -84,7 +84,7 @@ def train_clip(
     return run_dir
 
 
-def _model(name: str, init_from: str | None, texts: list[str]) -> "CLIPModel":
+def _model(name: str, init_from: str | None, texts: list[str]) -> CLIPModel:
     """A fresh model (its scratch tokenizer trained on the training texts) or one loaded from a bundle."""
     if init_from:
         from radlens.models.bundle import load_model
@@ -98,7 +98,7 @@ def _model(name: str, init_from: str | None, texts: list[str]) -> "CLIPModel":
     return model
 
 
-def _keep_tokenizer(model: "CLIPModel", folder: Path, reuse: bool) -> None:
+def _keep_tokenizer(model: CLIPModel, folder: Path, reuse: bool) -> None:
     """Save the run's tokenizer at the start; on resume (and in DDP ranks > 0), use the saved one.
 
     A from-scratch WordPiece vocabulary is not reproducible token for token (the trainer breaks
@@ -117,7 +117,7 @@ def _keep_tokenizer(model: "CLIPModel", folder: Path, reuse: bool) -> None:
     model.text.tokenizer = tokenizer
 
 
-def check_inputs(model: "CLIPModel", prepared: "PreparedDataset", datasets: list["ClipDataset"]) -> None:
+def check_inputs(model: CLIPModel, prepared: PreparedDataset, datasets: list[ClipDataset]) -> None:
     """InputError now, not mid-training: image shape vs the model, every text vs the context length."""
     expected = tuple(model.input_shape)
     got = (1, *(int(s) for s in prepared.card["array_shape"]))

@@ -12,8 +12,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from radlens.metrics.findings import mean_auroc
 from radlens.data.labelled import FindingDataConfig
+from radlens.metrics.findings import mean_auroc
 from radlens.train.config import OptimConfig, TrainerConfig
 from radlens.train.task import Step, TaskModule
 

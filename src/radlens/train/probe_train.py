@@ -49,14 +49,13 @@ def train_probe(
     """
     import lightning.pytorch as pl
 
-    from radlens.common.runinfo import run_info
+    from radlens.common.runinfo import run_info, write_results
     from radlens.data.labelled import FindingDataset, collate_findings, require_splits
     from radlens.data.modules import LabelledImageDataModule
-    from radlens.models.compat import check_compatible
-    from radlens.common.runinfo import write_results
     from radlens.metrics.findings import finding_results, scan_scores, validation_thresholds
     from radlens.models.bundle import load_model
     from radlens.models.classfine import ClassFineModel
+    from radlens.models.compat import check_compatible
     from radlens.train.multilabel import MultiLabelTask, device_of, positive_weights, predict_scores, start_finding_run
     from radlens.train.run import run
 

@@ -57,7 +57,7 @@ def resolve_resume(run_dir: Path, resume: str | None) -> Path | None:
     return path
 
 
-def build_trainer(cfg: "TrainerConfig", run_dir: Path, monitor: str, mode: str) -> "pl.Trainer":
+def build_trainer(cfg: TrainerConfig, run_dir: Path, monitor: str, mode: str) -> pl.Trainer:
     """A Trainer with the run folder's loggers and checkpoints, stepping on ``max_steps``.
 
     Validation and checkpoints are scheduled in training batches across epoch boundaries
@@ -120,7 +120,7 @@ def build_trainer(cfg: "TrainerConfig", run_dir: Path, monitor: str, mode: str) 
     )
 
 
-def best_checkpoint(trainer: "pl.Trainer") -> Path | None:
+def best_checkpoint(trainer: pl.Trainer) -> Path | None:
     """Path of the best checkpoint by the monitored metric (None without validation or ``keep_best``)."""
     from lightning.pytorch.callbacks import ModelCheckpoint
 
@@ -140,7 +140,7 @@ def write_run_config(run_dir: Path, config: dict[str, Any], seed: int, **extra: 
     write_json_atomic(run_dir / "run.json", {**run_info("train", config, seed), **extra})
 
 
-def choose_monitor(task: "type[TaskModule] | TaskModule", cfg: "TrainerConfig") -> str:
+def choose_monitor(task: type[TaskModule] | TaskModule, cfg: TrainerConfig) -> str:
     """The metric best checkpoints are chosen by: the user's, which the task must log, or the task's own."""
     if cfg.monitor is None:
         return task.metrics[0]
@@ -160,15 +160,15 @@ class RunResult:
 
 
 def run(
-    task: "TaskModule",
-    datamodule: "RadlensDataModule",
-    trainer: "TrainerConfig",
+    task: TaskModule,
+    datamodule: RadlensDataModule,
+    trainer: TrainerConfig,
     out: str | Path,
     resume: str | None,
     config: dict[str, Any],
     seed: int,
     facts: dict[str, Any] | None = None,
-    best_extra: Callable[["TaskModule"], dict[str, Any]] | None = None,
+    best_extra: Callable[[TaskModule], dict[str, Any]] | None = None,
 ) -> RunResult:
     """Train ``task`` on ``datamodule`` into the run folder ``out``; the same for every task.
 

@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 
 import numpy as np
-
 from support.layouts import write_bids, write_ctrate
+
 from radlens.cli import main
 from radlens.prepare.exporters.m3d import export_m3d
 from radlens.prepare.pipeline import default_config, prepare_dataset

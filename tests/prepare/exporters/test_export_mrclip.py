@@ -10,11 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
-
 from support.layouts import write_bids
+
 from radlens.cli import main
-from radlens.io.prepared import PreparedDataset
 from radlens.errors import InputError
+from radlens.io.prepared import PreparedDataset
 from radlens.prepare.exporters.mrclip import export_mrclip
 from radlens.prepare.intensity import to_uint8
 from radlens.prepare.pipeline import default_config, prepare_dataset

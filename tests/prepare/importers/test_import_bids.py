@@ -7,8 +7,8 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-
 from support.layouts import head
+
 from radlens.prepare.importers.bids import default_config, discover
 
 

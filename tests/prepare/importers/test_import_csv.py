@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
-
 from support.layouts import write_bids
+
 from radlens.errors import InputError
 from radlens.prepare import pipeline
 from radlens.prepare.pipeline import default_config, prepare_dataset

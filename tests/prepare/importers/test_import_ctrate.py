@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from support.layouts import tree_state, write_ctrate
+
 from radlens.errors import ConfigError
 from radlens.prepare.importers.ctrate import FINDINGS
 from radlens.prepare.intensity import IntensityConfig

@@ -6,6 +6,7 @@ import dataclasses
 from pathlib import Path
 
 from support.layouts import tree_state, write_dicom_tree
+
 from radlens.prepare.importers.dicom import pseudonym
 from radlens.prepare.pipeline import default_config, prepare_dataset
 from radlens.prepare.slicing import SliceConfig

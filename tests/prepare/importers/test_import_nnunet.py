@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from support.mask_layouts import BRIGHT, cube_volume, save
 
-from radlens.io.prepared import parse_boxes
 from radlens.errors import ConfigError, InputError
+from radlens.io.prepared import parse_boxes
 from radlens.prepare.masks import label_boxes
 from radlens.prepare.pipeline import default_config, prepare_dataset
 from radlens.prepare.spatial import SpatialConfig

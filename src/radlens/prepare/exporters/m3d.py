@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
+from radlens.common.atomic import save_array_atomic, write_bytes_atomic, write_json_atomic
 from radlens.errors import InputError
 from radlens.prepare.dataset import safe_name
-from radlens.common.atomic import save_array_atomic, write_bytes_atomic, write_json_atomic
 
 X_Y_Z_TO_D_H_W = (0, 3, 2, 1)
 

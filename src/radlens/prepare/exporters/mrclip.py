@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
+from radlens.common.atomic import write_bytes_atomic, write_csv_atomic
 from radlens.errors import InputError
 from radlens.prepare.dataset import safe_name
-from radlens.common.atomic import write_bytes_atomic, write_csv_atomic
 
 
 def _png_bytes(image: np.ndarray) -> bytes:

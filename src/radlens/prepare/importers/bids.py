@@ -41,7 +41,7 @@ _BESIDE = re.compile(r"^(?P<entities>(?:_[A-Za-z0-9]+-[A-Za-z0-9]+)*)_(?P<suffix
 _CONTRAST_NAMES = {"T2starw": "T2*w"}
 
 
-def default_config() -> "PrepareConfig":
+def default_config() -> PrepareConfig:
     """MR-CLIP's setting: 2D slices with metadata captions, protocol labels and TE/TR/TI bins."""
     from radlens.prepare.pipeline import PrepareConfig
 
@@ -64,7 +64,7 @@ def bids_contrast(stem: str) -> str | None:
     return _CONTRAST_NAMES.get(suffix, suffix)
 
 
-def discover(root: Path, cfg: "PrepareConfig") -> Discovery:
+def discover(root: Path, cfg: PrepareConfig) -> Discovery:
     """One item per NIfTI file under ``root`` (sorted), with BIDS ids."""
     from radlens.io.sidecar import sidecar_path
     from radlens.prepare.masks import SchemeMerger
@@ -211,7 +211,7 @@ def _label_map(
     return path, None, binary_scheme(name), True
 
 
-def load(item: SeriesItem, cfg: "PrepareConfig") -> "Volume":
+def load(item: SeriesItem, cfg: PrepareConfig) -> Volume:
     """The NIfTI volume with its sidecar's metadata (read by the reader); no sidecar is an error."""
     from radlens.io.reader import read_volume
     from radlens.io.sidecar import sidecar_path

@@ -40,7 +40,7 @@ _FULL_SCALE = {"1": 1.0, "L": 255.0, "LA": 255.0, "P": 255.0, "RGB": 255.0, "RGB
                "I;16B": 65535.0, "I;16L": 65535.0}
 
 
-def default_config() -> "PrepareConfig":
+def default_config() -> PrepareConfig:
     """2D images as they are (one slice each), splits from a ``split`` column where given."""
     from radlens.prepare.pipeline import PrepareConfig
     from radlens.prepare.splits import SplitConfig
@@ -68,7 +68,7 @@ def _finding_columns(df: Any, used: set[str]) -> tuple[str, ...]:
     return tuple(out)
 
 
-def discover(root: Path, cfg: "PrepareConfig") -> Discovery:
+def discover(root: Path, cfg: PrepareConfig) -> Discovery:
     """One item per CSV row; the header is checked before anything else."""
     import pandas as pd
 
@@ -145,7 +145,7 @@ def _full_scale(path: Path) -> float:
         return _FULL_SCALE.get(img.mode, 1.0)
 
 
-def _slice_volume(image: np.ndarray, path: Path, allow_empty: bool = False) -> "Volume":
+def _slice_volume(image: np.ndarray, path: Path, allow_empty: bool = False) -> Volume:
     """A 2D image ``(H, W)`` as a one-slice volume with an identity affine."""
     from radlens.io.build import build_volume
 
@@ -156,7 +156,7 @@ def _slice_volume(image: np.ndarray, path: Path, allow_empty: bool = False) -> "
     return volume
 
 
-def load_mask(item: SeriesItem) -> "Volume":
+def load_mask(item: SeriesItem) -> Volume:
     """The row's label map: PNG/``.npy`` ids (unscaled) for 2D images, NIfTI for volumes."""
     from radlens.io.images import PILLOW_SUFFIXES
 
@@ -173,7 +173,7 @@ def load_mask(item: SeriesItem) -> "Volume":
     raise InputError(path, "a mask must be NIfTI (.nii/.nii.gz) or, for a 2D image, PNG/.npy")
 
 
-def load(item: SeriesItem, cfg: "PrepareConfig") -> "Volume":
+def load(item: SeriesItem, cfg: PrepareConfig) -> Volume:
     """A 2D image (as a one-slice volume, values / 255) or a volume, with the row's modality."""
     from radlens.io.images import PILLOW_SUFFIXES
 

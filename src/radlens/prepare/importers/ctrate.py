@@ -60,7 +60,7 @@ _TRUE = {"1", "true", "yes", "y", "t"}
 _FALSE = {"0", "false", "no", "n", "f"}
 
 
-def default_config() -> "PrepareConfig":
+def default_config() -> PrepareConfig:
     """CT-CLIP's model input: 0.75x0.75x1.5 mm, HU [-1000, 1000] / 1000, 480x480x240 padded with -1.
 
     CT-RATE's valid part is the test set (``source_valid_split``); 10% of the train part's
@@ -80,7 +80,7 @@ def default_config() -> "PrepareConfig":
     )
 
 
-def _read_csvs(root: Path, word: str) -> "pd.DataFrame | None":
+def _read_csvs(root: Path, word: str) -> pd.DataFrame | None:
     import pandas as pd
 
     paths = sorted(p for p in root.rglob(f"*{word}*.csv") if p.is_file())
@@ -111,7 +111,7 @@ def _flag(value: Any, column: str, name: str) -> bool:
     raise InputError(name, f"{column} is not a yes/no flag: {value!r}")
 
 
-def _rescale(name: str, cfg: "PrepareConfig", meta: "pd.DataFrame | None", flag: str | None) -> tuple[float, float] | None:
+def _rescale(name: str, cfg: PrepareConfig, meta: pd.DataFrame | None, flag: str | None) -> tuple[float, float] | None:
     """The (slope, intercept) to apply to one volume, or None when it already holds HU."""
     if cfg.already_hu == "yes":
         return None
@@ -129,7 +129,7 @@ def _rescale(name: str, cfg: "PrepareConfig", meta: "pd.DataFrame | None", flag:
     return slope, intercept
 
 
-def discover(root: Path, cfg: "PrepareConfig") -> Discovery:
+def discover(root: Path, cfg: PrepareConfig) -> Discovery:
     """One item per volume listed in the reports CSVs."""
     from radlens.prepare.masks import SchemeMerger, read_label_table
     from radlens.prepare.reports import from_ctrate_row, report_text
@@ -221,7 +221,7 @@ def _labels_json(folder: Path, root: Path, cache: dict[Path, Path | None]) -> Pa
     return cache[folder]
 
 
-def load(item: SeriesItem, cfg: "PrepareConfig") -> "Volume":
+def load(item: SeriesItem, cfg: PrepareConfig) -> Volume:
     """The volume in HU (rescaled when the item says so), marked CT."""
     from radlens.io.reader import read_volume
 

@@ -28,7 +28,7 @@ NOTES = (
 )
 
 
-def default_config() -> "PrepareConfig":
+def default_config() -> PrepareConfig:
     """3D volumes with metadata captions (``dims=2`` for MR-CLIP-style slices)."""
     from radlens.prepare.pipeline import PrepareConfig
 
@@ -53,7 +53,7 @@ def _common_folder(root: Path, paths: list[Path]) -> str:
     return "/".join(common) or "."
 
 
-def discover(root: Path, cfg: "PrepareConfig") -> Discovery:
+def discover(root: Path, cfg: PrepareConfig) -> Discovery:
     """One item per SeriesInstanceUID under ``root``; non-DICOM and unreadable files are failures."""
     import pydicom
 
@@ -80,7 +80,7 @@ def discover(root: Path, cfg: "PrepareConfig") -> Discovery:
     return Discovery(items, failures)
 
 
-def load(item: SeriesItem, cfg: "PrepareConfig") -> "Volume":
+def load(item: SeriesItem, cfg: PrepareConfig) -> Volume:
     """The series' volume (rescale applied; CT in HU when the tags give a rescale)."""
     from radlens.io.dicom import read_dicom_series
 

@@ -36,7 +36,7 @@ NOTES = (
 D_H_W_TO_X_Y_Z = (0, 3, 2, 1)
 
 
-def default_config() -> "PrepareConfig":
+def default_config() -> PrepareConfig:
     """3D volumes as stored (M3D arrays are already resized and in [0, 1]); splits from dataset.json."""
     from radlens.prepare.pipeline import PrepareConfig
     from radlens.prepare.splits import SplitConfig
@@ -63,7 +63,7 @@ def _entries(root: Path) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
-def discover(root: Path, cfg: "PrepareConfig") -> Discovery:
+def discover(root: Path, cfg: PrepareConfig) -> Discovery:
     """One item per sample of ``dataset.json``."""
     if not root.is_dir():
         raise InputError(root, "an M3D input must be a folder")
@@ -101,7 +101,7 @@ def discover(root: Path, cfg: "PrepareConfig") -> Discovery:
     return Discovery(items, failures)
 
 
-def load(item: SeriesItem, cfg: "PrepareConfig") -> "Volume":
+def load(item: SeriesItem, cfg: PrepareConfig) -> Volume:
     """``img.npy`` ``(1, D, H, W)`` (or ``(D, H, W)``) as a RAS+ volume with a 1 mm identity affine."""
     from radlens.io.build import build_volume
 
