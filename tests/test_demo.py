@@ -17,8 +17,8 @@ def test_quick_demo_runs_every_stage_and_writes_the_report(tmp_path, capsys) -> 
     for name in ("samples-mni152", "samples-dicom", "phantom-mri", "phantom-ct"):
         card = json.loads((out / "prepared" / name / "dataset.json").read_text())
         assert card["counts"]["series"] > 0
-    assert (out / "runs" / "mri-clip" / "best" / "model.safetensors").is_file()
-    assert (out / "runs" / "ct-clip" / "best" / "model.safetensors").is_file()
+    assert (out / "runs" / "mri-clip" / "best" / "bundle.json").is_file()
+    assert (out / "runs" / "ct-clip" / "best" / "bundle.json").is_file()
     zs = json.loads((out / "results" / "ct-zeroshot" / "metrics.json").read_text())
     assert 0.0 <= zs["macro"]["auroc"] <= 1.0
     predictions = pd.read_csv(out / "results" / "ct-zeroshot" / "predictions.csv")

@@ -38,7 +38,7 @@ def _minilm_path() -> str:
 
 
 def _images(model: Any, original: Any, captions: list[str]) -> dict[str, Any]:
-    return {"features": model(torch.randn(2, 1, *original.input_shape))}
+    return {"features": model(torch.randn(2, original.in_channels, *original.input_shape))}
 
 
 def _texts(model: Any, original: Any, captions: list[str]) -> dict[str, Any]:
@@ -59,6 +59,12 @@ def _classfine(model: Any, original: Any, captions: list[str]) -> dict[str, Any]
 
 def _labeller(model: Any, original: Any, captions: list[str]) -> dict[str, Any]:
     return {"logits": model(**original.tokenize(captions))}
+
+
+def _moco(model: Any, original: Any, captions: list[str]) -> dict[str, Any]:
+    images = torch.randn(4, *original.input_shape)
+    out = model(images, images.flip(-1))  # eval mode: the batch norms use their running statistics
+    return {"features": model.encode(images), **{k: out[k] for k in ("q1", "k2")}}
 
 
 def _mil(model: Any, original: Any, captions: list[str]) -> dict[str, Any]:
@@ -87,6 +93,14 @@ CONTRACT: dict[str, Case] = {
                                "features": "pooled", "hidden": 4}, _classfine),
     "report_labeller": Case(lambda: {"kind": "report_labeller", "text": TEXT, "findings": ["a", "b", "c"]}, _labeller),
     "abmil": Case(lambda: {"kind": "abmil", "in_dim": 8, "hidden": 4, "n_classes": 2}, _mil),
+    "swin": Case(lambda: {"kind": "swin", "input_shape": [32, 32], "embed_dim": 6, "depths": [1, 1, 1, 1],
+                          "num_heads": [1, 1, 2, 2], "window_size": 4}, _images),
+    "gated_cnn": Case(lambda: {"kind": "gated_cnn", "input_shape": [16, 16], "in_channels": 2, "depths": [1, 1],
+                               "dims": [8, 16]}, _images),
+    # the momentum copies are part of the state dict; the ViT has the conv stem (and its batch norms)
+    "moco": Case(lambda: {"kind": "moco", "encoder": {**VIT, "conv_stem": True}, "dim": 8, "hidden": 16}, _moco),
+    "mean_mil": Case(lambda: {"kind": "mean_mil", "in_dim": 8, "n_classes": 2, "hidden": 4}, _mil),
+    "pma_mil": Case(lambda: {"kind": "pma_mil", "in_dim": 8, "hidden": 8, "n_classes": 2, "num_heads": 2}, _mil),
 }
 
 
@@ -187,8 +201,8 @@ def test_check_config_names_the_bad_key_before_building() -> None:
         check_config({**CLIP, "dim": 8})
     with pytest.raises(ConfigError, match=r"kind 'clip' needs clip\.image"):
         check_config({"kind": "classfine", "clip": {"kind": "clip", "text": TEXT}, "findings": []})
-    with pytest.raises(ConfigError, match=r"unknown component kind 'swin'; known: .*resnet.*vit"):
-        check_config({"kind": "swin"})
+    with pytest.raises(ConfigError, match=r"unknown component kind 'vmamba'; known: .*resnet.*vit"):
+        check_config({"kind": "vmamba"})
     with pytest.raises(ConfigError, match="unknown component kind None"):
         check_config({"input_shape": [16, 16]})
     with pytest.raises(ConfigError, match="not divisible by patch_size"):  # values: the constructor's checks

@@ -81,8 +81,8 @@ def test_config_errors_before_building() -> None:
         build({"kind": "vit", "input_shape": [32, 32, 16], "patch_size": [8, 8]})
     with pytest.raises(ConfigError, match="needs patch_size"):
         build({"kind": "vit", "input_shape": [32, 32]})
-    with pytest.raises(ConfigError, match="unknown component kind 'swin'"):
-        build({"kind": "swin", "input_shape": [32, 32]})
+    with pytest.raises(ConfigError, match="unknown component kind 'vmamba'"):
+        build({"kind": "vmamba", "input_shape": [32, 32]})
     with pytest.raises(ConfigError, match="resnet7"):
         build({"kind": "resnet", "input_shape": [32, 32], "depth": 7})
     with pytest.raises(ConfigError, match="2 or 3 positive ints"):

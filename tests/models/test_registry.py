@@ -73,8 +73,8 @@ def test_bad_configs_fail_before_building(tmp_path: Path, monkeypatch: pytest.Mo
         build_model({**config, "image": {**config["image"], "patch": 8}})
     with pytest.raises(ConfigError, match=r"unknown key\(s\) temperature for kind 'clip'; allowed: embed_dim, "):
         build_model({**config, "temperature": 0.1})
-    with pytest.raises(ConfigError, match="unknown component kind 'swin'"):
-        build_model({**config, "image": {"kind": "swin"}})
+    with pytest.raises(ConfigError, match="unknown component kind 'vmamba'"):
+        build_model({**config, "image": {"kind": "vmamba"}})
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({**config, "image": {**config["image"], "input_shape": [60, 64]}}))
     with pytest.raises(InputError, match="bad.json: .*not divisible by patch_size"):
@@ -131,7 +131,7 @@ def test_cli_lists_models(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsy
     assert "invalid: " in row["broken"] and "broken.json: not a readable JSON model config" in row["broken"]
     assert "invalid: " in row["bad-value"] and "bad-value.json: no MONAI resnet7" in row["bad-value"]
     kinds_line = next(line for line in lines if line.startswith("component kinds: "))
-    for family, kind in [("image encoder", "resnet, vit"), ("text tower", "minilm, pretrained, scratch"), ("clip", "clip"),
+    for family, kind in [("image encoder", "gated_cnn, resnet, swin, vit"), ("text tower", "minilm, pretrained, scratch"), ("clip", "clip"),
                          ("probe", "classfine"), ("report labeller", "report_labeller")]:
         assert f"{family}: {kind}" in kinds_line
 

@@ -9,7 +9,8 @@ columns); an item is ``{"feats": (n, D) float32, "targets", "index", "slice_inde
 the MIL heads of :mod:`radlens.models.mil` take so that padding never changes a bag's result.
 
 Every file is checked when the dataset is made (exists, is HDF5, has a 2-D ``feats`` with at
-least one row and the first file's ``D``), so a bad file stops the run before training with an
+least one row, the first file's ``D`` and the first file's ``encoder_hash`` attribute: features of
+different encoders are never mixed), so a bad file stops the run before training with an
 :class:`~radlens.errors.InputError` naming it. Files are opened per read and closed at once:
 no HDF5 handle is ever shared across the fork of a DataLoader worker.
 
@@ -47,7 +48,8 @@ class BagDataset:
     ``split`` column equals it. Targets: ``binary`` gives a float32 vector ``(T,)`` of 0/1 (one
     per column, for BCE); ``class`` needs one column of class ids and gives an int64 scalar (for
     cross-entropy); ``auto`` picks ``binary`` when every value is 0/1, else ``class``. No target
-    columns gives an empty ``(0,)`` vector (bags to embed or score).
+    columns gives an empty ``(0,)`` vector (bags to embed or score). ``allow_missing``: empty
+    binary targets are kept as NaN (for a loss and metrics that skip them) instead of refused.
     """
 
     def __init__(
@@ -60,6 +62,7 @@ class BagDataset:
         max_instances: int | None = None,
         seed: int = 0,
         target_kind: TargetKind = "auto",
+        allow_missing: bool = False,
     ) -> None:
         self.where: str | Path | None = table if isinstance(table, (str, Path)) else None
         table = _read_table(table)
@@ -80,7 +83,7 @@ class BagDataset:
         self.max_instances, self.seed = max_instances, seed
         base = Path(root) if root is not None else None
         self.paths = [base / p if base is not None else Path(p) for p in self.table[feature_column].astype(str)]
-        self.targets, self.target_kind = _targets(self.table, self.target_columns, target_kind, self.where)
+        self.targets, self.target_kind = _targets(self.table, self.target_columns, target_kind, self.where, allow_missing)
         self.sizes, self.dim, self.attrs = _check_files(self.paths)
 
     def __len__(self) -> int:
@@ -152,8 +155,10 @@ def _read_table(table: pd.DataFrame | str | Path) -> pd.DataFrame:
         raise InputError(path, f"cannot read the bag table: {err}") from err
 
 
-def _targets(table: pd.DataFrame, columns: list[str], kind: TargetKind, where: Any) -> tuple[np.ndarray, str]:
-    """Per-row targets: (N, T) float32 0/1 (``binary``) or (N,) int64 class ids (``class``)."""
+def _targets(table: pd.DataFrame, columns: list[str], kind: TargetKind, where: Any,
+             allow_missing: bool = False) -> tuple[np.ndarray, str]:
+    """Per-row targets: (N, T) float32 0/1 (``binary``, NaN where missing if ``allow_missing``) or (N,)
+    int64 class ids (``class``)."""
     missing = [c for c in columns if c not in table.columns]
     if missing:
         raise InputError(where, f"no target column(s) {missing} in the bag table")
@@ -165,17 +170,20 @@ def _targets(table: pd.DataFrame, columns: list[str], kind: TargetKind, where: A
         values = table[columns].to_numpy(dtype=np.float64, na_value=np.nan)
     except (TypeError, ValueError) as err:
         raise InputError(where, f"target columns {columns} are not numeric: {err}") from err
-    if np.isnan(values).any():
-        row, col = np.argwhere(np.isnan(values))[0]
+    missing = np.isnan(values)
+    if missing.any() and not allow_missing:
+        row, col = np.argwhere(missing)[0]
         raise InputError(where, f"target {columns[col]!r} is missing in row {row} (bag {table.iloc[row].to_dict()})")
-    binary = bool(np.isin(values, (0.0, 1.0)).all())
+    binary = bool(np.isin(values[~missing], (0.0, 1.0)).all())
     if kind == "auto":
         kind = "binary" if binary else "class"
     if kind == "binary":
         if not binary:
-            bad = ~np.isin(values, (0.0, 1.0))
+            bad = ~np.isin(values, (0.0, 1.0)) & ~missing
             raise InputError(where, f"binary target {columns[int(np.argwhere(bad)[0][1])]!r} has values other than 0/1")
         return values.astype(np.float32), "binary"
+    if missing.any():
+        raise InputError(where, f"class target {columns[0]!r} is missing in row {int(np.argwhere(missing)[0][0])}")
     if len(columns) != 1:
         raise InputError(where, f"class targets take one column of class ids, got {columns} (0/1 columns are binary targets)")
     if (values < 0).any() or (values != np.round(values)).any():
@@ -208,6 +216,10 @@ def _check_files(paths: list[Path]) -> tuple[np.ndarray, int, dict[str, Any]]:
                     first, dim, attrs = path, d, {k: _plain(v) for k, v in f.attrs.items()}
                 elif d != dim:
                     raise InputError(path, f"feature size D={d} differs from D={dim} of the first file {first}")
+                elif _plain(f.attrs.get("encoder_hash")) != attrs.get("encoder_hash"):
+                    raise InputError(path, f"encoder_hash {_plain(f.attrs.get('encoder_hash'))!r} differs from "
+                                           f"{attrs.get('encoder_hash')!r} of the first file {first}: features of "
+                                           "different encoders cannot be mixed")
                 sizes[i] = n
         except InputError:
             raise

@@ -51,6 +51,10 @@ class RadlensDataModule(pl.LightningDataModule):
     def groups(self) -> np.ndarray | None:
         return None
 
+    def strata(self) -> np.ndarray | None:
+        """Per training item, a stratum that gets an equal share of every batch (None: no balancing)."""
+        return None
+
     def preprocessing(self) -> dict[str, Any]:
         """What a model trained on this data expects of its inputs (saved in its bundle)."""
         return {}
@@ -69,7 +73,7 @@ class RadlensDataModule(pl.LightningDataModule):
         trainer = self.trainer
         assert trainer is not None, "a DataModule's loaders are made by the Trainer"
         sampler = ClipBatchSampler(len(self.train_set), self.batch_size, seed=self.seed, groups=self.groups(),
-                                   rank=trainer.global_rank, world_size=trainer.world_size)
+                                   rank=trainer.global_rank, world_size=trainer.world_size, strata=self.strata())
 
         def progress() -> int:
             return int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
@@ -178,7 +182,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from radlens.data.bags import BagDataset, TargetKind
-    from radlens.data.views import TwoViewDataset, ViewConfig
+    from radlens.data.views import MocoDataConfig, TwoViewDataset, ViewConfig
 
 
 class BagDataModule(RadlensDataModule):
@@ -188,24 +192,26 @@ class BagDataModule(RadlensDataModule):
     (:func:`radlens.data.bags.collate_bags`). ``train_table``/``val_table`` are tables (or CSV/Parquet
     files) of one study per row; select a split with ``table[table["split"] == "train"]``.
     ``max_instances`` caps the slices read per bag (random per epoch in training, evenly spaced in
-    validation). ``feature_dim`` sizes the MIL head; ``preprocessing()`` records it with the first
+    validation). ``allow_missing`` keeps empty binary targets as NaN. ``feature_dim`` sizes the MIL head; ``preprocessing()`` records it with the first
     file's attributes (encoder, radlens version), which a model trained here depends on.
     """
 
     def __init__(self, train_table: pd.DataFrame | str | Path, val_table: pd.DataFrame | str | Path | None,
                  target_columns: Sequence[str], batch_size: int, eval_batch_size: int | None = None, num_workers: int = 0,
                  feature_column: str = "path", root: str | Path | None = None, max_instances: int | None = None,
-                 target_kind: TargetKind = "auto", seed: int = 0) -> None:
+                 target_kind: TargetKind = "auto", seed: int = 0, allow_missing: bool = False) -> None:
         from radlens.data.bags import BagDataset
 
         super().__init__(batch_size, eval_batch_size, num_workers, seed)
         self.train_set: BagDataset = BagDataset(train_table, feature_column, target_columns, root,
-                                                max_instances=max_instances, seed=seed, target_kind=target_kind)
+                                                max_instances=max_instances, seed=seed, target_kind=target_kind,
+                                                allow_missing=allow_missing)
         self.val_set: BagDataset | None = None
         if val_table is not None:
             # The validation targets must be of the training kind (a split with only 0 and 1 class ids is still classes).
             self.val_set = BagDataset(val_table, feature_column, target_columns, root, max_instances=max_instances,
-                                      seed=seed, target_kind=self.train_set.target_kind)  # type: ignore[arg-type]
+                                      seed=seed, target_kind=self.train_set.target_kind,  # type: ignore[arg-type]
+                                      allow_missing=allow_missing)
             if self.val_set.dim != self.train_set.dim:
                 raise InputError(self.val_set.paths[0], f"validation features have D={self.val_set.dim}, "
                                                         f"training features ({self.train_set.paths[0]}) D={self.train_set.dim}")
@@ -224,29 +230,62 @@ class BagDataModule(RadlensDataModule):
 
 
 class ImageViewsDataModule(RadlensDataModule):
-    """Two augmented views of each 2D slice (MoCo v3 style): batches ``{"view1", "view2": (B, 1, H, W),
-    "index", "lesion", "series_id"}`` (:func:`radlens.data.views.collate_views`).
+    """Two augmented views of each 2D slice (MoCo v3 style): batches ``{"view1", "view2": (B, C, H, W),
+    "index", "lesion", "series_id", "patient_id"}`` (:func:`radlens.data.views.collate_views`).
 
     ``view2_cfg`` (default: ``view_cfg``) draws the second view differently. ``sampler``
     ``distinct_series`` keeps slices of one series out of the same training batch (neighbouring
-    slices are near-duplicates: false negatives for InfoNCE). Validation (split ``validation``,
-    when it has slices) gives each slice unaugmented as both views.
+    slices are near-duplicates: false negatives for InfoNCE); ``balanced`` gives lesion slices
+    (``lesion`` 1) half of every global batch. Validation (split ``validation``, when it has slices)
+    gives each slice unaugmented as both views, or, with ``val_augment``, views drawn as in
+    training with the seeds of epoch 0 (the same pairs at every validation). ``lesion_views``,
+    ``lesion_labels``, ``lesion_scale``, ``windows``, ``window_mode``: :class:`radlens.data.views.TwoViewDataset`;
+    :meth:`from_config` takes them from a :class:`radlens.data.views.MocoDataConfig`.
     """
 
     def __init__(self, prepared: PreparedDataset | str | Path, view_cfg: ViewConfig | None, batch_size: int,
                  eval_batch_size: int | None = None, num_workers: int = 0, view2_cfg: ViewConfig | None = None,
-                 sampler: str = "random", seed: int = 0) -> None:
+                 sampler: str = "random", seed: int = 0, *, lesion_views: bool = False,
+                 lesion_labels: Sequence[int] | None = None, lesion_scale: tuple[float, float] = (0.05, 0.3),
+                 windows: Sequence[Sequence[float]] | None = None, window_mode: str = "channels",
+                 val_augment: bool = False) -> None:
         from radlens.data.views import TwoViewDataset
         from radlens.errors import ConfigError
 
         super().__init__(batch_size, eval_batch_size, num_workers, seed)
-        if sampler not in ("random", "distinct_series"):
-            raise ConfigError(f"sampler must be 'random' or 'distinct_series', got {sampler!r}")
+        if sampler not in ("random", "distinct_series", "balanced"):
+            raise ConfigError(f"sampler must be 'random', 'balanced' or 'distinct_series', got {sampler!r}")
         self.prepared = prepared if isinstance(prepared, PreparedDataset) else PreparedDataset(prepared)
-        self.sampler = sampler
-        self.train_set: TwoViewDataset = TwoViewDataset(self.prepared, "train", view_cfg, seed, view2=view2_cfg)
-        self.val_set: TwoViewDataset | None = (TwoViewDataset(self.prepared, "validation", view_cfg, seed, view2=view2_cfg)
+        self.sampler, self.val_augment = sampler, val_augment
+        options: dict[str, Any] = {"lesion_views": lesion_views, "lesion_labels": lesion_labels, "lesion_scale": lesion_scale,
+                                   "windows": windows, "window_mode": window_mode}
+        self.train_set: TwoViewDataset = TwoViewDataset(self.prepared, "train", view_cfg, seed, view2=view2_cfg, **options)
+        self.val_set: TwoViewDataset | None = (TwoViewDataset(self.prepared, "validation", view_cfg, seed, view2=view2_cfg,
+                                                              **options)
                                                if has_split(self.prepared, "validation") else None)
+
+    @classmethod
+    def from_config(cls, prepared: PreparedDataset | str | Path, cfg: MocoDataConfig, seed: int = 0) -> ImageViewsDataModule:
+        """The DataModule of a ``radlens train moco`` data config."""
+        return cls(prepared, cfg.view, cfg.batch_size, cfg.eval_batch_size, cfg.num_workers, cfg.view2, cfg.sampler, seed,
+                   lesion_views=cfg.lesion_views, lesion_labels=cfg.lesion_labels, lesion_scale=cfg.lesion_scale,
+                   windows=cfg.windows, window_mode=cfg.window_mode, val_augment=cfg.val_augment)
+
+    @property
+    def channels(self) -> int:
+        """Channels of an image (the number of windows in ``channels`` mode, else 1)."""
+        return int(self.train_set.channels)
+
+    def strata(self) -> np.ndarray | None:
+        return (self.train_set.lesions == 1).astype(np.int64) if self.sampler == "balanced" else None
+
+    def val_dataloader(self) -> Any:
+        if self.val_set is None or not self.val_augment:
+            return super().val_dataloader()
+        from torch.utils.data import DataLoader
+
+        keys = [(i, 0) for i in range(len(self.val_set))]  # training-like views, the same at every validation
+        return DataLoader(self.val_set, batch_size=self.eval_batch_size, sampler=keys, **self._loader_kwargs())
 
     def collate_fn(self) -> Callable[[list[dict[str, Any]]], Any]:
         from radlens.data.views import collate_views
@@ -259,7 +298,12 @@ class ImageViewsDataModule(RadlensDataModule):
         return pd.factorize(pd.Series(self.train_set.series_ids))[0] if self.sampler == "distinct_series" else None
 
     def preprocessing(self) -> dict[str, Any]:
-        return preprocessing_from_card(self.prepared.card)
+        """The card's preprocessing; with windows also ``windows`` (HU ``[low, high]`` each mapped to
+        [0, 1] from the stored values: :mod:`radlens.data.windows`) and ``window_mode``."""
+        out = preprocessing_from_card(self.prepared.card)
+        if self.train_set.windows is not None:
+            out.update(windows=[list(w) for w in self.train_set.windows], window_mode=self.train_set.window_mode)
+        return out
 
 
 class ImageMaskDataModule(RadlensDataModule):

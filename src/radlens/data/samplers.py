@@ -9,7 +9,8 @@ mid-epoch resume continue exactly where the interrupted run stopped (Lightning a
 
 ``groups`` (series ids or protocol labels, as integers) keep at most one item per group in a
 batch: same-volume slices or same-protocol items in one batch are false negatives for a plain
-CLIP loss.
+CLIP loss. ``strata`` (e.g. lesion / no lesion) instead give every stratum an equal share of each
+global batch (LeCL's balanced sampler).
 """
 
 from __future__ import annotations
@@ -31,6 +32,13 @@ class ClipBatchSampler:
     ``batch_size * world_size`` items are formed first (distinct groups across the global batch,
     when ``groups`` is given) and rank ``r`` takes the ``r``-th slice of each, so the negatives
     gathered across devices are distinct too.
+
+    ``strata`` (one integer per item) balance the global batches instead: every stratum present
+    gets ``global_batch // n_strata`` items of each (the remainder to strata drawn at random; a
+    stratum with fewer items than its share gives all it has and the others fill up), each stratum
+    drawn from its own stream of permutations, so a rare stratum is oversampled and a common one
+    subsampled; an item is never twice in a batch. With one stratum, this is the plain shuffle.
+    The epoch keeps ``n_items // global_batch`` batches. ``groups`` and ``strata`` exclude each other.
     """
 
     def __init__(
@@ -41,10 +49,16 @@ class ClipBatchSampler:
         groups: np.ndarray | None = None,
         rank: int = 0,
         world_size: int = 1,
+        strata: np.ndarray | None = None,
     ) -> None:
         self.n_items, self.batch_size, self.seed = n_items, batch_size, seed
         self.rank, self.world_size = rank, world_size
         self.groups = None if groups is None else np.asarray(groups)
+        self.strata = None if strata is None else np.asarray(strata)
+        if self.groups is not None and self.strata is not None:
+            raise ConfigError("a batch sampler takes groups (distinct items) or strata (balanced batches), not both")
+        if self.strata is not None and len(self.strata) != n_items:
+            raise ConfigError(f"strata has {len(self.strata)} entries for {n_items} items")
         self.global_batch = batch_size * world_size
         self.epoch = 0
         self._skip = 0
@@ -70,7 +84,8 @@ class ClipBatchSampler:
         return self
 
     def set_epoch(self, epoch: int) -> None:
-        """Called by Lightning at every epoch start; a new epoch forgets a pending resume skip."""
+        """Called by Lightning at every epoch start; a new epoch forgets a pending resume skip (a run
+        that ended at ``max_steps`` and is resumed to train longer starts a new epoch, as Lightning does)."""
         if epoch != self.epoch:
             self.epoch, self._skip = epoch, 0
 
@@ -93,6 +108,8 @@ class ClipBatchSampler:
     def global_batches(self, epoch: int) -> list[np.ndarray]:
         """All global batches of ``epoch`` (index arrays of ``batch_size * world_size``)."""
         rng = np.random.default_rng([self.seed, epoch])
+        if self.strata is not None and len(np.unique(self.strata)) > 1:
+            return self._balanced_batches(rng)
         if self.groups is None:
             order = rng.permutation(self.n_items)
             return [order[i * self.global_batch : (i + 1) * self.global_batch] for i in range(len(self))]
@@ -122,6 +139,47 @@ class ClipBatchSampler:
                     batches.append(np.asarray(target[1]))
                     if len(batches) == len(self):
                         return batches
+
+
+    def _balanced_batches(self, rng: np.random.Generator) -> list[np.ndarray]:
+        """``len(self)`` global batches with an equal share per stratum (class docstring), shuffled within."""
+        assert self.strata is not None
+        pools = [np.flatnonzero(self.strata == v) for v in np.unique(self.strata)]
+        streams = [_Stream(pool, rng) for pool in pools]
+        k, sizes = len(pools), np.array([len(p) for p in pools])
+        batches = []
+        for _ in range(len(self)):
+            counts = np.full(k, self.global_batch // k)
+            counts[rng.choice(k, self.global_batch - counts.sum(), replace=False)] += 1
+            if (counts > sizes).any():  # a small stratum gives all it has; the others take over its deficit
+                deficit = int((counts - sizes).clip(min=0).sum())
+                counts = np.minimum(counts, sizes)
+                for j in rng.permutation(k):
+                    take = min(deficit, int(sizes[j] - counts[j]))
+                    counts[j] += take
+                    deficit -= take
+            batch = np.concatenate([stream.take(int(c)) for stream, c in zip(streams, counts)])
+            batches.append(rng.permutation(batch))
+        return batches
+
+
+class _Stream:
+    """Items of one stratum in successive random permutations; a take never repeats an item."""
+
+    def __init__(self, pool: np.ndarray, rng: np.random.Generator) -> None:
+        self.pool, self.rng = pool, rng
+        self.order, self.pos = rng.permutation(pool), 0
+
+    def take(self, n: int) -> np.ndarray:
+        head = self.order[self.pos : self.pos + n]
+        self.pos += len(head)
+        if len(head) == n:
+            return head
+        # A new permutation, the items just taken moved to its end so that this batch has no repeat.
+        fresh = self.rng.permutation(self.pool)
+        fresh = np.concatenate([fresh[~np.isin(fresh, head)], fresh[np.isin(fresh, head)]])
+        self.order, self.pos = fresh, n - len(head)
+        return np.concatenate([head, fresh[: self.pos]])
 
 
 class ResumableLoader:

@@ -14,21 +14,33 @@ Random state: with a training key ``(index, epoch)`` (from
 and a resumed run sees exactly the samples the interrupted one would have. An evaluation key (a
 plain index) gives the stored slice, unaugmented, as both views.
 
+LeCL (lesion-aware views): with ``lesion_views``, a slice with a lesion box (the slices table's
+``boxes`` of the chosen labels, any label > 0 by default) gets as view 1 a crop centred on the
+centre of one of its boxes (random size and ratio, shifted to lie inside the slice, resized to
+the slice shape: :func:`centred_crop_box`) and as view 2 the whole slice; both then get their
+view's flip, jitter, blur and noise. Other slices get two random resized crops as usual.
+
+CT windows: ``windows`` re-window the stored values to HU windows (:mod:`radlens.data.windows`),
+as the channels of one image (``window_mode="channels"``) or as separate one-channel items
+(``"samples"``: item ``i`` is slice ``i // W`` in window ``i % W``).
+
 2D datasets only: prepare volumes as slices with ``radlens prepare --dims 2``.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from radlens.data.augment import KEY, apply_augment, item_seed
+from radlens.data.windows import apply_windows, window_coefficients
 from radlens.errors import ConfigError, InputError
-from radlens.io.prepared import PreparedDataset
+from radlens.io.prepared import PreparedDataset, parse_boxes
 
 if TYPE_CHECKING:
     import torch
@@ -76,6 +88,64 @@ class ViewConfig:
                               f"got {self.blur_sigma}, {self.noise_std}")
 
 
+@dataclass
+class MocoDataConfig:
+    """Which prepared 2D dataset, how views are drawn, and how batches are formed for MoCo / LeCL.
+
+    ``sampler``: ``random``; ``balanced`` (half of every global batch lesion slices, half others,
+    when both exist: the lesion flags of ``lesion_labels``); ``distinct_series`` (at most one slice
+    per series in a global batch: neighbouring slices are near-duplicates, false negatives).
+    ``windows``: CT HU windows ``[[low, high], ...]`` cut from the stored values (each inside the
+    range the dataset was prepared with, else a ConfigError), each to [0, 1]; ``window_mode``
+    ``channels`` stacks them as the image's channels (the encoder gets ``in_channels = len(windows)``),
+    ``samples`` makes each (slice, window) its own item (with ``sampler distinct_series`` a slice's
+    windows never meet in one batch as each other's negatives). None: the stored values (MRI always).
+    ``lesion_views``: LeCL's lesion-centred crop vs whole slice for slices with a lesion box;
+    ``lesion_labels``: the label ids that count as lesion (None: any label > 0 of the masks, or the
+    ``lesion`` column); ``lesion_scale``: area range of the lesion crop as a fraction of the slice.
+    ``view``/``view2``: the two views' augmentations (MoCo v3's asymmetric blur by default).
+    ``val_augment``: validation pairs drawn like training pairs (fixed seeds, so every validation
+    sees the same pairs); False gives the stored slice twice (a near-trivial val/loss).
+    """
+
+    path: str = ""
+    batch_size: int = 64
+    eval_batch_size: int | None = None
+    num_workers: int = 0
+    sampler: Literal["random", "balanced", "distinct_series"] = "random"
+    windows: list[tuple[float, float]] | None = None
+    window_mode: Literal["channels", "samples"] = "channels"
+    lesion_views: bool = False
+    lesion_labels: list[int] | None = None
+    lesion_scale: tuple[float, float] = (0.05, 0.3)
+    val_augment: bool = True
+    view: ViewConfig = field(default_factory=lambda: ViewConfig(blur_prob=1.0))
+    view2: ViewConfig = field(default_factory=lambda: ViewConfig(blur_prob=0.1))
+
+    def __post_init__(self) -> None:
+        lo, hi = self.lesion_scale
+        if not 0 < lo <= hi <= 1:
+            raise ConfigError(f"data.lesion_scale must satisfy 0 < low <= high <= 1, got {self.lesion_scale}")
+        if self.windows is not None and not self.windows:
+            raise ConfigError("data.windows: give at least one [low, high] window, or leave it unset")
+
+
+def centred_crop_box(shape: tuple[int, int], centre: tuple[float, float], scale: tuple[float, float],
+                     ratio: tuple[float, float], rng: np.random.RandomState) -> tuple[int, int, int, int]:
+    """``(top, left, height, width)`` of a crop centred on ``centre`` (row, column in pixel-edge
+    coordinates: a box ``[r0, r1)`` has centre ``(r0 + r1) / 2``) with area fraction drawn from
+    ``scale`` and width/height from ``ratio`` (log-uniform), cut to the slice and shifted to lie
+    inside it; the shifted crop still contains ``centre`` (for a centre inside the slice)."""
+    height, width = shape
+    target = height * width * rng.uniform(scale[0], scale[1])
+    aspect = math.exp(rng.uniform(math.log(ratio[0]), math.log(ratio[1])))
+    w = min(width, max(1, round(math.sqrt(target * aspect))))
+    h = min(height, max(1, round(math.sqrt(target / aspect))))
+    top = min(max(round(centre[0] - h / 2), 0), height - h)
+    left = min(max(round(centre[1] - w / 2), 0), width - w)
+    return int(top), int(left), int(h), int(w)
+
+
 def crop_box(shape: tuple[int, int], scale: tuple[float, float], ratio: tuple[float, float],
              rng: np.random.RandomState) -> tuple[int, int, int, int]:
     """``(top, left, height, width)`` of a crop with area fraction in ``scale`` and width/height in
@@ -121,21 +191,31 @@ def build_view(cfg: ViewConfig) -> Compose:
 
 
 class ViewTransform:
-    """One view: a random resized crop (:func:`crop_box`, resized bilinearly back to the slice
-    shape), then :func:`build_view`'s MONAI transforms; all random state from one seed."""
+    """One view: a random resized crop (:func:`crop_box`, or :func:`centred_crop_box` around
+    ``centre``; resized bilinearly back to the slice shape), then :func:`build_view`'s MONAI
+    transforms; all random state from one seed. :meth:`whole` skips the crop."""
 
     def __init__(self, cfg: ViewConfig) -> None:
         self.cfg, self.rest = cfg, build_view(cfg)
 
-    def __call__(self, image: torch.Tensor, seed: int) -> torch.Tensor:
+    def __call__(self, image: torch.Tensor, seed: int, centre: tuple[float, float] | None = None,
+                 scale: tuple[float, float] | None = None) -> torch.Tensor:
         import torch.nn.functional as F
 
         rng = np.random.RandomState(seed)
         shape = (int(image.shape[-2]), int(image.shape[-1]))
-        top, left, h, w = crop_box(shape, self.cfg.crop_scale, self.cfg.crop_ratio, rng)
+        if centre is None:
+            top, left, h, w = crop_box(shape, self.cfg.crop_scale, self.cfg.crop_ratio, rng)
+        else:
+            top, left, h, w = centred_crop_box(shape, centre, scale or self.cfg.crop_scale, self.cfg.crop_ratio, rng)
         crop = image[None, :, top : top + h, left : left + w]
         resized = F.interpolate(crop, size=shape, mode="bilinear", align_corners=False)[0]
         return apply_augment(self.rest, resized, int(rng.randint(2**32, dtype=np.uint64)))
+
+    def whole(self, image: torch.Tensor, seed: int) -> torch.Tensor:
+        """The whole slice through the view's flip, jitter, blur and noise (no crop)."""
+        rng = np.random.RandomState(seed)
+        return apply_augment(self.rest, image, int(rng.randint(2**32, dtype=np.uint64)))
 
 
 def view_seed(seed: int, epoch: int, index: int, view: int) -> int:
@@ -148,14 +228,19 @@ def view_seed(seed: int, epoch: int, index: int, view: int) -> int:
 class TwoViewDataset:
     """One split of a 2D prepared dataset as ``{"view1", "view2", "index", "series_id", "patient_id", "lesion"}``.
 
-    Views are ``(1, H, W)`` float32 with ``(H, W)`` the slice shape; ``lesion`` is the slices
-    table's lesion flag (1/0, -1 unknown). ``view2`` (default: ``view``) lets the two views be
-    drawn differently (MoCo v3's asymmetric blur). The dataset refuses 3D datasets: slice the
-    volumes first with ``radlens prepare --dims 2``.
+    Views are ``(C, H, W)`` float32 with ``(H, W)`` the slice shape and ``C`` 1 (or the number of
+    ``windows`` in ``channels`` mode); ``lesion`` is the slices table's lesion flag (1/0, -1
+    unknown) or, with ``lesion_labels``, whether the slice's ``labels_present`` holds one of them
+    (-1 without a mask). ``view2`` (default: ``view``) lets the two views be drawn differently
+    (MoCo v3's asymmetric blur). ``lesion_views``, ``lesion_scale``, ``windows`` and
+    ``window_mode``: the module docstring. The dataset refuses 3D datasets: slice the volumes
+    first with ``radlens prepare --dims 2``.
     """
 
     def __init__(self, prepared: PreparedDataset | str | Path, split: str, view: ViewConfig | None = None, seed: int = 0,
-                 view2: ViewConfig | None = None) -> None:
+                 view2: ViewConfig | None = None, *, lesion_views: bool = False, lesion_labels: Sequence[int] | None = None,
+                 lesion_scale: tuple[float, float] = (0.05, 0.3), windows: Sequence[Sequence[float]] | None = None,
+                 window_mode: Literal["channels", "samples"] = "channels") -> None:
         self.prepared = prepared if isinstance(prepared, PreparedDataset) else PreparedDataset(prepared)
         if self.prepared.dims != 2:
             raise InputError(self.prepared.path, f"two views of a slice need a 2D dataset, not dims {self.prepared.dims}:"
@@ -175,21 +260,70 @@ class TwoViewDataset:
                         else np.full(len(self.table), -1, dtype=np.int64))
         self.view_cfgs = (view or ViewConfig(), view2 or view or ViewConfig())
         self.transforms = (ViewTransform(self.view_cfgs[0]), ViewTransform(self.view_cfgs[1]))
+        self.lesion_views, self.lesion_scale = lesion_views, tuple(lesion_scale)
+        if lesion_labels is not None:
+            self.lesions = _label_flags(self.table, lesion_labels)
+        self.boxes = self._lesion_boxes(lesion_labels) if lesion_views else [[] for _ in range(len(self.table))]
+        if window_mode not in ("channels", "samples"):
+            raise ConfigError(f"window_mode must be 'channels' or 'samples', got {window_mode!r}")
+        self.windows = None if windows is None else [tuple(float(x) for x in w) for w in windows]
+        self.window_mode = window_mode
+        self.coefficients = (None if windows is None
+                             else window_coefficients(self.prepared.card, windows, self.prepared.path / "dataset.json"))
+        self.channels = len(self.windows) if self.windows is not None and window_mode == "channels" else 1
+        # Item -> (slice, window): one item per slice, or one per (slice, window) in samples mode.
+        per_slice = len(self.windows) if self.windows is not None and window_mode == "samples" else 1
+        self.item_slice = np.repeat(np.arange(len(self.table)), per_slice)
+        self.item_window = np.tile(np.arange(per_slice), len(self.table))
+        if per_slice > 1:
+            self.series_ids = [self.series_ids[s] for s in self.item_slice]
+            self.patient_ids = [self.patient_ids[s] for s in self.item_slice]
+            self.lesions = self.lesions[self.item_slice]
+
+    def _lesion_boxes(self, labels: Sequence[int] | None) -> list[list[tuple[int, int, int, int]]]:
+        """Per slice, the boxes of the chosen labels (any label > 0 when None); InputError for a box
+        outside the slice."""
+        shape = tuple(int(s) for s in (self.prepared.card.get("array_shape") or ()))
+        cells = self.table["boxes"].tolist() if "boxes" in self.table.columns else [None] * len(self.table)
+        wanted = None if labels is None else {int(x) for x in labels}
+        out: list[list[tuple[int, int, int, int]]] = []
+        for i, cell in enumerate(cells):
+            boxes = [b for label, b in parse_boxes(cell).items() if label > 0 and (wanted is None or label in wanted)]
+            for b in boxes:
+                if len(b) != 4 or not (0 <= b[0] < b[2] and 0 <= b[1] < b[3]) or (len(shape) == 2 and (b[2] > shape[0] or b[3] > shape[1])):
+                    raise InputError(self.prepared.path / "slices.parquet",
+                                     f"slice {self.table['slice_id'].iat[i]!r}: lesion box {list(b)} is not [r0, c0, r1, c1] "
+                                     f"inside the {'x'.join(map(str, shape))} slice")
+            out.append([(int(b[0]), int(b[1]), int(b[2]), int(b[3])) for b in boxes])
+        return out
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return len(self.item_slice)
 
     def image(self, i: int) -> np.ndarray:
-        """The stored slice of item ``i`` as ``(1, H, W)`` float32 (a writable copy of the memory map)."""
-        return np.array(self.prepared.slice(int(self.rows[i]))[None], dtype=np.float32)
+        """Item ``i``'s image as ``(C, H, W)`` float32: the stored slice (a writable copy of the memory
+        map), or its windows."""
+        s = int(self.item_slice[i])
+        if self.coefficients is None:
+            return np.array(self.prepared.slice(int(self.rows[s]))[None], dtype=np.float32)
+        coefficients = self.coefficients if self.window_mode == "channels" else self.coefficients[[self.item_window[i]]]
+        return apply_windows(self.prepared.slice(int(self.rows[s])), coefficients)
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
         import torch
 
         index, epoch = (int(key), None) if isinstance(key, (int, np.integer)) else (int(key[0]), int(key[1]))
         image = torch.from_numpy(self.image(index))
+        boxes = self.boxes[int(self.item_slice[index])]
         if epoch is None:
             views = (image, image.clone())
+        elif self.lesion_views and boxes:
+            # LeCL: a crop centred on one lesion box (chosen from the item's own stream) vs the whole slice.
+            pick = np.random.RandomState(view_seed(self.seed, epoch, index, 2)).randint(len(boxes))
+            r0, c0, r1, c1 = boxes[pick]
+            centre = ((r0 + r1) / 2, (c0 + c1) / 2)
+            views = (self.transforms[0](image, view_seed(self.seed, epoch, index, 0), centre, self.lesion_scale),
+                     self.transforms[1].whole(image, view_seed(self.seed, epoch, index, 1)))
         else:
             views = tuple(t(image, view_seed(self.seed, epoch, index, v)) for v, t in enumerate(self.transforms))
         return {
@@ -202,9 +336,17 @@ class TwoViewDataset:
         }
 
 
+def _label_flags(table: Any, labels: Sequence[int]) -> np.ndarray:
+    """1 if a slice's ``labels_present`` holds one of ``labels``, 0 if not, -1 without a mask."""
+    cells = table["labels_present"].tolist() if "labels_present" in table.columns else [None] * len(table)
+    wanted = {int(x) for x in labels}
+    return np.asarray([-1 if cell is None or isinstance(cell, float) else int(bool(wanted & {int(x) for x in cell}))
+                       for cell in cells], dtype=np.int64)
+
+
 def collate_views(items: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack the views of :class:`TwoViewDataset` items: ``view1``/``view2`` (B, 1, H, W), ``index``
-    and ``lesion`` (B,), ``series_id`` a list."""
+    """Stack the views of :class:`TwoViewDataset` items: ``view1``/``view2`` (B, C, H, W), ``index``
+    and ``lesion`` (B,), ``series_id`` and ``patient_id`` lists."""
     import torch
 
     return {
@@ -213,4 +355,5 @@ def collate_views(items: list[dict[str, Any]]) -> dict[str, Any]:
         "index": torch.tensor([it["index"] for it in items], dtype=torch.long),
         "lesion": torch.tensor([it["lesion"] for it in items], dtype=torch.long),
         "series_id": [it["series_id"] for it in items],
+        "patient_id": [it["patient_id"] for it in items],
     }

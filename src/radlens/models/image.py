@@ -25,6 +25,13 @@ class ViTEncoder(nn.Module):
     MONAI 1.6's ``nets.ViT`` does not expose ``use_flash_attention`` and only adds a CLS token
     for classification, so the encoder is assembled from the same MONAI blocks
     (``PatchEmbeddingBlock``, ``TransformerBlock(use_flash_attention=True)``) instead.
+
+    ``conv_stem`` replaces the patch projection by MoCo v3's convolutional stem (``vit_conv_*``,
+    Xiao et al. 2021): ``n = log2(patch)`` 3x3 stride-2 convolutions, each with batch norm and
+    ReLU, widths doubling up to ``hidden_size`` (``hidden/2**(n-1)`` ... ``hidden``), then a 1x1
+    convolution to ``hidden_size``. It needs an isotropic power-of-two patch size and keeps the
+    token grid (and the learnable position embeddings) of the patch projection it replaces; MoCo
+    v3 drops one transformer block to compensate (``vit_conv_small``: 11 blocks).
     """
 
     def __init__(
@@ -40,6 +47,7 @@ class ViTEncoder(nn.Module):
         dropout: float = 0.0,
         qkv_bias: bool = True,
         sdpa: bool = True,
+        conv_stem: bool = False,
     ) -> None:
         super().__init__()
         from monai.networks.blocks import PatchEmbeddingBlock, TransformerBlock
@@ -74,6 +82,9 @@ class ViTEncoder(nn.Module):
             TransformerBlock(hidden_size, mlp_dim, num_heads, dropout, qkv_bias, use_flash_attention=sdpa)
             for _ in range(num_layers)
         )
+        if conv_stem:
+            self.patch_embedding.patch_embeddings = _conv_stem(in_channels, hidden_size, tuple(patch_size),
+                                                               len(self.input_shape))
         for block in self.blocks:
             # MONAI builds this LayerNorm even without cross-attention; unused parameters break DDP.
             block.norm_cross_attn = nn.Identity()
@@ -134,6 +145,25 @@ class ResNetEncoder(nn.Module):
         for stage in (net.layer1, net.layer2, net.layer3, net.layer4):
             h = _run(stage, h, ckpt)
         return net.avgpool(h).flatten(1)
+
+
+def _conv_stem(in_channels: int, hidden_size: int, patch_size: tuple[int, ...], dims: int) -> nn.Sequential:
+    """MoCo v3's ConvStem: ``log2(patch)`` 3x3 stride-2 conv + BN + ReLU, widths doubling to ``hidden_size``, then 1x1."""
+    patch = patch_size[0]
+    n = patch.bit_length() - 1
+    if len(set(patch_size)) != 1 or patch < 2 or patch != 2**n:
+        raise ConfigError(f"image.conv_stem needs one power-of-two patch size on every axis (e.g. 16), got {list(patch_size)}")
+    if hidden_size % 2 ** (n - 1):
+        raise ConfigError(f"image.conv_stem with patch {patch} needs hidden_size divisible by {2 ** (n - 1)}, got {hidden_size}")
+    conv, norm = (nn.Conv2d, nn.BatchNorm2d) if dims == 2 else (nn.Conv3d, nn.BatchNorm3d)
+    layers: list[nn.Module] = []
+    width_in = in_channels
+    for i in range(n):
+        width = hidden_size // 2 ** (n - 1 - i)
+        layers += [conv(width_in, width, kernel_size=3, stride=2, padding=1, bias=False), norm(width), nn.ReLU(inplace=True)]
+        width_in = width
+    layers.append(conv(width_in, hidden_size, kernel_size=1))
+    return nn.Sequential(*layers)
 
 
 def _run(module: nn.Module, x: torch.Tensor, use_checkpoint: bool) -> torch.Tensor:

@@ -59,6 +59,9 @@ class SeriesItem:
     mask_labels: dict[int, str] | None = None
     mask_binary: bool = False
     fields: dict[str, Any] = field(default_factory=dict)
+    # A slice-level lesion flag known without a mask (CLEAR's ``lesion_present``: 1, 0, -1 unknown):
+    # the ``lesion`` of every slice of the series when it has no mask (a mask decides otherwise).
+    lesion: int | None = None
 
 
 @dataclass(frozen=True)

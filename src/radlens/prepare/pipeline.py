@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from radlens.io.prepared import PreparedDataset
     from radlens.io.volume import Volume
 
-Source = Literal["bids", "dicom", "ct-rate", "m3d", "csv", "nnunet"]
+Source = Literal["bids", "dicom", "ct-rate", "m3d", "csv", "nnunet", "deeplesion", "clear"]
 SOURCES: dict[str, str] = {
     "bids": "radlens.prepare.importers.bids",
     "dicom": "radlens.prepare.importers.dicom",
@@ -53,6 +53,8 @@ SOURCES: dict[str, str] = {
     "m3d": "radlens.prepare.importers.m3d",
     "csv": "radlens.prepare.importers.csv",
     "nnunet": "radlens.prepare.importers.nnunet",
+    "deeplesion": "radlens.prepare.importers.deeplesion",
+    "clear": "radlens.prepare.importers.clear",
 }
 
 
@@ -166,6 +168,9 @@ def prepare_series(item: SeriesItem, cfg: PrepareConfig, source: str, out: Path)
             raise InputError(item.source_path, "no slice kept after slicing (all background?)")
         if mask is not None:
             mask_array = extract_mask_slices(mask, infos, cfg.slicing)
+        elif item.lesion is not None:  # a source's slice-level flag, without a mask (CLEAR)
+            for info in infos:
+                info["lesion"] = int(item.lesion)
         for row, info in enumerate(infos):
             per_slice = mask_columns(mask_array[row] if mask_array is not None else None)
             slice_rows.append({"slice_id": f"{item.series_id}:{info['slice_index']}", "row": row, **info, **per_slice})
@@ -343,7 +348,7 @@ def prepare(
     nothing failed).
 
     Args:
-        source: input layout: bids, dicom, ct-rate, m3d or csv.
+        source: input layout: bids, dicom, ct-rate, m3d, csv, nnunet, deeplesion or clear.
         input: the input folder (or CSV file for ``csv``); never written to.
         output: the prepared dataset folder to write (rerun to resume).
         workers: series prepared in parallel (processes).

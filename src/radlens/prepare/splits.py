@@ -15,7 +15,8 @@ Split assignment walks the patients grouped by stratum (shuffled within each, se
 gives each one the split furthest below its target share. This keeps every stratum close to
 the ratios and the result deterministic. With at least as many patients as non-zero ratios,
 every such split gets a patient. Folds use scikit-learn's ``StratifiedGroupKFold`` (with labels)
-or ``GroupKFold`` (without).
+or ``GroupKFold`` (without); :func:`iterative_folds` balances every class of several 0/1 labels at once
+(full iterative stratification, for multi-label cross-validation).
 """
 
 from __future__ import annotations
@@ -128,6 +129,61 @@ def assign_folds(
     for fold, (_, test_idx) in enumerate(parts):
         fold_of.iloc[test_idx] = fold
     return _patient_ids(table, patient_col).map(fold_of).astype("int64").rename("fold")
+
+
+def iterative_folds(
+    table: pd.DataFrame, k: int, seed: int = 0, patient_col: str = "patient_id", label_cols: Sequence[str] = ()
+) -> pd.Series:
+    """Fold 0..k-1 for every row, by patient, by iterative stratification over several 0/1 labels.
+
+    Sechidis, Tsoumakas & Vlahavas (2011), at the patient level: a patient is positive for a label
+    if any of its rows is, negative if it has known (non-NaN) values and none positive; each label's
+    positives *and* negatives are the classes spread. Repeatedly, the class with the fewest
+    patients left is dealt out, each of its patients going to the fold that wants that class most
+    (ties: the fold that wants the most patients, then a seeded random one). Every fold thus gets
+    ``floor(n/k)`` or more of every class of every label with ``n`` patients, where stratifying on
+    one stratum per patient balances only that stratum. Patients without any known label fill the
+    emptiest folds.
+    """
+    import pandas as pd
+
+    _require(table, list(label_cols))
+    ids = _patient_ids(table, patient_col)
+    values = table[list(label_cols)].apply(pd.to_numeric, errors="coerce").groupby(ids)
+    patients = values.max().index
+    if not 2 <= k <= len(patients):
+        raise ConfigError(f"k-fold needs 2 <= k <= number of patients ({len(patients)}), got k={k}")
+    positive = values.max().to_numpy() > 0
+    negative = (values.max().to_numpy() == 0)
+    classes = np.concatenate([positive, negative], axis=1)  # (P, 2L)
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(patients))
+    wanted = np.tile(classes.sum(0) / k, (k, 1))
+    wanted_total = np.full(k, len(patients) / k)
+    fold = np.full(len(patients), -1, dtype=np.int64)
+
+    def deal(p: int, column: int | None) -> None:
+        score = wanted_total if column is None else wanted[:, column]
+        best = np.flatnonzero(score == score.max())
+        if column is not None and len(best) > 1:
+            best = best[wanted_total[best] == wanted_total[best].max()]
+        f = int(rng.choice(best))
+        fold[p] = f
+        wanted[f] -= classes[p]
+        wanted_total[f] -= 1
+
+    while (fold < 0).any():
+        left = classes[fold < 0].sum(0)
+        if not left.any():
+            for p in order[fold[order] < 0]:
+                deal(int(p), None)
+            break
+        rarest = np.flatnonzero(left == left[left > 0].min())
+        column = int(rng.choice(rarest[left[rarest] > 0]))
+        for p in order[(fold[order] < 0) & classes[order, column]]:
+            deal(int(p), column)
+    fold_of = pd.Series(fold, index=patients.astype(str))
+    return ids.map(fold_of).astype("int64").rename("fold")
 
 
 def add_splits(

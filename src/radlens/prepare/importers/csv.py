@@ -48,15 +48,6 @@ def default_config() -> PrepareConfig:
     return PrepareConfig(dims=2, split=SplitConfig(keep_existing=True, existing_col="split_given"))
 
 
-def _table_path(input: Path) -> Path:
-    if input.is_file():
-        return input
-    found = sorted(input.glob("*.csv")) if input.is_dir() else []
-    if len(found) != 1:
-        raise InputError(input, f"expected a CSV file or a folder with exactly one .csv, found {len(found)}")
-    return found[0]
-
-
 def _finding_columns(df: Any, used: set[str]) -> tuple[str, ...]:
     out = []
     for column in df.columns:
@@ -72,11 +63,10 @@ def discover(root: Path, cfg: PrepareConfig) -> Discovery:
     """One item per CSV row; the header is checked before anything else."""
     import pandas as pd
 
-    table = _table_path(root)
-    try:
-        df = pd.read_csv(table)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise InputError(table, f"cannot read as CSV: {err}") from None
+    from radlens.prepare.importers.tables import find_table, read_table
+
+    table = find_table(root)
+    df = read_table(table)
     image_col = next((c for c in IMAGE_COLUMNS if c in df.columns), None)
     missing = ([] if image_col else [" or ".join(IMAGE_COLUMNS)]) + (["text"] if "text" not in df.columns else [])
     if missing:
