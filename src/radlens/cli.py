@@ -29,13 +29,20 @@ def _commands() -> dict[str, Any]:
     commands["embed"] = embed
     from radlens.evaluate.probe import evaluate_probe
     from radlens.train.labeller import label_reports, train_labeller
+    from radlens.train.mil import train_mil
+    from radlens.train.moco import train_moco
     from radlens.train.probe_train import train_probe
     from radlens.train.vocabfine import train_vocabfine
 
     commands.setdefault("train", {})["probe"] = train_probe
     commands.setdefault("train", {})["vocabfine"] = train_vocabfine
     commands.setdefault("train", {})["labeller"] = train_labeller
+    commands.setdefault("train", {})["moco"] = train_moco
+    commands.setdefault("train", {})["mil"] = train_mil
     commands["label-reports"] = label_reports
+    from radlens.evaluate.extract import extract_bags
+
+    commands["extract"] = {"bags": extract_bags}
     commands.setdefault("evaluate", {})["probe"] = evaluate_probe
     from radlens.info import info
     from radlens.models.registry import models

@@ -260,6 +260,12 @@ def test_ct_windows_as_rows_or_as_channels(ct, tmp_path):
         np.testing.assert_allclose(data["feats"], vit2(torch.from_numpy(images)).numpy(), rtol=1e-5, atol=1e-5)
     with pytest.raises(InputError, match="input channels"):
         extract_bags(str(ct), str(two), str(tmp_path / "none"))
+    # A bundle trained on windows (as `radlens train moco` records them) is fed the same windows by default.
+    trained = _save(vit2, tmp_path / "trained", ct, windows=[list(w) for w in windows], window_mode="channels")
+    extract_bags(str(ct), str(trained), str(tmp_path / "default"))
+    default, _ = _read(tmp_path / "default" / "sub-001_p0.h5")
+    np.testing.assert_array_equal(default["feats"], data["feats"])
+    np.testing.assert_array_equal(default["window"], data["window"])
     with pytest.raises(InputError, match="outside the stored range") as err:
         extract_bags(str(ct), str(config), str(tmp_path / "wide"), windows=[(-2000.0, 0.0)])
     assert str(ct / "dataset.json") in str(err.value)
@@ -319,7 +325,7 @@ def test_unreadable_series_are_listed_and_the_rest_extracted(clip, tmp_path):
     assert str(prep / "arrays/sub-002_p1.npy") in str(err.value)
 
 
-def test_the_signature_is_a_cli(mr, clip, tmp_path):
+def test_the_signature_is_a_cli(mr, clip, ct, tmp_path):
     from jsonargparse import auto_cli
 
     bundle, _ = clip
@@ -327,3 +333,8 @@ def test_the_signature_is_a_cli(mr, clip, tmp_path):
     assert auto_cli(extract_bags, args=[str(mr), str(bundle), str(out), "--per", "study", "--split", "test",
                                         "--batch_size", "4"], as_positional=True) == 0
     assert len(pd.read_csv(out / "bags.csv")) == 1
+    config = tmp_path / "vit.json"
+    config.write_text(json.dumps(VIT))
+    auto_cli(extract_bags, args=[str(ct), str(config), str(tmp_path / "ct"), "--windows", "[[-1000, 400], [-160, 240]]"],
+             as_positional=True)
+    assert _read(tmp_path / "ct" / "sub-002_p1.h5")[0]["window"].shape == (6, 2)

@@ -21,6 +21,14 @@ HEADS = {
 SIZES = (3, 9, 1, 6)
 
 
+def _randomised(spec: dict) -> MILHead:
+    """A head in eval mode whose zero-initialised output layer is made random (so logits depend on the bag)."""
+    torch.manual_seed(0)
+    head = build(spec).eval()
+    torch.nn.init.normal_(head.classifier[-1].weight)
+    return head
+
+
 def _padded(bags: list[torch.Tensor], fill: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     feats = torch.full((len(bags), max(SIZES), D), fill)
     mask = torch.zeros(len(bags), max(SIZES), dtype=torch.bool)
@@ -31,8 +39,7 @@ def _padded(bags: list[torch.Tensor], fill: float = 0.0) -> tuple[torch.Tensor, 
 
 @pytest.mark.parametrize("name", sorted(HEADS))
 def test_a_padded_bag_gives_the_same_logits_and_attention_as_alone(name: str) -> None:
-    torch.manual_seed(0)
-    head = build(HEADS[name]).eval()
+    head = _randomised(HEADS[name])
     assert isinstance(head, MILHead)
     bags = [torch.randn(n, D) for n in SIZES]
     with torch.no_grad():
@@ -50,7 +57,7 @@ def test_a_padded_bag_gives_the_same_logits_and_attention_as_alone(name: str) ->
 
 
 def test_mean_pooling_attention_is_uniform_over_real_instances() -> None:
-    head = build(HEADS["mean"]).eval()
+    head = _randomised(HEADS["mean"])
     feats, mask = _padded([torch.randn(n, D) for n in SIZES])
     weights = head.attention(feats, mask)
     for b, n in enumerate(SIZES):
@@ -61,13 +68,24 @@ def test_mean_pooling_attention_is_uniform_over_real_instances() -> None:
 
 @pytest.mark.parametrize("name", sorted(HEADS))
 def test_heads_train_without_nan_on_padded_batches(name: str) -> None:
-    torch.manual_seed(0)
-    head = build({**HEADS[name], **({"dropout": 0.1})}).train()
+    head = _randomised({**HEADS[name], "dropout": 0.1}).train()
     feats, mask = _padded([torch.randn(n, D) for n in SIZES])
     loss = head(feats, mask).sum()
     loss.backward()
     grads = [p.grad for p in head.parameters() if p.requires_grad]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+@pytest.mark.parametrize("name", sorted(HEADS))
+def test_the_output_layer_starts_at_zero_so_attention_waits_for_the_classifier(name: str) -> None:
+    torch.manual_seed(0)
+    head = build(HEADS[name]).train()
+    assert (head.classifier[-1].weight == 0).all() and (head.classifier[-1].bias != 0).any()
+    feats, mask = _padded([torch.randn(n, D) for n in SIZES])
+    head(feats, mask).pow(2).sum().backward()
+    assert head.classifier[-1].weight.grad.abs().sum() > 0  # the classifier learns first
+    pooling = [p for n, p in head.named_parameters() if not n.startswith("classifier")]
+    assert all(p.grad is None or (p.grad == 0).all() for p in pooling)  # no pull on the attention yet
 
 
 @pytest.mark.parametrize(("spec", "message"), [

@@ -16,7 +16,7 @@ from radlens.errors import ConfigError, InputError
 from radlens.train.config import OptimConfig, TrainerConfig
 
 D = 8
-LABELS = ["lesion", "other"]
+LABELS = ["lesion", "upper"]
 SHIFT = 4.0
 
 
@@ -32,32 +32,34 @@ def write_bag(path: Path, feats: np.ndarray, encoder_hash: str = "enc-a") -> Pat
 
 
 def write_cohort(root: Path, n_cv: int = 36, n_test: int = 12, seed: int = 0) -> dict[str, Any]:
-    """Patients with one bag (every 5th: two) of 6-14 noise slices; ``lesion`` positives (every 2nd patient)
-    have 2 slices shifted along feature 0, ``other`` positives (every 3rd) 2 along feature 1."""
+    """Patients with one bag (every 5th: two) of 6-14 noise slices whose feature 1 rises with the slice
+    position. ``lesion`` positives (every 2nd patient) have 2 slices shifted along feature 0, in the upper
+    part of the bag for ``upper`` positives (every 4th), else in the lower part: ``upper`` needs attention
+    on the lesion slices (a bag's mean position says nothing)."""
     rng = np.random.default_rng(seed)
     rows, hot = [], {}
     for i in range(n_cv + n_test):
-        pid, lesion, other = f"p{i:02d}", int(i % 2 == 0), int(i % 3 == 0)
+        pid, lesion, upper = f"p{i:02d}", int(i % 2 == 0), int(i % 4 == 0)
         split = "test" if i >= n_cv else ("validation" if i % 4 == 1 else "train")
         for b in range(2 if i % 5 == 0 else 1):
             n = int(rng.integers(6, 15))
             feats = rng.normal(size=(n, D))
-            rows_hot = rng.choice(n, 2, replace=False) if lesion else np.array([], dtype=int)
+            feats[:, 1] += np.linspace(-2, 2, n)
+            part = np.arange(n // 3) if upper else np.arange(n - n // 3, n)
+            rows_hot = rng.choice(part, 2, replace=False) if lesion else np.array([], dtype=int)
             feats[rows_hot, 0] += SHIFT
-            if other:
-                feats[rng.choice(n, 2, replace=False), 1] += SHIFT
             path = f"feats/{pid}_{b}.h5"
             write_bag(root / path, feats)
             hot[path] = set(rows_hot.tolist())
             rows.append({"path": path, "patient_id": pid, "study_id": f"{pid}-s", "series_id": f"{pid}-{b}", "n": n,
-                         "split": split, "lesion": lesion, "other": other})
+                         "split": split, "lesion": lesion, "upper": upper})
     pd.DataFrame(rows).to_csv(root / "bags.csv", index=False)
     return {"root": root, "hot": hot, "table": pd.DataFrame(rows)}
 
 
 def quick(max_steps: int = 40) -> dict[str, Any]:
     return {"optim": OptimConfig(lr=1e-2, weight_decay=1e-4, warmup_steps=2),
-            "trainer": TrainerConfig(max_steps=max_steps, val_every_n_steps=10, checkpoint_every_n_steps=max_steps,
+            "trainer": TrainerConfig(max_steps=max_steps, val_every_n_steps=min(10, max_steps), checkpoint_every_n_steps=max_steps,
                                      progress_bar=False, log_every_n_steps=5, accelerator="cpu", devices=1)}
 
 
@@ -107,7 +109,7 @@ def test_outputs_exist_and_parse(cv_run: Path, cohort: dict[str, Any]) -> None:
     assert not (cv_run / "failures.csv").exists()
     predictions = pd.read_csv(cv_run / "predictions.csv", dtype={"fold": str})
     assert set(predictions["fold"]) == {"0", "1", "2", "ensemble"}
-    assert {"case_id", "patient_id", *LABELS, "score:lesion", "pred:other", "split"} <= set(predictions.columns)
+    assert {"case_id", "patient_id", *LABELS, "score:lesion", "pred:upper", "split"} <= set(predictions.columns)
     assert predictions["score:lesion"].between(0, 1).all()
     ensemble = predictions[predictions["fold"] == "ensemble"]
     per_fold = predictions[(predictions["split"] == "test") & (predictions["fold"] != "ensemble")]
@@ -179,7 +181,7 @@ def test_clinical_csv_labels_per_patient_with_empty_cells_and_unlabelled_bags(tm
     data = write_cohort(tmp_path / "bags", n_cv=16, n_test=6, seed=1)
     per_patient = data["table"].groupby("patient_id")[LABELS].max().reset_index()
     clinical = per_patient.rename(columns={"patient_id": "image"}).iloc[:-2].astype(object)  # 2 patients unlabelled
-    clinical.loc[3, "other"] = ""  # not known for this patient
+    clinical.loc[3, "upper"] = ""  # not known for this patient
     clinical.to_csv(tmp_path / "clinical.csv", index=False)
     out = train_mil(str(data["root"] / "bags.csv"), labels=str(tmp_path / "clinical.csv"), out=str(tmp_path / "mil"),
                     head="pma", head_options={"hidden": 16, "num_heads": 2}, folds=2, n_bootstrap=10, batch_size=4,
@@ -222,7 +224,7 @@ def _clinical(root: Path, edit: Any) -> Path:
 
 
 def _bad_patient_without_bag(root: Path) -> tuple[dict[str, Any], str]:
-    path = _clinical(root, lambda t: pd.concat([t, pd.DataFrame([{"image": "ghost", "lesion": 1, "other": 0}])]))
+    path = _clinical(root, lambda t: pd.concat([t, pd.DataFrame([{"image": "ghost", "lesion": 1, "upper": 0}])]))
     return {"labels": str(path)}, r"clinical\.csv: 1 patient\(s\) have labels but no bag.*'ghost'"
 
 
@@ -233,10 +235,10 @@ def _bad_duplicate_patient(root: Path) -> tuple[dict[str, Any], str]:
 
 def _bad_label_value(root: Path) -> tuple[dict[str, Any], str]:
     def edit(t: pd.DataFrame) -> pd.DataFrame:
-        t.loc[5, "other"] = "yes"
+        t.loc[5, "upper"] = "yes"
         return t
 
-    return {"labels": str(_clinical(root, edit))}, r"clinical\.csv: label 'other' has value 'yes' for image 'p05'"
+    return {"labels": str(_clinical(root, edit))}, r"clinical\.csv: label 'upper' has value 'yes' for image 'p05'"
 
 
 def _bad_bags_label_value(root: Path) -> tuple[dict[str, Any], str]:
@@ -247,7 +249,7 @@ def _bad_bags_label_value(root: Path) -> tuple[dict[str, Any], str]:
 
 
 def _bad_too_few_positives(root: Path) -> tuple[dict[str, Any], str]:
-    return {"folds": 5}, r"bags\.csv: label 'other' has 4 positive and 8 negative patient\(s\).*folds=5"
+    return {"folds": 5}, r"bags\.csv: label 'upper' has 3 positive and 9 negative patient\(s\).*folds=5"
 
 
 def _bad_duplicate_bag(root: Path) -> tuple[dict[str, Any], str]:
@@ -286,9 +288,10 @@ def test_bad_options_are_config_errors(cohort: dict[str, Any], tmp_path: Path) -
                             ({"head_options": {"in_dim": 4}}, "may not set in_dim"),
                             ({"head": "mean", "head_options": {"depth": 2}}, r"unknown key\(s\) depth"),
                             ({"batch_size": 64}, "batch_size 64 is larger than"),
+                            ({"trainer": TrainerConfig(max_steps=5, val_every_n_steps=10)}, "must be <= trainer.max_steps"),
                             ({"label_columns": ["lesion", "stage"]}, None)]:
         with pytest.raises((ConfigError, InputError), match=message or r"no label column\(s\) \['stage'\]"):
-            train_mil(root, out=str(tmp_path / "mil"), **kwargs, **quick(max_steps=2))
+            train_mil(root, out=str(tmp_path / "mil"), **{**quick(max_steps=2), **kwargs})
 
 
 def test_figure_shows_top_slices_with_lesion_masks_from_the_prepared_dataset(tmp_path: Path,
@@ -301,11 +304,12 @@ def test_figure_shows_top_slices_with_lesion_masks_from_the_prepared_dataset(tmp
     prepared = write_prepared(tmp_path / "prep", shape=(16, 16), patients={"train": 2}, n_protocols=1)
     slices = pd.read_parquet(prepared / "slices.parquet")
     masks = np.zeros((4, 16, 16), dtype=np.uint8)
-    masks[2, 5:9, 5:9] = 1  # a lesion on slice 2 of each series
+    masks[2, 5:9, 5:9] = 1  # a lesion on slice 2 of each series: a mask for the first, a box for the second
     (prepared / "masks").mkdir()
-    for sid in slices["series_id"].unique():
-        np.save(prepared / "masks" / f"{sid}.npy", masks)
-    slices["mask_path"] = "masks/" + slices["series_id"] + ".npy"
+    first, second = sorted(slices["series_id"].unique())
+    np.save(prepared / "masks" / f"{first}.npy", masks)
+    slices["mask_path"] = np.where(slices["series_id"] == first, f"masks/{first}.npy", "")
+    slices["boxes"] = np.where(slices["slice_id"] == f"{second}:2", json.dumps({"1": [4, 4, 10, 10]}), "{}")
     slices.to_parquet(prepared / "slices.parquet", index=False)
 
     rows, attention = [], []
@@ -313,7 +317,7 @@ def test_figure_shows_top_slices_with_lesion_masks_from_the_prepared_dataset(tmp
         file = write_bag(tmp_path / "bags" / f"{sid}.h5", np.zeros((4, D)))
         with h5py.File(file, "a") as f:
             f.attrs["prepared"] = str(prepared)
-        rows.append({"path": f"{sid}.h5", "series_id": sid, "_positive": True})
+        rows.append({"path": f"{sid}.h5", "series_id": sid, "_positive": sid == second, "_labels": f"[{sid}]"})
         attention += [{"patient_id": pid, "path": f"{sid}.h5", "file": str(file), "row": r, "slice_index": r,
                        "weight": w} for r, w in enumerate([0.1, 0.2, 0.6, 0.1])]
     bags, attention = pd.DataFrame(rows), pd.DataFrame(attention)
@@ -326,7 +330,7 @@ def test_figure_shows_top_slices_with_lesion_masks_from_the_prepared_dataset(tmp
     out = save_attention_figure(attention, bags, tmp_path / "attention.png", found, top=2)
     assert out.is_file() and len(shown) == 1
     titles, drawn = shown[0]
-    assert len(titles) == 4 and "slice 2" in titles[0] and "attention 0.600" in titles[0]
-    assert drawn[0].sum() == 16  # the top slice's lesion mask is outlined
+    assert len(titles) == 4 and f"[{second}] slice 2" in titles[0] and "attention 0.600" in titles[0]  # positives first
+    assert drawn[0].sum() == 36 and drawn[2].sum() == 16  # the box of the second series, the mask of the first
     assert find_prepared(bags, {}, tmp_path) is None  # nothing names it: attention vs slice index instead
     assert save_attention_figure(attention, bags, tmp_path / "plot.png", None).is_file()

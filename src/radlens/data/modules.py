@@ -192,8 +192,9 @@ class BagDataModule(RadlensDataModule):
     (:func:`radlens.data.bags.collate_bags`). ``train_table``/``val_table`` are tables (or CSV/Parquet
     files) of one study per row; select a split with ``table[table["split"] == "train"]``.
     ``max_instances`` caps the slices read per bag (random per epoch in training, evenly spaced in
-    validation). ``allow_missing`` keeps empty binary targets as NaN. ``feature_dim`` sizes the MIL head; ``preprocessing()`` records it with the first
-    file's attributes (encoder, radlens version), which a model trained here depends on.
+    validation). ``allow_missing`` keeps empty binary targets as NaN. ``feature_dim`` sizes the MIL head;
+    ``preprocessing()`` records it with the first file's attributes (encoder, radlens version), which a
+    model trained here depends on.
     """
 
     def __init__(self, train_table: pd.DataFrame | str | Path, val_table: pd.DataFrame | str | Path | None,

@@ -28,6 +28,7 @@ judged on them. See :mod:`radlens.train.mil_data` for inputs, labels, stratifica
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +44,10 @@ if TYPE_CHECKING:
     from radlens.data.bags import BagDataset
     from radlens.train.mil_data import Cohort
 
+# The defaults of ``radlens train mil`` (instances, so that ``--trainer.max_steps 50`` keeps the rest of them).
+MIL_OPTIM = OptimConfig(lr=1e-3, weight_decay=1e-4, warmup_steps=10)
+MIL_TRAINER = TrainerConfig(max_steps=300, val_every_n_steps=25, checkpoint_every_n_steps=100)
+
 
 def train_mil(
     bags: str,
@@ -53,8 +58,8 @@ def train_mil(
     label_columns: list[str] | None = None,
     folds: int = 5,
     test_split: str | None = "test",
-    optim: OptimConfig | None = None,
-    trainer: TrainerConfig | None = None,
+    optim: OptimConfig = MIL_OPTIM,
+    trainer: TrainerConfig = MIL_TRAINER,
     batch_size: int = 8,
     max_instances: int | None = None,
     num_workers: int = 0,
@@ -76,8 +81,9 @@ def train_mil(
         label_columns: the labels to learn (default: every label column).
         folds: k of the patient-level stratified k-fold cross-validation.
         test_split: bags of this ``split`` in ``bags.csv`` form a fixed held-out test set (None: none).
-        optim: AdamW + warm-up/cosine.
-        trainer: steps per fold, validation interval (one "epoch" of selection), devices, monitor.
+        optim: AdamW + warm-up/cosine (default: lr 1e-3, weight decay 1e-4, 10 warm-up steps).
+        trainer: steps per fold, validation interval (the best of these validations is kept), devices,
+            monitor (``val/loss`` or ``val/mean_auroc``). Default: 300 steps, validation every 25.
         batch_size: bags per training batch (padded to the longest, masked).
         max_instances: at most this many slices per bag (random per epoch in training, evenly spaced
             in evaluation); None: whole bags.
@@ -95,14 +101,16 @@ def train_mil(
     from radlens.train.mil_task import MilTask, head_config
     from radlens.train.run import choose_monitor, write_run_config
 
-    optim = optim or OptimConfig(lr=1e-3, weight_decay=1e-4, warmup_steps=10)
-    trainer = trainer or TrainerConfig(max_steps=300, val_every_n_steps=25, checkpoint_every_n_steps=100)
+    optim, trainer = replace(optim or MIL_OPTIM), replace(trainer or MIL_TRAINER)
     validate(optim, trainer, [(batch_size >= 1, f"batch_size must be >= 1, got {batch_size}"),
                               (folds >= 2, f"folds must be >= 2, got {folds}"),
                               (n_bootstrap >= 0, f"n_bootstrap must be >= 0, got {n_bootstrap}"),
                               (num_workers >= 0, f"num_workers must be >= 0, got {num_workers}"),
                               (resume in (None, "latest"), f"resume must be 'latest' (or unset), got {resume!r}"),
-                              (threshold_method in ("youden", "f1"), f"threshold_method must be youden or f1")])
+                              (threshold_method in ("youden", "f1"), "threshold_method must be youden or f1"),
+                              (trainer.val_every_n_steps <= trainer.max_steps,
+                               f"trainer.val_every_n_steps ({trainer.val_every_n_steps}) must be <= trainer.max_steps "
+                               f"({trainer.max_steps}): each fold's best epoch is chosen by validation")])
     choose_monitor(MilTask, trainer)
     out_dir = Path(out)
     if resume is None and (out_dir / "folds.csv").exists():
@@ -187,7 +195,7 @@ def _fold(cohort: Cohort, k: int, head_cfg: dict[str, Any], optim: OptimConfig, 
                  "labels": cohort.labels, "n_train_bags": len(datamodule.train_set),
                  "n_validation_bags": len(datamodule.val_set), "n_validation_patients": int(cv[cv["fold"] == k]["patient_id"].nunique())}
         fold_resume = "latest" if resume and (fold_dir / CHECKPOINTS / LAST).is_file() else None
-        result = run(task, datamodule, trainer, fold_dir, fold_resume, {**config, "fold": k}, fold_seed, facts,
+        result = run(task, datamodule, trainer, fold_dir, fold_resume, config, fold_seed, facts,
                      lambda fitted: score(fitted.model))
         if not result.is_global_zero:
             return None
@@ -331,7 +339,9 @@ def _finish(cohort: Cohort, fold_runs: list[dict[str, Any]], attrs: dict[str, An
     write_csv_atomic(out_dir / "predictions.csv", pd.concat(rows, ignore_index=True))
     attention = _attention(fold_runs, cohort)
     write_csv_atomic(out_dir / "attention.csv", attention)
-    bags = cohort.table.assign(_positive=(cohort.table[labels] == 1).any(axis=1))
+    positive = cohort.table[labels] == 1
+    names = ["[" + (", ".join(c for c, hit in zip(labels, row) if hit) or "negative") + "]" for row in positive.to_numpy()]
+    bags = cohort.table.assign(_positive=positive.any(axis=1), _labels=names)
     shown = attention[attention["split"] == ("test" if len(cohort.test) else "validation")]
     save_attention_figure(shown, bags, out_dir / "attention.png", find_prepared(bags, attrs, cohort.bags_file.parent))
     write_json_atomic(out_dir / "metrics.json", metrics)

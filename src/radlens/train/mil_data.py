@@ -59,7 +59,7 @@ class Cohort:
     bags_file: Path
     label_file: Path
     unit: str  # "patient" or "bag"
-    skipped: pd.DataFrame = field(default=None)  # type: ignore[assignment]
+    skipped: pd.DataFrame  # bags left out (path, stage, reason): OUT/failures.csv
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -101,7 +101,8 @@ def _binary(frame: pd.DataFrame, columns: list[str], where: Path, id_column: str
 
     out = pd.DataFrame(index=frame.index)
     for col in columns:
-        text = frame[col].astype(str).str.strip()
+        column = frame[col].astype(int) if frame[col].dtype == bool else frame[col]
+        text = column.astype(str).str.strip()
         empty = frame[col].isna() | text.isin(["", "nan", "NaN", "NA", "None"])
         number = pd.to_numeric(text.where(~empty), errors="coerce")
         bad = ~empty & ~number.isin([0.0, 1.0])

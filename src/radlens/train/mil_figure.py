@@ -4,7 +4,8 @@ When the bags point to the 2D prepared dataset they were extracted from (the fea
 ``prepared`` attribute, as ``radlens extract bags`` writes it, or a ``dataset`` column of
 ``bags.csv``; relative to ``bags.csv``'s folder when not absolute) and each top slice can be found
 there (the file's per-row ``slice_id``, else ``{series_id}:{slice_index}`` for a one-series bag),
-the slices are drawn with their lesion mask outlined (:func:`radlens.common.montage.save_montage`).
+the slices are drawn with their lesion mask outlined (:func:`radlens.common.montage.save_montage`;
+a slice without a mask but with lesion ``boxes`` gets the boxes outlined).
 Otherwise the figure plots each bag's attention against the slice index, top slices marked.
 """
 
@@ -66,11 +67,32 @@ def _slice_ids(file: str, rows: list[int], series_id: str, slice_index: list[int
     return None
 
 
+def _lesions(prepared: PreparedDataset, slice_id: str, shape: tuple[int, ...]) -> np.ndarray | None:
+    """The slice's label map, or its lesion boxes filled in (2D boxes ``(r0, c0, r1, c1)``), or None."""
+    from radlens.io.prepared import parse_boxes
+
+    mask = prepared.slice_mask(slice_id)
+    if mask is not None:
+        return np.asarray(mask)
+    table = prepared.slices
+    if table is None or "boxes" not in table.columns:
+        return None
+    cell = table["boxes"][table["slice_id"] == slice_id]
+    boxes = parse_boxes(cell.iat[0]) if len(cell) else {}
+    if not boxes:
+        return None
+    drawn = np.zeros(shape, dtype=np.uint8)
+    for r0, c0, r1, c1 in (b[:4] for b in boxes.values()):
+        drawn[r0:r1, c0:c1] = 1
+    return drawn
+
+
 def _montage(top: pd.DataFrame, bags: pd.DataFrame, prepared: PreparedDataset, path: Path, columns: int) -> Path | None:
     """The top slices with their masks, or None when a slice cannot be found in ``prepared``."""
     from radlens.common.montage import save_montage
 
     series = dict(zip(bags["path"], bags["series_id"].astype(str))) if "series_id" in bags.columns else {}
+    named = dict(zip(bags["path"], bags["_labels"])) if "_labels" in bags.columns else {}
     images, masks, titles = [], [], []
     for bag, rows in top.groupby("path", sort=False):
         ids = _slice_ids(rows["file"].iat[0], rows["row"].tolist(), series.get(bag, ""), rows["slice_index"].tolist())
@@ -79,10 +101,10 @@ def _montage(top: pd.DataFrame, bags: pd.DataFrame, prepared: PreparedDataset, p
         for row, slice_id in zip(rows.itertuples(), ids):
             try:
                 images.append(np.asarray(prepared.slice(slice_id)))
-                masks.append(prepared.slice_mask(slice_id))
-            except (KeyError, IndexError, InputError):
+                masks.append(_lesions(prepared, slice_id, images[-1].shape))
+            except (KeyError, IndexError, ValueError, InputError):
                 return None
-            titles.append(f"{row.patient_id} slice {int(row.slice_index)}\nattention {row.weight:.3f}")
+            titles.append(f"{row.patient_id} {named.get(bag, '')} slice {int(row.slice_index)}\nattention {row.weight:.3f}")
     return save_montage(images, titles, path, masks, columns=columns) if images else None
 
 
@@ -92,15 +114,17 @@ def save_attention_figure(attention: pd.DataFrame, bags: pd.DataFrame, path: Pat
     masks, or attention against slice index when the slices cannot be shown.
 
     ``attention``: rows ``patient_id, path, file, row, slice_index, weight`` (several folds averaged);
-    ``bags``: ``path`` (+ ``series_id``, ``_positive``) in the order to choose from.
+    ``bags``: ``path`` (+ ``series_id``, ``_positive``, ``_labels`` for titles) in the order to choose from.
     """
     chosen = _choose(attention, bags, max_bags)
     attention = attention[attention["path"].isin(chosen)]
     if prepared is not None:
-        made = _montage(top_slices(attention, top), bags, prepared, path, top)
+        best = top_slices(attention, top)
+        best = best.iloc[np.argsort(best["path"].map({p: i for i, p in enumerate(chosen)}).to_numpy(), kind="stable")]
+        made = _montage(best, bags, prepared, path, top)
         if made is not None:
             return made
-    return _plot(attention, chosen, path, top)
+    return _plot(attention, bags, chosen, path, top)
 
 
 def _choose(attention: pd.DataFrame, bags: pd.DataFrame, n: int) -> list[str]:
@@ -110,7 +134,7 @@ def _choose(attention: pd.DataFrame, bags: pd.DataFrame, n: int) -> list[str]:
     return (list(rows["path"][positive]) + list(rows["path"][~positive]))[:n]
 
 
-def _plot(attention: pd.DataFrame, chosen: list[str], path: Path, top: int) -> Path:
+def _plot(attention: pd.DataFrame, bags: pd.DataFrame, chosen: list[str], path: Path, top: int) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -119,13 +143,15 @@ def _plot(attention: pd.DataFrame, chosen: list[str], path: Path, top: int) -> P
     from radlens.common.atomic import atomic_path
 
     mean = attention.groupby(["path", "patient_id", "row", "slice_index"], sort=False)["weight"].mean().reset_index()
+    named = dict(zip(bags["path"], bags["_labels"])) if "_labels" in bags.columns else {}
     fig, axes = plt.subplots(len(chosen), 1, figsize=(6, 1.8 * len(chosen)), squeeze=False)
     for ax, bag in zip(axes[:, 0], chosen):
         rows = mean[mean["path"] == bag].sort_values(["slice_index", "row"])
         ax.plot(rows["slice_index"], rows["weight"], marker=".", lw=1)
         best = rows.nlargest(top, "weight")
         ax.scatter(best["slice_index"], best["weight"], color="red", zorder=3, s=18)
-        ax.set_title(f"{rows['patient_id'].iat[0]} ({Path(bag).name}): top {top} slices in red", fontsize=8)
+        ax.set_title(f"{rows['patient_id'].iat[0]} {named.get(bag, '')} ({Path(bag).name}): top {top} slices in red",
+                     fontsize=8)
         ax.set_ylabel("attention", fontsize=8)
         ax.xaxis.get_major_locator().set_params(integer=True)
     axes[-1, 0].set_xlabel("slice index")
