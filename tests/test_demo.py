@@ -27,6 +27,11 @@ def test_quick_demo_runs_every_stage_and_writes_the_report(tmp_path, capsys) -> 
     assert 0.0 <= contrast["balanced_accuracy"] <= 1.0
     report = (out / "report.html").read_text()
     assert "CT zero-shot findings" in report and "data:image/png;base64" in report
+    # The CLEAR / LeCL stage: three slice encoders, bags, MIL in CV, its section in the report.
+    assert "CT MIL test macro AUROC, LeCL slice features" in printed and "attention-MIL" in report
+    for tag in ("random", "moco", "lecl"):
+        mil = json.loads((out / "lesions" / "mil" / tag / "metrics.json").read_text())
+        assert mil["test"]["ensemble"]["per_finding"]
     # PHI of pydicom's sample files never reaches the prepared tables or the report.
     series = pd.read_parquet(out / "prepared" / "samples-dicom" / "series.parquet")
     for phi in ("CompressedSamples", "JFK IMAGING"):

@@ -8,7 +8,9 @@
 4. A tiny 2D metadata-CLIP (MRI) and a tiny 3D report-CLIP (CT) are trained on the CPU.
 5. Held-out patients are evaluated: MRI protocol retrieval and zero-shot contrast class, CT
    report retrieval and zero-shot findings.
-6. ``OUT/report.html`` gathers cards, training curves, metrics and figures.
+6. The CLEAR / LeCL chain on 2D CT slices (:mod:`radlens.demo_lesions`): MoCo v3 and LeCL slice
+   encoders, bags of slice embeddings, attention-MIL in patient-level cross-validation.
+7. ``OUT/report.html`` gathers cards, training curves, metrics and figures.
 """
 
 from __future__ import annotations
@@ -21,12 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from radlens.demo_lesions import LesionChainSize, lesion_chain, lesion_section, lesion_table
 from radlens.report.html import Section
 
 
 @dataclass(frozen=True)
 class DemoSize:
-    """How big each stage is: the full demo (<= 5 min on 2 cores) or the ``--quick`` smoke run."""
+    """How big each stage is: the full demo (<= 10 min on 2 cores) or the ``--quick`` smoke run."""
 
     mri_subjects: int
     ct_patients: int
@@ -34,10 +37,15 @@ class DemoSize:
     ct_seconds: int
     max_steps: int
     n_bootstrap: int
+    lesions: LesionChainSize
 
 
-FULL = DemoSize(mri_subjects=40, ct_patients=200, mri_seconds=75, ct_seconds=75, max_steps=100_000, n_bootstrap=500)
-QUICK = DemoSize(mri_subjects=3, ct_patients=12, mri_seconds=8, ct_seconds=8, max_steps=12, n_bootstrap=50)
+FULL = DemoSize(mri_subjects=40, ct_patients=200, mri_seconds=75, ct_seconds=75, max_steps=100_000, n_bootstrap=500,
+                lesions=LesionChainSize(series=120, moco_seconds=45, moco_max_steps=100_000, mil_steps=100, folds=5,
+                                        n_bootstrap=500))
+QUICK = DemoSize(mri_subjects=3, ct_patients=12, mri_seconds=8, ct_seconds=8, max_steps=12, n_bootstrap=50,
+                 lesions=LesionChainSize(series=None, moco_seconds=5, moco_max_steps=4, mil_steps=6, folds=2,
+                                         n_bootstrap=20, mil_batch_size=2))
 CT_SHAPE = (64, 64, 32)
 
 
@@ -211,24 +219,29 @@ def demo(out: Path = Path("demo-out"), quick: bool = False, seed: int = 0, worke
     size = QUICK if quick else FULL
     out = Path(out)
     started = time.monotonic()
-    _say("1/6 preparing the real sample scans shipped with nilearn and pydicom")
+    _say("1/7 preparing the real sample scans shipped with nilearn and pydicom")
     for card in prepare_sample_scans(out, workers):
         print(json.dumps({k: card[k] for k in ("source", "modality", "dims", "array_shape", "counts")}, indent=1))
-    _say(f"2/6 generating phantoms: {size.mri_subjects} MRI subjects, {size.ct_patients} CT patients")
+    _say(f"2/7 generating phantoms: {size.mri_subjects} MRI subjects, {size.ct_patients} CT patients")
     mri_raw, ct_raw = generate_phantoms(out, size, seed, workers)
-    _say("3/6 preparing the phantoms")
+    _say("3/7 preparing the phantoms")
     mri_prep, ct_prep = prepare_phantoms(out, mri_raw, ct_raw, workers)
-    _say(f"4/6 training a tiny 2D metadata-CLIP on MRI slices ({size.mri_seconds} s budget)")
+    _say(f"4/7 training a tiny 2D metadata-CLIP on MRI slices ({size.mri_seconds} s budget)")
     mri_run = train(mri_prep, out / "runs" / "mri-clip", MRI, size.mri_seconds, size, seed)
     _say(f"      training a tiny 3D report-CLIP on CT volumes ({size.ct_seconds} s budget)")
     ct_run = train(ct_prep, out / "runs" / "ct-clip", CT, size.ct_seconds, size, seed,
                    text_column="report_findings")
-    _say("5/6 evaluating on held-out patients")
+    _say("5/7 evaluating on held-out patients")
     results = evaluate(out / "results", mri_prep, mri_run, ct_prep, ct_run, size, seed)
-    _say("6/6 writing the report")
+    _say("6/7 lesion-aware slice encoders and attention-MIL on CT slices (CLEAR / LeCL)")
+    lesions = lesion_chain(ct_raw, out / "lesions", size.lesions, seed, workers)
+    _say("7/7 writing the report")
     headline = headline_numbers(results)
+    for row in lesion_table(lesions):
+        headline[f"CT MIL test macro AUROC, {row['slice encoder']} slice features"] = row["test macro AUROC (95% CI)"]
     report = write_report(out / "report.html", "radlens demo", headline,
-                          report_sections(out, mri_raw, ct_raw, mri_run, ct_run, results))
+                          [*report_sections(out, mri_raw, ct_raw, mri_run, ct_run, results),
+                           lesion_section(lesions, size.lesions)])
     for key, value in headline.items():
         print(f"  {key}: {value}")
     _say(f"done in {time.monotonic() - started:.0f} s; report: {report.resolve()}")

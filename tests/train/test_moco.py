@@ -21,7 +21,8 @@ from radlens.models.bundle import load_model
 from radlens.models.components import build
 from radlens.train.config import OptimConfig
 from radlens.train.moco import train_moco
-from radlens.train.moco_task import MocoConfig, MocoLossConfig, knn_balanced_accuracy, momentum_at
+from radlens.train.moco_config import MocoConfig, MocoLossConfig
+from radlens.train.moco_task import knn_balanced_accuracy, momentum_at
 
 ENCODER = {"kind": "gated_cnn", "input_shape": [32, 32], "depths": [1, 1], "dims": [8, 16]}
 HEADS = MocoConfig(dim=8, hidden=16, momentum_cosine=True, knn_k=5)

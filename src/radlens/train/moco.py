@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from radlens.data.views import MocoDataConfig
 from radlens.errors import ConfigError, InputError
 from radlens.train.config import OptimConfig, TrainerConfig, as_dict, validate
-from radlens.train.moco_task import MocoConfig, MocoLossConfig
+from radlens.train.moco_config import MocoConfig, MocoLossConfig
 from radlens.train.run import resolve_resume
 
 if TYPE_CHECKING:

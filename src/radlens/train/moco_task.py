@@ -24,50 +24,19 @@ patients. Choose it with ``--trainer.monitor val/knn_lesion_bacc`` when lesion l
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from radlens.errors import ConfigError
 from radlens.losses.moco import MocoLoss
 from radlens.train.config import OptimConfig
+from radlens.train.moco_config import MocoConfig, MocoLossConfig
 from radlens.train.task import Step, TaskModule
 
 _MAX_METRIC_ITEMS = 4096  # validation metrics use at most this many slices (evenly spaced)
-
-
-@dataclass
-class MocoLossConfig:
-    """MoCo v3's InfoNCE: ``temperature`` T (0.2 as MoCo v3's ViTs; 1.0 for its ResNets);
-    ``lesion_weight`` w of LeCL's lesion-negative term (:mod:`radlens.losses.moco`; 0 = plain MoCo v3)."""
-
-    temperature: float = 0.2
-    lesion_weight: float = 0.0
-
-
-@dataclass
-class MocoConfig:
-    """The MoCo heads and momentum: projector (``proj_layers``) and predictor (``pred_layers``) MLPs
-    with ``hidden`` units and ``dim`` outputs (MoCo v3: 3, 2, 4096, 256); ``momentum`` of the key
-    encoder and ``momentum_cosine`` (its half-cosine ramp to 1 over training); ``knn_k``
-    neighbours of the validation kNN."""
-
-    dim: int = 256
-    hidden: int = 4096
-    proj_layers: int = 3
-    pred_layers: int = 2
-    momentum: float = 0.99
-    momentum_cosine: bool = False
-    knn_k: int = 20
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.momentum <= 1.0:
-            raise ConfigError(f"moco.momentum must be in [0, 1], got {self.momentum}")
-        if self.knn_k < 1:
-            raise ConfigError(f"moco.knn_k must be >= 1, got {self.knn_k}")
 
 
 def momentum_at(step: int, total: int, base: float, cosine: bool) -> float:

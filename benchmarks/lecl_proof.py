@@ -1,0 +1,43 @@
+"""LeCL proof on the CT phantom: attention-MIL on LeCL slice features vs plain MoCo v3 vs a random encoder.
+
+The chain is :mod:`radlens.demo_lesions` (the same code as the demo's lesion stage) at a larger size:
+a CT phantom with finding masks, 2D axial slices with per-slice lesion boxes, MoCo v3 and LeCL slice
+encoders trained for the same CPU budget, a randomly initialised encoder, bags per study, and a gated
+ABMIL head in patient-level 5-fold CV on the phantom's focal findings, scored on held-out test
+patients (fold ensemble, patient-bootstrap 95% CIs), with the attention mass on lesion slices.
+
+    python benchmarks/lecl_proof.py --out /tmp/lecl-proof --patients 120 --seconds 240
+
+Every step resumes from what OUT already holds. Prints a markdown table; OUT/lesions.json has it all.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def main() -> None:
+    from radlens.demo_lesions import LesionChainSize, lesion_chain, lesion_table
+    from radlens.phantoms.ct import phantom_ct
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("/tmp/lecl-proof"))
+    parser.add_argument("--patients", type=int, default=120)
+    parser.add_argument("--seconds", type=int, default=240, help="CPU budget of each self-supervised encoder")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    raw = args.out / "raw"
+    if not raw.exists():
+        phantom_ct(raw, patients=args.patients, seed=args.seed, workers=2)
+    size = LesionChainSize(series=None, moco_seconds=args.seconds, moco_max_steps=100_000, mil_steps=300, folds=5,
+                           n_bootstrap=500)
+    table = lesion_table(lesion_chain(raw, args.out, size, seed=args.seed, workers=2))
+    print("| " + " | ".join(table[0]) + " |")
+    print("|" + " --- |" * len(table[0]))
+    for row in table:
+        print("| " + " | ".join(row.values()) + " |")
+
+
+if __name__ == "__main__":
+    main()
