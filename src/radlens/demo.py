@@ -254,16 +254,19 @@ def evaluate(folder: Path, mri_prep: Path, mri_run: Path, ct_prep: Path, ct_run:
     from radlens.evaluate.retrieval import evaluate_retrieval
     from radlens.evaluate.zeroshot import zeroshot
 
+    # The demo writes its own sub-folders; overwrite lets a rerun write into ones made before output
+    # folders were marked (only radlens' files are replaced, nothing is deleted).
     results: dict[str, Any] = {
         "mri_retrieval": evaluate_retrieval(mri_run, str(mri_prep), split="test", out=str(folder / "mri-retrieval"),
-                                            trace=True, trace_k=4, trace_queries=4, seed=seed),
+                                            trace=True, trace_k=4, trace_queries=4, seed=seed, overwrite=True),
         "ct_retrieval": evaluate_retrieval(ct_run, str(ct_prep), split="test", text_column="report_findings",
-                                           out=str(folder / "ct-retrieval"), seed=seed),
+                                           out=str(folder / "ct-retrieval"), seed=seed, overwrite=True),
     }
-    zeroshot(str(mri_run / "best"), str(mri_prep), str(folder / "mri-contrast"), split="test",
+    zeroshot(str(mri_run / "best"), str(mri_prep), str(folder / "mri-contrast"), split="test", overwrite=True,
              prompts="mri_contrast_captions", label_column="contrast", n_bootstrap=size.n_bootstrap, seed=seed)
     zeroshot(str(ct_run / "best"), str(ct_prep), str(folder / "ct-zeroshot"), split="test", prompts="ctrate_reports",
-             findings=present_findings(ct_prep, ("test", "validation")), n_bootstrap=size.n_bootstrap, seed=seed)
+             findings=present_findings(ct_prep, ("test", "validation")), n_bootstrap=size.n_bootstrap, seed=seed,
+             overwrite=True)
     for name in ("mri-contrast", "ct-zeroshot"):
         results[name] = json.loads((folder / name / "metrics.json").read_text())
     return results

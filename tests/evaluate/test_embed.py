@@ -150,3 +150,21 @@ def test_staged_output_leaves_previous_output_on_failure(tmp_path):
         raise RuntimeError("interrupted")
     assert (out / "a.txt").read_text() == "first"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no temporary folder left behind
+
+
+def test_embed_cli_never_deletes_a_file_it_did_not_write(bundle, tmp_path, capsys):
+    prepared = write_prepared(tmp_path / "prepared")
+    keep = tmp_path / "sandbox" / "keep"
+    keep.mkdir(parents=True)
+    (keep / "notes.txt").write_text("mine")
+    args = ["embed", str(prepared), str(bundle), str(keep), "--split", "test", "--device", "cpu"]
+    assert main(args) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert sorted(p.name for p in keep.iterdir()) == ["notes.txt"]
+    assert main([*args, "--overwrite"]) == 0
+    assert sorted(p.name for p in keep.iterdir()) == [".radlens-output.json", "embeddings.npy", "ids.parquet",
+                                                      "notes.txt", "run.json"]
+    assert main(args) == 0  # radlens' folder now: a rerun replaces its own files only
+    assert (keep / "notes.txt").read_text() == "mine"
+    assert json.loads((keep / ".radlens-output.json").read_text())["files"] == ["embeddings.npy", "ids.parquet",
+                                                                                 "run.json"]

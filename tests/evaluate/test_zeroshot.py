@@ -81,7 +81,7 @@ def test_zeroshot_cli_end_to_end(prepared, bundle, prompt_file, tmp_path):
     argv = ["evaluate", "zeroshot", str(bundle), str(prepared), str(out), "--split", "test",
             "--prompts", str(prompt_file), "--n_bootstrap", "30", "--seed", "7", "--device", "cpu"]
     assert main(argv) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "pr.png", "predictions.csv", "roc.png", "run.json"]
+    assert sorted(p.name for p in out.iterdir()) == [".radlens-output.json", "metrics.json", "pr.png", "predictions.csv", "roc.png", "run.json"]
     pred = pd.read_csv(out / "predictions.csv")
     assert pred.columns.tolist() == ["scan_id", "patient_id", *FINDINGS]
     assert len(pred) == 6  # 7 test reconstructions, test_p1's two merged into one scan

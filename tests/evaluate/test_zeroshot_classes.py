@@ -93,7 +93,7 @@ def test_cli_end_to_end(prepared, bundle, tmp_path):
     argv = ["evaluate", "zeroshot", str(bundle), str(prepared), str(out), "--prompts", "mri_contrast_captions",
             "--label_column", "contrast", "--n_bootstrap", "30", "--seed", "5", "--device", "cpu"]
     assert main(argv) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["confusion.png", "metrics.json", "predictions.csv", "run.json"]
+    assert sorted(p.name for p in out.iterdir()) == [".radlens-output.json", "confusion.png", "metrics.json", "predictions.csv", "run.json"]
     pred = pd.read_csv(out / "predictions.csv")
     assert pred.columns.tolist() == ["series_id", "patient_id", *CONTRASTS, "predicted", "true"]
     assert len(pred) == 4 * 3 - 1  # 4 test patients x 3 series, the "dwi" one has no prompts

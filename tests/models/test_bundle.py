@@ -19,7 +19,7 @@ PREPROCESSING = {"spacing": [1.0, 1.0], "shape": [64, 64], "intensity": "MRI per
 def test_save_load_gives_identical_embeddings_offline(tiny2d, captions, tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     folder = save_bundle(tiny2d, tmp_path / "bundle", PREPROCESSING, extra={"epoch": 3})
-    assert sorted(p.name for p in folder.iterdir()) == ["bundle.json", "model"]
+    assert sorted(p.name for p in folder.iterdir()) == [".radlens-output.json", "bundle.json", "model"]
     assert sorted(p.name for p in (folder / "model").iterdir()) == ["config.json", "model.safetensors", "text"]
     assert (folder / "model" / "text" / "tokenizer.json").is_file()  # the vocabulary the weights belong to
     assert list(tmp_path.iterdir()) == [folder]  # no temp folder left behind
@@ -51,6 +51,30 @@ def test_a_failed_save_leaves_the_old_bundle(tiny2d, tmp_path: Path) -> None:
         save_bundle(tiny2d, folder, {"v": object()})  # not JSON-able: fails after the weights are written
     assert load_model(folder).preprocessing == {"v": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["b"]
+
+
+def test_saving_a_bundle_deletes_only_radlens_files(tiny2d, tmp_path: Path) -> None:
+    from radlens.common.atomic import MARKER, read_marker
+    from radlens.evaluate.slice_encoder import bundle_sha256
+
+    folder = save_bundle(tiny2d, tmp_path / "b", {"v": 1})
+    digest = bundle_sha256(folder)
+    (folder / "notes.txt").write_text("mine")
+    save_bundle(tiny2d, folder, {"v": 2})
+    assert (folder / "notes.txt").read_text() == "mine" and load_model(folder).preprocessing == {"v": 2}
+    assert "notes.txt" not in read_marker(folder)
+    (folder / "notes.txt").unlink()
+    save_bundle(tiny2d, folder, {"v": 1})
+    assert bundle_sha256(folder) == digest  # the marker's time is not part of the bundle's hash
+    (folder / MARKER).unlink()  # a bundle saved before output folders had a marker: still radlens'
+    save_bundle(tiny2d, folder, {"v": 3})
+    assert load_model(folder).preprocessing == {"v": 3} and read_marker(folder)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(InputError, match="did not write"):
+        save_bundle(tiny2d, other, {"v": 1})
+    assert [p.name for p in other.iterdir()] == ["notes.txt"]
 
 
 def test_registry_name_gives_fresh_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

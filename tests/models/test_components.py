@@ -160,7 +160,7 @@ def test_several_components_in_one_bundle(captions: list[str], tmp_path: Path) -
     folder = save_bundle({"encoder": clip, "head": head}, tmp_path / "b", {"v": 1}, {"note": "two"})
     index = read_index(folder)
     assert index["components"] == {"encoder": "clip", "head": "abmil"} and index["format_version"] == 2
-    assert sorted(p.name for p in folder.iterdir()) == ["bundle.json", "encoder", "head"]
+    assert sorted(p.name for p in folder.iterdir()) == [".radlens-output.json", "bundle.json", "encoder", "head"]
     assert (folder / "encoder" / "text" / "tokenizer.json").is_file()
     loaded = load_model(folder)
     assert isinstance(loaded, nn.ModuleDict) and list(loaded) == ["encoder", "head"] and not loaded.training

@@ -23,11 +23,14 @@ def run_info(command: str, config: dict[str, Any], seed: int | None = None) -> d
     }
 
 
-def write_results(out: str | Path, metrics: dict[str, Any], predictions: pd.DataFrame, run: dict[str, Any]) -> Path:
-    """``OUT/metrics.json``, ``OUT/predictions.csv``, ``OUT/run.json``, all appearing at once."""
+def write_results(
+    out: str | Path, metrics: dict[str, Any], predictions: pd.DataFrame, run: dict[str, Any], overwrite: bool = False
+) -> Path:
+    """``OUT/metrics.json``, ``OUT/predictions.csv``, ``OUT/run.json``, all appearing at once
+    (``overwrite``: see :func:`radlens.common.atomic.staged_output`)."""
     from radlens.common.atomic import staged_output, write_json_atomic
 
-    with staged_output(out) as tmp:
+    with staged_output(out, overwrite, run.get("command")) as tmp:
         write_json_atomic(tmp / "metrics.json", metrics)
         predictions.to_csv(tmp / "predictions.csv", index=False)
         write_json_atomic(tmp / "run.json", run)

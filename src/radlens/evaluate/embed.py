@@ -149,6 +149,7 @@ def embed(
     split: Literal["train", "validation", "test"] | None = None,
     batch_size: int = 8,
     device: str = "auto",
+    overwrite: bool = False,
 ) -> int:
     """Write image embeddings of a prepared dataset: OUT/embeddings.npy (N, D), ids.parquet, run.json.
 
@@ -158,15 +159,17 @@ def embed(
     Args:
         prepared: prepared dataset folder.
         bundle: model bundle folder, registry name or Hugging Face Hub id.
-        out: output folder (replaced as a whole when it exists).
+        out: output folder; a rerun replaces the files radlens wrote there, nothing else.
         split: embed only this split (default: every item).
         batch_size: items per image-encoder pass.
         device: auto, cpu, cuda, cuda:1, ...
+        overwrite: write into an existing folder radlens did not create; only radlens' files are replaced, nothing is deleted.
     """
-    from radlens.common.atomic import staged_output, write_json_atomic
+    from radlens.common.atomic import check_output, staged_output, write_json_atomic
     from radlens.common.runinfo import run_info
     from radlens.io.prepared import PreparedDataset
 
+    check_output(out, overwrite)
     ds = PreparedDataset(prepared)
     model = resolve_model(bundle)
     check_compatible(model, ds)
@@ -176,7 +179,7 @@ def embed(
     emb = embed_items(ds, model, items, batch_size, device)
     id_cols = [c for c in ("slice_id", "series_id", "patient_id", "scan_id", "split") if c in items.columns]
     config = {"prepared": str(prepared), "bundle": str(bundle), "split": split, "batch_size": batch_size}
-    with staged_output(out) as tmp:
+    with staged_output(out, overwrite, "embed") as tmp:
         np.save(tmp / EMBEDDINGS, emb, allow_pickle=False)
         items[id_cols].to_parquet(tmp / IDS, index=False)
         write_json_atomic(tmp / RUN, run_info("embed", config))

@@ -112,17 +112,33 @@ def evaluate_probe(
     threshold_method: ThresholdMethod = "youden",
     n_bootstrap: int = 1000,
     seed: int = 0,
+    overwrite: bool = False,
 ) -> int:
     """Logistic-regression probe per finding on cached embeddings (``radlens embed``) of a prepared dataset.
 
     Trains on the train split, chooses thresholds on validation, reports test metrics per scan
     (OUT/metrics.json, OUT/predictions.csv, OUT/run.json). Labels come from PREPARED's series table.
+    A rerun replaces the files radlens wrote in OUT, nothing else.
+
+    Args:
+        embeddings: an embeddings folder written by ``radlens embed``.
+        prepared: the prepared dataset folder the embeddings were made from (its labels and splits).
+        out: output folder.
+        findings: probe only these findings (default: every finding of the dataset card).
+        C: inverse L2 regularisation strength of the logistic regression.
+        max_iter: solver iterations per finding.
+        threshold_method: youden (max TPR - FPR) or f1 (max F1 of the positive class), chosen on validation.
+        n_bootstrap: bootstrap resamples for the 95% CIs.
+        seed: bootstrap seed.
+        overwrite: write into an existing folder radlens did not create; only radlens' files are replaced, nothing is deleted.
     """
+    from radlens.common.atomic import check_output
     from radlens.common.runinfo import run_info, write_results
     from radlens.data.labelled import require_splits, select_findings, targets_of
     from radlens.io.prepared import PreparedDataset
     from radlens.metrics.findings import finding_results, scan_scores
 
+    check_output(out, overwrite)
     ds = PreparedDataset(prepared)
     names = select_findings(ds.card, findings, ds.path / "dataset.json")
     emb, ids = _series_embeddings(Path(embeddings))
@@ -142,6 +158,6 @@ def evaluate_probe(
                         "constant": [n for n, m in zip(names, models) if isinstance(m, int)]}
     config = {"embeddings": embeddings, "prepared": prepared, "findings": names, "C": C, "max_iter": max_iter,
               "threshold_method": threshold_method, "n_bootstrap": n_bootstrap}
-    write_results(out, metrics, predictions, run_info("evaluate probe", config, seed))
+    write_results(out, metrics, predictions, run_info("evaluate probe", config, seed), overwrite)
     print(f"logistic probe: test macro AUROC {metrics['macro']['auroc']} over {len(names)} finding(s) -> {out}")
     return 0

@@ -70,6 +70,7 @@ def evaluate_retrieval(
     trace_k: int = 5,
     trace_queries: int = 8,
     seed: int = 0,
+    overwrite: bool = False,
 ) -> dict[str, float]:
     """Retrieval metrics of a trained CLIP on a prepared dataset split (recall@K, volume MAP@K, series vote) vs chance.
 
@@ -87,8 +88,8 @@ def evaluate_retrieval(
         prepared: the prepared dataset folder.
         split: ``train``, ``validation`` or ``test``.
         text_column: ``text`` or a report section column.
-        out: output folder (replaced as a whole): ``metrics.json``, ``run.json``, and with
-            ``--trace`` the trace files.
+        out: output folder: ``metrics.json``, ``run.json``, and with ``--trace`` the trace files;
+            a rerun replaces the files radlens wrote there, nothing else.
         batch_size: items per forward pass.
         device: ``auto`` (GPU when present), ``cpu`` or ``cuda``.
         map_k: K of volume->volume MAP@K.
@@ -99,11 +100,12 @@ def evaluate_retrieval(
         trace_k: retrieved items per query in the trace.
         trace_queries: queries shown in each trace grid.
         seed: picks the grid's queries and seeds the majority-vote chance simulation.
+        overwrite: write into an existing folder radlens did not create; only radlens' files are replaced, nothing is deleted.
     """
     config = dict(locals())
     import torch
 
-    from radlens.common.atomic import staged_output, write_json_atomic
+    from radlens.common.atomic import check_output, staged_output, write_json_atomic
     from radlens.common.runinfo import run_info
     from radlens.data.datasets import ClipDataset
     from radlens.evaluate.retrieval_trace import volumes_of, write_trace
@@ -114,6 +116,8 @@ def evaluate_retrieval(
         raise ConfigError("--trace writes files: give --out")
     if min(map_k, trace_k, trace_queries) < 1:
         raise ConfigError(f"map_k, trace_k and trace_queries must be >= 1, got {map_k}, {trace_k}, {trace_queries}")
+    if out is not None:
+        check_output(out, overwrite)
     bundle = resolve_bundle(bundle_or_run)
     clip = load_model(bundle, kind="clip")
     dataset = ClipDataset(prepared, split, text_column)
@@ -138,7 +142,7 @@ def evaluate_retrieval(
                               f"v2v_findings_MAP@{map_k}"]))
     if out is not None:
         config.update(model=str(bundle), prepared=str(prepared))
-        with staged_output(out) as tmp:
+        with staged_output(out, overwrite, "evaluate retrieval") as tmp:
             write_json_atomic(tmp / "metrics.json", metrics)
             write_json_atomic(tmp / "run.json", run_info("evaluate retrieval", config, seed))
             if trace:

@@ -46,10 +46,13 @@ class SliceEncoder:
 
 
 def bundle_sha256(folder: str | os.PathLike[str]) -> str:
-    """sha256 over every file of a bundle folder: relative path and bytes, in sorted path order."""
+    """sha256 over every file of a bundle folder: relative path and bytes, in sorted path order
+    (not the output marker, which records when the bundle was written)."""
+    from radlens.common.atomic import MARKER
+
     folder = Path(folder)
     digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p != folder / MARKER):
         digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
         with path.open("rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b""):

@@ -121,6 +121,7 @@ def zeroshot(
     seed: int = 0,
     batch_size: int = 4,
     device: str = "auto",
+    overwrite: bool = False,
 ) -> int:
     """Zero-shot finding detection (or, with a ``mode: classes`` prompt file, classification) of a model bundle.
 
@@ -136,7 +137,7 @@ def zeroshot(
     Args:
         bundle: model bundle folder, registry name or Hugging Face Hub id.
         prepared: prepared dataset folder (its card lists the finding columns).
-        out: output folder (replaced as a whole when it exists).
+        out: output folder; a rerun replaces the files radlens wrote there, nothing else.
         split: the split to evaluate.
         prompts: packaged prompt set (ctrate, mri_contrast, mri_contrast_captions) or a YAML prompt file.
         findings: evaluate only these findings of the prompt set (pairs mode).
@@ -147,9 +148,10 @@ def zeroshot(
         seed: bootstrap seed.
         batch_size: volumes per image-encoder pass.
         device: auto, cpu, cuda, cuda:1, ...
+        overwrite: write into an existing folder radlens did not create; only radlens' files are replaced, nothing is deleted.
     """
     config = dict(locals())
-    from radlens.common.atomic import staged_output, write_json_atomic
+    from radlens.common.atomic import check_output, staged_output, write_json_atomic
     from radlens.common.runinfo import run_info
     from radlens.evaluate.embed import resolve_model
     from radlens.evaluate.figures import curve_figures
@@ -160,6 +162,7 @@ def zeroshot(
     for name, value in (("split", split), ("threshold_split", threshold_split)):
         if value not in SPLITS:
             raise ConfigError(f"{name} must be one of {', '.join(SPLITS)}, got {value!r}")
+    check_output(out, overwrite)
     mode = read_prompt_spec(prompts)[2]
     if mode == "classes":
         from radlens.evaluate.zeroshot_classes import zeroshot_classes
@@ -169,7 +172,7 @@ def zeroshot(
         if findings:
             raise ConfigError("--findings selects present/absent pairs; a classes-mode prompt file has none")
         return zeroshot_classes(bundle, prepared, out, split, prompts, label_column,
-                                n_bootstrap, seed, batch_size, device, config)
+                                n_bootstrap, seed, batch_size, device, config, overwrite)
     if label_column:
         raise ConfigError(f"--label_column needs a 'mode: classes' prompt file; {prompts!r} holds present/absent pairs")
     if threshold_split == split:
@@ -202,7 +205,7 @@ def zeroshot(
         n_bootstrap=n_bootstrap, seed=seed,
     )
     metrics.update(split=split, prompts=prompt_set.name, n_scans=len(test))
-    with staged_output(out) as tmp:
+    with staged_output(out, overwrite, "evaluate zeroshot") as tmp:
         test.to_csv(tmp / "predictions.csv", index=False)
         write_json_atomic(tmp / "metrics.json", metrics)
         curve_figures(y_test, test[names].to_numpy(), names, tmp)

@@ -123,13 +123,13 @@ def series_class_probabilities(
 
 def zeroshot_classes(
     bundle: str, prepared: str, out: str, split: str, prompts: str, label_column: str,
-    n_bootstrap: int, seed: int, batch_size: int, device: str, config: dict[str, Any],
+    n_bootstrap: int, seed: int, batch_size: int, device: str, config: dict[str, Any], overwrite: bool = False,
 ) -> int:
     """The classes mode of ``radlens evaluate zeroshot`` (see :func:`radlens.evaluate.zeroshot.zeroshot`).
 
     Every input is checked before the model is loaded. Writes OUT/predictions.csv (series_id,
     patient_id, P(class) per evaluated class, predicted, true), metrics.json, confusion.png and
-    run.json at once.
+    run.json at once (``overwrite``: see :func:`radlens.common.atomic.staged_output`).
     """
     from radlens.common.atomic import staged_output, write_json_atomic
     from radlens.common.runinfo import run_info
@@ -167,7 +167,7 @@ def zeroshot_classes(
     if absent:
         metrics["note"] = (f"prompt classes {absent} do not occur in split {split!r}: "
                            f"the softmax and metrics use the {len(present)} present classes")
-    with staged_output(out) as tmp:
+    with staged_output(out, overwrite, "evaluate zeroshot") as tmp:
         table.to_csv(tmp / "predictions.csv", index=False)
         write_json_atomic(tmp / "metrics.json", metrics)
         confusion_figure(np.asarray(metrics["confusion_matrix"]["counts"]), present, tmp / "confusion.png")

@@ -42,12 +42,16 @@ def save_bundle(
     """Write one component (``models``: a component module) or several (a name -> module mapping)
     as a bundle folder, atomically: an existing bundle is replaced only once the new one is complete.
 
+    Only radlens' own files are ever replaced or removed (:func:`radlens.common.atomic.staged_output`):
+    a non-empty folder that is not a radlens output is refused. A bundle saved before output folders
+    carried a marker (it has a radlens ``bundle.json``) is written into file by file, deleting nothing.
+
     ``preprocessing`` (what inputs must look like) and ``extra`` (e.g. run info) must be JSON-able.
     """
     from safetensors.torch import save_model
 
     from radlens import __version__
-    from radlens.common.atomic import staged_output, write_json_atomic
+    from radlens.common.atomic import read_marker, staged_output, write_json_atomic
     from radlens.models.components import save_files
 
     components = dict(models) if isinstance(models, Mapping) else {SINGLE: models}
@@ -56,7 +60,8 @@ def save_bundle(
             raise ConfigError(f"component name {name!r}: use letters, digits, '_', '-' and '.' (it names a folder)")
         if not isinstance(getattr(module, "config", None), dict) or "kind" not in module.config:
             raise ConfigError(f"component {name!r} ({type(module).__name__}) is not a registered component kind")
-    with staged_output(folder) as tmp:
+    legacy = read_marker(folder) is None and _is_bundle_index(Path(folder) / INDEX)
+    with staged_output(folder, overwrite=legacy, command="save bundle") as tmp:
         for name, module in components.items():
             sub = tmp / name
             sub.mkdir()
@@ -69,6 +74,15 @@ def save_bundle(
             "preprocessing": preprocessing or {}, "extra": extra or {},
         })
     return Path(folder)
+
+
+def _is_bundle_index(path: Path) -> bool:
+    """Whether ``path`` is a radlens bundle index (so its folder is a bundle radlens wrote)."""
+    try:
+        index = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(index, dict) and index.get("format") == FORMAT
 
 
 def read_index(folder: str | os.PathLike[str]) -> dict[str, Any]:

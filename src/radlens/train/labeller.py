@@ -159,7 +159,8 @@ def train_labeller(
                  config, seed, best_extra=thresholds)
     if result.is_global_zero:
         metrics, predictions = finding_results(scans["validation"], scores("test"), names, threshold_method, n_bootstrap, seed)
-        write_results(result.folder / "eval", metrics, predictions, run_info("train labeller", config, seed))
+        # eval/ is this run's own folder (one from before output markers has none): write into it, deleting nothing.
+        write_results(result.folder / "eval", metrics, predictions, run_info("train labeller", config, seed), overwrite=True)
         print(f"labeller: test macro F1 {metrics['macro']['f1']} over {len(names)} finding(s) -> {result.folder / 'best'}")
     return result.folder
 

@@ -91,6 +91,7 @@ def train_probe(
     run_dir = result.folder
     if result.is_global_zero and test_set is not None:
         metrics, predictions = finding_results(val["scores"], scores(test_set), findings, threshold_method, n_bootstrap, seed)
-        write_results(run_dir / "eval", metrics, predictions, run_info("train probe", config, seed))
+        # eval/ is this run's own folder (one from before output markers has none): write into it, deleting nothing.
+        write_results(run_dir / "eval", metrics, predictions, run_info("train probe", config, seed), overwrite=True)
         print(f"ClassFine: test macro AUROC {metrics['macro']['auroc']} over {len(findings)} finding(s) -> {run_dir / 'eval'}")
     return run_dir
