@@ -330,7 +330,7 @@ def test_figure_shows_top_slices_with_lesion_masks_from_the_prepared_dataset(tmp
     out = save_attention_figure(attention, bags, tmp_path / "attention.png", found, top=2)
     assert out.is_file() and len(shown) == 1
     titles, drawn = shown[0]
-    assert len(titles) == 4 and f"[{second}] slice 2" in titles[0] and "attention 0.600" in titles[0]  # positives first
+    assert len(titles) == 4 and f"[{second}]\nslice 2" in titles[0] and "attention 0.600" in titles[0]  # positives first
     assert drawn[0].sum() == 36 and drawn[2].sum() == 16  # the box of the second series, the mask of the first
     assert find_prepared(bags, {}, tmp_path) is None  # nothing names it: attention vs slice index instead
     assert save_attention_figure(attention, bags, tmp_path / "plot.png", None).is_file()

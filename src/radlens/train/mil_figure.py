@@ -11,6 +11,7 @@ Otherwise the figure plots each bag's attention against the slice index, top sli
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -104,7 +105,9 @@ def _montage(top: pd.DataFrame, bags: pd.DataFrame, prepared: PreparedDataset, p
                 masks.append(_lesions(prepared, slice_id, images[-1].shape))
             except (KeyError, IndexError, ValueError, InputError):
                 return None
-            titles.append(f"{row.patient_id} {named.get(bag, '')} slice {int(row.slice_index)}\nattention {row.weight:.3f}")
+            # Wrapped so that a patient with several findings does not run into the next panel's title.
+            head = textwrap.fill(f"{row.patient_id} {named.get(bag, '')}", width=38)
+            titles.append(f"{head}\nslice {int(row.slice_index)}, attention {row.weight:.3f}")
     return save_montage(images, titles, path, masks, columns=columns) if images else None
 
 
