@@ -12,6 +12,7 @@ trainer can check them and size its model before training starts.
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
     from radlens.data.labelled import FindingDataset, ReportDataset
 
 
-class RadlensDataModule(pl.LightningDataModule):
+class RadlensDataModule(pl.LightningDataModule, abc.ABC):
     """Base: ``train_set`` and optional ``val_set`` (built by subclasses), one collate function.
 
     Subclasses set the datasets in ``__init__``, give :meth:`collate_fn` and may override :meth:`groups`
@@ -44,9 +45,9 @@ class RadlensDataModule(pl.LightningDataModule):
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
         self.num_workers, self.seed = num_workers, seed
 
+    @abc.abstractmethod
     def collate_fn(self) -> Callable[[list[dict[str, Any]]], Any]:
         """The loaders' collate function (a small picklable object, for worker processes)."""
-        raise NotImplementedError
 
     def groups(self) -> np.ndarray | None:
         return None

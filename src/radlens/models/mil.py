@@ -23,6 +23,8 @@ gradient until the classifier has learnt which way the pooled features point.
 
 from __future__ import annotations
 
+import abc
+
 import torch
 from torch import nn
 
@@ -43,12 +45,12 @@ def _check(kind: str, in_dim: int, hidden: int, n_classes: int, dropout: float) 
                           f"{in_dim}, {n_classes}, {hidden}, {dropout}")
 
 
-class MILHead(nn.Module):
+class MILHead(nn.Module, abc.ABC):
     """Base of the MIL heads: ``forward`` gives logits, ``attention`` the pooling weights."""
 
+    @abc.abstractmethod
     def logits_and_attention(self, feats: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits ``(B, n_classes)`` and pooling weights ``(B, N)`` of bags ``(B, N, D)`` with mask ``(B, N)``."""
-        raise NotImplementedError
 
     def forward(self, feats: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Logits ``(B, n_classes)`` for bags ``(B, N, in_dim)`` with mask ``(B, N)`` (True = real)."""

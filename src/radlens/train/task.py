@@ -11,6 +11,7 @@ and clipping are Trainer settings (:class:`radlens.train.config.TrainerConfig`).
 
 from __future__ import annotations
 
+import abc
 import math
 import random
 from dataclasses import dataclass, field
@@ -56,7 +57,7 @@ class Step:
     keep: dict[str, Any] | None = None
 
 
-class TaskModule(pl.LightningModule):
+class TaskModule(pl.LightningModule, abc.ABC):
     """Base of every radlens training task; ``self.model`` is the component being trained.
 
     Subclasses implement :meth:`step` and, when they validate on more than the loss,
@@ -79,9 +80,9 @@ class TaskModule(pl.LightningModule):
         """``max`` for metrics where larger is better, ``min`` for losses and ranks."""
         return "max" if metric in cls.larger_is_better else "min"
 
+    @abc.abstractmethod
     def step(self, batch: Any, stage: str) -> Step:
         """The loss of ``batch`` in ``stage`` (``train`` or ``val``)."""
-        raise NotImplementedError
 
     def batch_size(self, batch: Any) -> int:
         return len(batch["index"])

@@ -1,11 +1,11 @@
 """nnU-Net v2 raw datasets (``DatasetXXX_Name/``): images with their label maps.
 
-Layout (``/work/shared/FORMATS.md``): ``imagesTr/{case}_{XXXX}{file_ending}`` (4-digit channel
+Layout (``/work/shared/FORMATS.md``): ``imagesTr/{case}_{channel:04d}{file_ending}`` (4-digit channel
 index), ``labelsTr/{case}{file_ending}`` (consecutive integer labels from 0), optional
 ``imagesTs/`` without labels, and ``dataset.json`` with ``channel_names`` (``{"0": "CT"}``),
 ``labels`` (name -> id, ``background: 0``) and ``file_ending``. NIfTI file endings only.
 
-Every image file is a series ``{case}_{XXXX}`` whose mask is its case's ``labelsTr`` file (each
+Every image file is a series ``{case}_{channel:04d}`` whose mask is its case's ``labelsTr`` file (each
 channel of a case shares it); the case is the patient (nnU-Net has no patient ids). A channel named
 ``CT`` is CT (nnU-Net's CT normalisation assumes HU, so the files must hold HU: ``already_hu``
 ``yes``), any other channel is MR. The text is the channel name. ``imagesTs`` cases go to the test
@@ -79,7 +79,7 @@ def discover(root: Path, cfg: PrepareConfig) -> Discovery:
             rel = path.relative_to(root).as_posix()
             match = _CHANNEL.match(path.name[: -len(ending)])
             if match is None:
-                failures.append(Failure(rel, "discover", f"not {{case}}_{{XXXX}}{ending} (4-digit channel index)"))
+                failures.append(Failure(rel, "discover", f"not {{case}}_{{channel:04d}}{ending} (4-digit channel index)"))
                 continue
             case, channel = match["case"], match["channel"]
             name = channels.get(str(int(channel)), "")
