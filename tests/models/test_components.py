@@ -32,7 +32,7 @@ CLIP = {"kind": "clip", "image": VIT, "text": TEXT, "embed_dim": 8}
 
 
 def _minilm_path() -> str:
-    from radlens.models.text import minilm_path
+    from radlens.models.text_tower import minilm_path
 
     return minilm_path()
 
@@ -110,7 +110,7 @@ def test_every_registered_kind_is_in_the_bundle_contract() -> None:
 
 def _no_pickles_nor_originals(monkeypatch: pytest.MonkeyPatch) -> None:
     """Loading a bundle must read neither a pickle nor the text tower's original (hub, packaged MiniLM)."""
-    import radlens.models.text as text
+    import radlens.models.text_tower as text
 
     def refuse(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("a bundle load reached outside the bundle")
@@ -178,7 +178,7 @@ def test_several_components_in_one_bundle(captions: list[str], tmp_path: Path) -
 def test_config_is_the_constructor_arguments(captions: list[str]) -> None:
     from radlens.models.clip import CLIPModel
     from radlens.models.image import ViTEncoder
-    from radlens.models.text import TextTower
+    from radlens.models.text_tower import TextTower
 
     image = ViTEncoder((16, 16), (8, 8), hidden_size=16, mlp_dim=32, num_layers=1, num_heads=2)
     text = TextTower("scratch", hidden_size=16, num_layers=1, num_heads=2, texts=captions)

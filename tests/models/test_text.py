@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from radlens.errors import ConfigError, InputError
 from radlens.models.components import build
-from radlens.models.text import train_wordpiece
+from radlens.models.text_tower import train_wordpiece
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +94,7 @@ def test_bad_text_configs() -> None:
 
 
 def test_any_bert_family_checkpoint_from_a_local_folder(minilm) -> None:
-    from radlens.models.text import minilm_path
+    from radlens.models.text_tower import minilm_path
 
     enc = build({"kind": "pretrained", "path_or_id": minilm_path(), "pooling": "mean"}).eval()
     batch = enc.tokenize(["axial flair"])
