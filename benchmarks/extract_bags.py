@@ -101,14 +101,14 @@ def run(volumes: int, depth: int, repeats: int, batch_size: int, device: str) ->
         for r in range(repeats):  # interleaved, so load changes on a shared machine hit both ways alike
             start = time.perf_counter()
             with quiet:
-                extract_bags(str(prepared), str(bundle), str(root / f"radlens{r}"), batch_size=batch_size, device=device)
+                extract_bags(str(bundle), str(prepared), str(root / f"radlens{r}"), batch_size=batch_size, device=device)
             times["radlens"].append(time.perf_counter() - start)
             start = time.perf_counter()
             n = reference_extract(prepared, model, root / f"reference{r}", device)
             times["reference"].append(time.perf_counter() - start)
             start = time.perf_counter()
             with quiet:  # the same command again: every bag is current, nothing is encoded
-                extract_bags(str(prepared), str(bundle), str(root / f"radlens{r}"), batch_size=batch_size, device=device)
+                extract_bags(str(bundle), str(prepared), str(root / f"radlens{r}"), batch_size=batch_size, device=device)
             times["rerun"].append(time.perf_counter() - start)
         return {"times": times, "slices": n, "series": len(list((root / "radlens0").glob("*.h5"))),
                 "max_diff": _max_diff(root / "radlens0", root / "reference0"), "batch_size": batch_size, "device": device}

@@ -9,6 +9,8 @@ import pytest
 # Never reach for a hub at test time: the CI machine has no network.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# A fixed pseudonym key (radlens.io.phi.load_phi_key): reproducible ids, and no key file in the user's home.
+os.environ["RADLENS_PHI_KEY"] = "radlens-test-key-0123456789abcdef-not-secret"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

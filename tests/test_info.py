@@ -31,5 +31,6 @@ def test_nifti_and_dataset_info(tmp_path: Path, capsys: pytest.CaptureFixture[st
     prepare_dataset("bids", tmp_path / "bids", tmp_path / "out", default_config("bids"))
     assert main(["info", str(tmp_path / "out")]) == 0
     text = capsys.readouterr().out
-    assert "kind: prepared dataset" in text and "series: 2" in text
+    assert "kind: prepared dataset" in text and "series: 2 (2 protocol labels, 1.0 series per label)" in text
+    assert describe(tmp_path / "out")["counts"]["protocol_labels"] == 2
     assert main(["info", str(tmp_path / "nothing")]) == 2

@@ -160,9 +160,11 @@ def train(prepared: Path, run: Path, recipe: Recipe, seconds: int, size: DemoSiz
     shutil.rmtree(run, ignore_errors=True)
     hh_mm_ss = time.strftime("%H:%M:%S", time.gmtime(seconds))
     return train_clip(
+        str(prepared),
+        str(run),
         # Both losses give same-series slices / same-finding scans shared target mass, so a random
         # sampler is safe. Augmentation is off: within a CPU budget of a minute, more steps beat more variety (measured).
-        data=ClipDataConfig(path=str(prepared), text_column=text_column, batch_size=min(recipe.batch_size, n_train),
+        data=ClipDataConfig(text_column=text_column, batch_size=min(recipe.batch_size, n_train),
                             augment=AugmentConfig(enabled=False)),
         model=recipe.model,
         optim=OptimConfig(lr=recipe.lr, warmup_steps=10),
@@ -170,7 +172,6 @@ def train(prepared: Path, run: Path, recipe: Recipe, seconds: int, size: DemoSiz
                               devices=1, val_every_n_steps=min(50, size.max_steps), checkpoint_every_n_steps=100_000,
                               monitor=recipe.monitor, log_every_n_steps=5, progress_bar=True),
         loss=LossConfig(**recipe.loss),
-        out=str(run),
         seed=seed,
     )
 
@@ -257,10 +258,10 @@ def evaluate(folder: Path, mri_prep: Path, mri_run: Path, ct_prep: Path, ct_run:
     # The demo writes its own sub-folders; overwrite lets a rerun write into ones made before output
     # folders were marked (only radlens' files are replaced, nothing is deleted).
     results: dict[str, Any] = {
-        "mri_retrieval": evaluate_retrieval(mri_run, str(mri_prep), split="test", out=str(folder / "mri-retrieval"),
+        "mri_retrieval": evaluate_retrieval(mri_run, str(mri_prep), str(folder / "mri-retrieval"), split="test",
                                             trace=True, trace_k=4, trace_queries=4, seed=seed, overwrite=True),
-        "ct_retrieval": evaluate_retrieval(ct_run, str(ct_prep), split="test", text_column="report_findings",
-                                           out=str(folder / "ct-retrieval"), seed=seed, overwrite=True),
+        "ct_retrieval": evaluate_retrieval(ct_run, str(ct_prep), str(folder / "ct-retrieval"), split="test",
+                                           text_column="report_findings", seed=seed, overwrite=True),
     }
     zeroshot(str(mri_run / "best"), str(mri_prep), str(folder / "mri-contrast"), split="test", overwrite=True,
              prompts="mri_contrast_captions", label_column="contrast", n_bootstrap=size.n_bootstrap, seed=seed)

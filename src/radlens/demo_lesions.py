@@ -73,16 +73,16 @@ def train_encoders(prepared: Path, runs: Path, size: LesionChainSize, seed: int)
                             val_every_n_steps=min(50, size.moco_max_steps), checkpoint_every_n_steps=100_000,
                             progress_bar=False)
     lesions = sorted(ENDPOINTS.values())
-    variants = {"MoCo v3": (MocoDataConfig(path=str(prepared), batch_size=64), MocoLossConfig()),
-                "LeCL": (MocoDataConfig(path=str(prepared), batch_size=64, lesion_views=True, sampler="balanced",
-                                        lesion_labels=lesions), MocoLossConfig(lesion_weight=1.0))}
+    variants = {"MoCo v3": (MocoDataConfig(batch_size=64), MocoLossConfig()),
+                "LeCL": (MocoDataConfig(batch_size=64, lesion_views=True, sampler="balanced", lesion_labels=lesions),
+                         MocoLossConfig(lesion_weight=1.0))}
     out = {"random init": str(encoder)}
     for name, (data, loss) in variants.items():
         run = runs / name.split()[0].lower()
         if not (run / "best").is_dir():
             _say(f"training the {name} slice encoder ({size.moco_seconds} s budget)")
-            train_moco(data, str(encoder), trainer=trainer, loss=loss, moco=MocoConfig(dim=64, hidden=256),
-                       out=str(run), seed=seed)
+            train_moco(str(prepared), str(run), data, str(encoder), trainer=trainer, loss=loss,
+                       moco=MocoConfig(dim=64, hidden=256), seed=seed)
         out[name] = str(run)
     return out
 
@@ -131,10 +131,10 @@ def lesion_chain(ct_raw: Path, out: Path, size: LesionChainSize, seed: int = 0, 
         tag = name.split()[0].lower()
         bags, mil = out / "bags" / tag, out / "mil" / tag
         _say(f"{name}: bags of slice embeddings per study, then gated attention-MIL in {size.folds}-fold CV")
-        extract_bags(str(prepared), encoders[name], str(bags), per="study", seed=seed)
+        extract_bags(encoders[name], str(prepared), str(bags), per="study", seed=seed)
         endpoints = endpoints or usable_endpoints(bags / "bags.csv", size.folds)
         if not (mil / "metrics.json").is_file():
-            train_mil(str(bags), out=str(mil), head="gated_abmil", label_columns=endpoints, folds=size.folds,
+            train_mil(str(bags), str(mil), head="gated_abmil", label_columns=endpoints, folds=size.folds,
                       trainer=trainer, batch_size=size.mil_batch_size, n_bootstrap=size.n_bootstrap, seed=seed)
         metrics = json.loads((mil / "metrics.json").read_text())
         rows[name] = {"test": (metrics.get("test") or {}).get("ensemble"), "attention": attention_on_lesions(mil, prepared),

@@ -37,12 +37,30 @@ def scan_info(path: str | Path) -> dict[str, Any]:
 
 
 def dataset_info(path: str | Path) -> dict[str, Any]:
-    """The card of a prepared dataset folder, its counts and its failures."""
+    """The card of a prepared dataset folder, its counts (with the number of protocol labels) and its failures."""
     from radlens.io.prepared import PreparedDataset
 
     ds = PreparedDataset(path)
     card = dict(ds.card)
+    if isinstance(card.get("counts"), dict) and "label" in ds.series.columns:
+        labels = ds.series["label"].dropna()
+        counts = dict(card["counts"])
+        counts["protocol_labels"] = int(labels[labels >= 0].nunique())
+        card["counts"] = counts
     return {"path": str(path), "kind": "prepared dataset", **card, "failure_reasons": ds.failures["reason"].value_counts().head(10).to_dict()}
+
+
+def _readable(info: dict[str, Any]) -> dict[str, Any]:
+    """The text view: the protocol-label count next to the series count (a label per series is a warning sign:
+    the labels then group nothing)."""
+    counts = info.get("counts")
+    if not isinstance(counts, dict) or "protocol_labels" not in counts or "series" not in counts:
+        return info
+    counts = dict(counts)
+    labels, series = counts.pop("protocol_labels"), counts["series"]
+    per_label = f", {series / labels:.1f} series per label" if labels else ""
+    counts["series"] = f"{series} ({labels} protocol labels{per_label})"
+    return {**info, "counts": counts}
 
 
 def describe(path: str | Path) -> dict[str, Any]:
@@ -76,5 +94,5 @@ def info(path: Path, json: bool = False) -> int:
         json: print JSON instead of text (``--json true``).
     """
     data = describe(path)
-    print(jsonlib.dumps(data, indent=2, default=str) if json else "\n".join(_lines(data)))
+    print(jsonlib.dumps(data, indent=2, default=str) if json else "\n".join(_lines(_readable(data))))
     return 0

@@ -124,3 +124,24 @@ def test_an_output_that_is_a_file_or_would_clash_with_a_user_folder_is_refused(t
     with pytest.raises(InputError, match="is a folder"):
         _write(out, {"metrics.json": "1", "run.json": "r"}, overwrite=True)
     assert not (out / "run.json").exists() and read_marker(out) is None
+
+
+def test_written_files_get_the_umask_mode_not_mkstemp_0600(tmp_path):
+    import os
+    import stat
+
+    from radlens.common.atomic import write_bytes_atomic, write_json_atomic
+
+    old = os.umask(0o022)
+    try:
+        report = write_bytes_atomic(tmp_path / "report.html", b"<html></html>")
+        write_json_atomic(tmp_path / "out" / "metrics.json", {"auc": 0.5})
+        _write(tmp_path / "staged", {"table.csv": "a\n"})
+        os.umask(0o077)
+        private = write_bytes_atomic(tmp_path / "private.txt", b"x")
+    finally:
+        os.umask(old)
+    for path in (report, tmp_path / "out" / "metrics.json", tmp_path / "staged" / MARKER):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
+    assert stat.S_IMODE(private.stat().st_mode) == 0o600  # the user's umask decides, in both directions
+    assert not list(tmp_path.glob(".*.tmp")) and not list((tmp_path / "out").glob(".*.tmp"))

@@ -72,12 +72,27 @@ def test_augmentation_depends_on_seed_epoch_index_not_workers(prep2d: Path) -> N
     torch.testing.assert_close(_epoch_images(ds, 0), _epoch_images(ds, 2))
 
 
-def test_caption_dropout_is_seeded(prep2d: Path) -> None:
-    ds = ClipDataset(prep2d, "train", caption_dropout=1.0)
+def test_caption_dropout_is_seeded(prep2d: Path, tmp_path: Path) -> None:
+    import shutil
+
+    import pandas as pd
+
+    # The fixture's captions follow another template than its card: they cannot be rebuilt, so refused.
+    with pytest.raises(ConfigError, match="captions cannot be rebuilt from this dataset's metadata: series 'sub-001_p0'"):
+        ClipDataset(prep2d, "train", caption_dropout=1.0)
+    consistent = tmp_path / "p2"  # the same data with each caption rendered by the card's template
+    shutil.copytree(prep2d, consistent)
+    series = pd.read_parquet(consistent / "series.parquet")
+    series["text"] = [f"A brain MRI, plane axial, TE {te:g}, TR {tr:g}" for te, tr in zip(series["EchoTime"], series["RepetitionTime"])]
+    series.to_parquet(consistent / "series.parquet", index=False)
+    slices = pd.read_parquet(consistent / "slices.parquet")
+    slices["text"] = slices["series_id"].map(series.set_index("series_id")["text"])
+    slices.to_parquet(consistent / "slices.parquet", index=False)
+    ds = ClipDataset(consistent, "train", caption_dropout=1.0)
     text = ds[(0, 0)]["text"]
     assert text == ds[(0, 0)]["text"]
     assert text == "A brain MRI, plane axial, TE NONE, TR NONE"
-    assert ds[0]["text"] == ds.texts[0]
+    assert ds[0]["text"] == ds.texts[0] == "A brain MRI, plane axial, TE 0.01, TR 0.5"
 
 
 def test_collate_tokenises_and_stacks(prep2d: Path) -> None:

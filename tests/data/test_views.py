@@ -244,7 +244,7 @@ def test_balanced_batches_are_half_lesion_deterministic_and_resumable() -> None:
 def test_views_data_module_for_lecl(lesions: Path) -> None:
     from radlens.data.views import MocoDataConfig
 
-    cfg = MocoDataConfig(path=str(lesions), batch_size=6, sampler="balanced", lesion_views=True, windows=[(-160, 240)],
+    cfg = MocoDataConfig(batch_size=6, sampler="balanced", lesion_views=True, windows=[(-160, 240)],
                          view=PLAIN, view2=PLAIN)
     dm = ImageViewsDataModule.from_config(lesions, cfg, seed=2)
     dm.trainer = stand_in_trainer()

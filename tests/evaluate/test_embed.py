@@ -77,7 +77,7 @@ def test_embed_cli_writes_embeddings_with_ids(bundle, tmp_path):
 
     prepared = write_prepared(tmp_path / "prepared")
     out = tmp_path / "emb"
-    assert main(["embed", str(prepared), str(bundle), str(out), "--split", "test", "--batch_size", "3",
+    assert main(["embed", str(bundle), str(prepared), str(out), "--split", "test", "--batch_size", "3",
                  "--device", "cpu"]) == 0
     emb = np.load(out / "embeddings.npy", mmap_mode="r")
     ids = pd.read_parquet(out / "ids.parquet")
@@ -97,9 +97,9 @@ def test_embed_cli_refuses_mismatched_dataset(tmp_path):
     card["config"]["intensity"]["ct_output"] = "-1,1"
     (prepared / "dataset.json").write_text(json.dumps(card))
     bundle = write_bundle(tmp_path / "b", intensity=None)
-    assert main(["embed", str(prepared), str(bundle), str(tmp_path / "emb")]) == 2
+    assert main(["embed", str(bundle), str(prepared), str(tmp_path / "emb")]) == 2
     with pytest.raises(InputError, match="ct_output"):
-        embed(str(prepared), str(bundle), str(tmp_path / "emb"))
+        embed(str(bundle), str(prepared), str(tmp_path / "emb"))
     assert not (tmp_path / "emb").exists()
 
 
@@ -157,7 +157,7 @@ def test_embed_cli_never_deletes_a_file_it_did_not_write(bundle, tmp_path, capsy
     keep = tmp_path / "sandbox" / "keep"
     keep.mkdir(parents=True)
     (keep / "notes.txt").write_text("mine")
-    args = ["embed", str(prepared), str(bundle), str(keep), "--split", "test", "--device", "cpu"]
+    args = ["embed", str(bundle), str(prepared), str(keep), "--split", "test", "--device", "cpu"]
     assert main(args) == 2
     assert "--overwrite" in capsys.readouterr().err
     assert sorted(p.name for p in keep.iterdir()) == ["notes.txt"]

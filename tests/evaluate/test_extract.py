@@ -86,7 +86,7 @@ def _read(path: Path) -> tuple[dict[str, np.ndarray], dict]:
 def test_clip_bags_are_the_slices_encoded_one_by_one(mr, clip, tmp_path):
     bundle, model = clip
     out = tmp_path / "bags"
-    assert extract_bags(str(mr), str(bundle), str(out), batch_size=3) == 0  # batches cross series and bags
+    assert extract_bags(str(bundle), str(mr), str(out), batch_size=3) == 0  # batches cross series and bags
     index = pd.read_csv(out / "bags.csv")
     assert list(index.columns[:6]) == ["path", "patient_id", "study_id", "series_id", "n", "split"]
     assert len(index) == 8 and (index["n"] == 5).all() and set(index["split"]) == {"train", "test"}
@@ -116,7 +116,7 @@ def test_clip_bags_are_the_slices_encoded_one_by_one(mr, clip, tmp_path):
 def test_per_study_projected_embeddings(mr, clip, tmp_path):
     bundle, model = clip
     out = tmp_path / "bags"
-    extract_bags(str(mr), str(bundle), str(out), per="study", split="train", features="projected", batch_size=4,
+    extract_bags(str(bundle), str(mr), str(out), per="study", split="train", features="projected", batch_size=4,
                  num_workers=1)  # slices read in a worker process
     index = pd.read_csv(out / "bags.csv")
     assert list(index["study_id"]) == ["sub-001", "sub-002", "sub-003"] and (index["n"] == 10).all()
@@ -138,7 +138,7 @@ def test_registry_encoder_is_a_seeded_random_init_and_moco_uses_encode(mr, tmp_p
     config.write_text(json.dumps(VIT))
     runs = {}
     for name, seed in (("a", 3), ("b", 3), ("c", 4)):
-        extract_bags(str(mr), str(config), str(tmp_path / name), split="test", seed=seed)
+        extract_bags(str(config), str(mr), str(tmp_path / name), split="test", seed=seed)
         runs[name] = _read(tmp_path / name / "sub-004_p0.h5")
     (feats_a, attrs_a), (feats_b, attrs_b), (feats_c, attrs_c) = runs["a"], runs["b"], runs["c"]
     assert attrs_a["seed"] == 3 and attrs_a["encoder_kind"] == "vit" and attrs_a["features"] == "output"
@@ -154,7 +154,7 @@ def test_registry_encoder_is_a_seeded_random_init_and_moco_uses_encode(mr, tmp_p
     pytest.importorskip("radlens.models.moco")
     moco = build_model({"kind": "moco", "encoder": VIT, "dim": 8, "hidden": 16}).eval()
     bundle = _save(moco, tmp_path / "moco", mr)
-    extract_bags(str(mr), str(bundle), str(tmp_path / "m"), split="test")
+    extract_bags(str(bundle), str(mr), str(tmp_path / "m"), split="test")
     data, attrs = _read(tmp_path / "m" / "sub-004_p1.h5")
     with torch.no_grad():
         expected = moco.encode(torch.from_numpy(_slices(mr, "sub-004_p1")[:, None])).numpy()
@@ -165,18 +165,18 @@ def test_registry_encoder_is_a_seeded_random_init_and_moco_uses_encode(mr, tmp_p
 def test_rerun_skips_bags_of_the_same_encoder_and_redoes_others(mr, clip, tmp_path):
     bundle, _ = clip
     out = tmp_path / "bags"
-    extract_bags(str(mr), str(bundle), str(out), split="train")
+    extract_bags(str(bundle), str(mr), str(out), split="train")
     stamps = {p.name: p.stat().st_mtime_ns for p in out.glob("*.h5")}
     with h5py.File(out / "sub-002_p0.h5", "a") as f:  # as if an older encoder had written it
         f.attrs["encoder_hash"] = "0" * 64
     stamps["sub-002_p0.h5"] = (out / "sub-002_p0.h5").stat().st_mtime_ns
     (out / "notes.txt").write_text("mine")
-    extract_bags(str(mr), str(bundle), str(out), split="train")
+    extract_bags(str(bundle), str(mr), str(out), split="train")
     again = {p.name: p.stat().st_mtime_ns for p in out.glob("*.h5")}
     assert [n for n in stamps if again[n] != stamps[n]] == ["sub-002_p0.h5"]
     _, attrs = _read(out / "sub-002_p0.h5")
     assert attrs["encoder_hash"] != "0" * 64
-    extract_bags(str(mr), str(bundle), str(out), split="train", features="projected")  # other features: all redone
+    extract_bags(str(bundle), str(mr), str(out), split="train", features="projected")  # other features: all redone
     hashes = {_read(p)[1]["encoder_hash"] for p in out.glob("*.h5")}
     assert len(hashes) == 1 and hashes != {attrs["encoder_hash"]}
     assert (out / "notes.txt").read_text() == "mine"
@@ -200,12 +200,12 @@ def test_a_failure_leaves_no_partial_file_and_a_rerun_finishes(mr, clip, tmp_pat
     (out / ".sub-003_p0.h5.stale.tmp").write_bytes(b"half")  # an interrupted run's temporary file
     monkeypatch.setattr(extract, "_write_bag", fail_third)
     with pytest.raises(KeyboardInterrupt):
-        extract_bags(str(mr), str(bundle), str(out), split="train", batch_size=4)
+        extract_bags(str(bundle), str(mr), str(out), split="train", batch_size=4)
     assert sorted(p.name for p in out.glob("*.h5")) == sorted(written) and not (out / "bags.csv").exists()
     with h5py.File(out / written[0], "r") as f:
         assert f["feats"].shape == (5, 32)
     monkeypatch.setattr(extract, "_write_bag", real)
-    extract_bags(str(mr), str(bundle), str(out), split="train", batch_size=4)
+    extract_bags(str(bundle), str(mr), str(out), split="train", batch_size=4)
     assert len(pd.read_csv(out / "bags.csv")) == 6 and len(list(out.glob("*.h5"))) == 6
     assert not list(out.glob(".*"))  # no temporary file left
 
@@ -222,7 +222,7 @@ def test_atomic_write_keeps_no_half_file_under_the_final_name(mr, clip, tmp_path
 
     monkeypatch.setattr(h5py.Group, "create_dataset", broken)
     with pytest.raises(OSError):
-        extract_bags(str(mr), str(bundle), str(out), split="test")
+        extract_bags(str(bundle), str(mr), str(out), split="test")
     assert list(out.iterdir()) == []
 
 
@@ -233,7 +233,7 @@ def test_ct_windows_as_rows_or_as_channels(ct, tmp_path):
     windows = [(-1000.0, 400.0), (-160.0, 240.0)]
     config = tmp_path / "vit.json"
     config.write_text(json.dumps(VIT))
-    extract_bags(str(ct), str(config), str(tmp_path / "rows"), windows=windows)
+    extract_bags(str(config), str(ct), str(tmp_path / "rows"), windows=windows)
     data, attrs = _read(tmp_path / "rows" / "sub-001_p0.h5")
     assert data["feats"].shape == (6, 32)  # 3 slices x 2 windows, slice-major
     np.testing.assert_array_equal(data["window"], np.tile(np.float32(windows), (3, 1)))
@@ -251,7 +251,7 @@ def test_ct_windows_as_rows_or_as_channels(ct, tmp_path):
 
     two = tmp_path / "vit2.json"
     two.write_text(json.dumps({**VIT, "in_channels": 2}))
-    extract_bags(str(ct), str(two), str(tmp_path / "channels"), windows=windows)
+    extract_bags(str(two), str(ct), str(tmp_path / "channels"), windows=windows)
     data, attrs = _read(tmp_path / "channels" / "sub-001_p0.h5")
     assert data["feats"].shape == (3, 32) and data["window"].shape == (3, 2, 2)
     torch.manual_seed(0)
@@ -259,15 +259,15 @@ def test_ct_windows_as_rows_or_as_channels(ct, tmp_path):
     with torch.no_grad():
         np.testing.assert_allclose(data["feats"], vit2(torch.from_numpy(images)).numpy(), rtol=1e-5, atol=1e-5)
     with pytest.raises(InputError, match="input channels"):
-        extract_bags(str(ct), str(two), str(tmp_path / "none"))
+        extract_bags(str(two), str(ct), str(tmp_path / "none"))
     # A bundle trained on windows (as `radlens train moco` records them) is fed the same windows by default.
     trained = _save(vit2, tmp_path / "trained", ct, windows=[list(w) for w in windows], window_mode="channels")
-    extract_bags(str(ct), str(trained), str(tmp_path / "default"))
+    extract_bags(str(trained), str(ct), str(tmp_path / "default"))
     default, _ = _read(tmp_path / "default" / "sub-001_p0.h5")
     np.testing.assert_array_equal(default["feats"], data["feats"])
     np.testing.assert_array_equal(default["window"], data["window"])
     with pytest.raises(InputError, match="outside the stored range") as err:
-        extract_bags(str(ct), str(config), str(tmp_path / "wide"), windows=[(-2000.0, 0.0)])
+        extract_bags(str(config), str(ct), str(tmp_path / "wide"), windows=[(-2000.0, 0.0)])
     assert str(ct / "dataset.json") in str(err.value)
 
 
@@ -279,34 +279,34 @@ def test_bad_input_errors_name_the_file(mr, clip, tmp_path):
     bundle, _ = clip
     three_d = write_findings_prepared(tmp_path / "3d", patients={"train": 2})
     with pytest.raises(InputError, match="--dims 2") as err:
-        extract_bags(str(three_d), str(bundle), str(tmp_path / "o1"))
+        extract_bags(str(bundle), str(three_d), str(tmp_path / "o1"))
     assert str(three_d) in str(err.value)
     head = _save(build_model("abmil-small"), tmp_path / "abmil")
     with pytest.raises(InputError, match="not an image model") as err:
-        extract_bags(str(mr), str(head), str(tmp_path / "o2"))
+        extract_bags(str(head), str(mr), str(tmp_path / "o2"))
     assert str(head.resolve()) in str(err.value)
     big = write_prepared(tmp_path / "big", shape=(32, 32), patients={"train": 1}, slices_per_series=2)
     with pytest.raises(InputError, match="array_shape") as err:
-        extract_bags(str(big), str(bundle), str(tmp_path / "o3"))
+        extract_bags(str(bundle), str(big), str(tmp_path / "o3"))
     assert str(big / "dataset.json") in str(err.value)
     with pytest.raises(InputError, match="need a CT dataset") as err:
-        extract_bags(str(mr), str(bundle), str(tmp_path / "o4"), windows=[(0.0, 1.0)])
+        extract_bags(str(bundle), str(mr), str(tmp_path / "o4"), windows=[(0.0, 1.0)])
     assert str(mr / "dataset.json") in str(err.value)
     with pytest.raises(ConfigError, match="needs a CLIP bundle"):
         config = tmp_path / "vit.json"
         config.write_text(json.dumps(VIT))
-        extract_bags(str(mr), str(config), str(tmp_path / "o5"), features="projected")
+        extract_bags(str(config), str(mr), str(tmp_path / "o5"), features="projected")
     no_slices = write_prepared(tmp_path / "noslices", shape=SHAPE, patients={"train": 1}, slices_per_series=2)
     (no_slices / "slices.parquet").unlink()
     with pytest.raises(InputError, match="no slices.parquet") as err:
-        extract_bags(str(no_slices), str(bundle), str(tmp_path / "o6"))
+        extract_bags(str(bundle), str(no_slices), str(tmp_path / "o6"))
     assert str(no_slices) in str(err.value)
     # A foreign file under a bag's name is never overwritten.
     out = tmp_path / "o7"
     out.mkdir()
     (out / "sub-004_p0.h5").write_bytes(b"not mine")
     with pytest.raises(InputError, match="not a readable radlens-bags file") as err:
-        extract_bags(str(mr), str(bundle), str(out), split="test")
+        extract_bags(str(bundle), str(mr), str(out), split="test")
     assert str(out / "sub-004_p0.h5") in str(err.value) and (out / "sub-004_p0.h5").read_bytes() == b"not mine"
 
 
@@ -315,13 +315,13 @@ def test_unreadable_series_are_listed_and_the_rest_extracted(clip, tmp_path):
     prep = write_prepared(tmp_path / "prep", shape=SHAPE, patients={"train": 2}, slices_per_series=2)
     os.remove(prep / "arrays/sub-002_p1.npy")
     out = tmp_path / "bags"
-    extract_bags(str(prep), str(bundle), str(out))
+    extract_bags(str(bundle), str(prep), str(out))
     failures = pd.read_csv(out / "failures.csv")
     assert list(failures["series_id"]) == ["sub-002_p1"] and "missing" in failures["reason"].iat[0]
     assert failures["path"].iat[0] == str(prep / "arrays/sub-002_p1.npy")
     assert len(pd.read_csv(out / "bags.csv")) == 3
     with pytest.raises(InputError, match="missing") as err:
-        extract_bags(str(prep), str(bundle), str(tmp_path / "strict"), strict=True)
+        extract_bags(str(bundle), str(prep), str(tmp_path / "strict"), strict=True)
     assert str(prep / "arrays/sub-002_p1.npy") in str(err.value)
 
 
@@ -330,11 +330,11 @@ def test_the_signature_is_a_cli(mr, clip, ct, tmp_path):
 
     bundle, _ = clip
     out = tmp_path / "bags"
-    assert auto_cli(extract_bags, args=[str(mr), str(bundle), str(out), "--per", "study", "--split", "test",
+    assert auto_cli(extract_bags, args=[str(bundle), str(mr), str(out), "--per", "study", "--split", "test",
                                         "--batch_size", "4"], as_positional=True) == 0
     assert len(pd.read_csv(out / "bags.csv")) == 1
     config = tmp_path / "vit.json"
     config.write_text(json.dumps(VIT))
-    auto_cli(extract_bags, args=[str(ct), str(config), str(tmp_path / "ct"), "--windows", "[[-1000, 400], [-160, 240]]"],
+    auto_cli(extract_bags, args=[str(config), str(ct), str(tmp_path / "ct"), "--windows", "[[-1000, 400], [-160, 240]]"],
              as_positional=True)
     assert _read(tmp_path / "ct" / "sub-002_p1.h5")[0]["window"].shape == (6, 2)

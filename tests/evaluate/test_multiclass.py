@@ -32,7 +32,11 @@ def test_a_class_missing_from_the_labels():
     y, probs = _data()
     keep = y != 2
     got = class_metrics(y[keep], probs[keep])
-    assert np.isnan(got["recall"][2]) and np.isnan(got["auroc"][2]) and np.isnan(got["macro_auroc"])
+    assert np.isnan(got["recall"][2]) and np.isnan(got["auroc"][2])
+    # the macro AUROC is over the classes that occur, not lost to the one that does not
+    present = [c for c in range(4) if c != 2]
+    expected_auroc = np.mean([roc_auc_score(y[keep] == c, probs[keep][:, c]) for c in present])
+    assert got["macro_auroc"] == pytest.approx(expected_auroc)
     # sklearn's balanced accuracy also averages over the classes present in y_true
     with pytest.warns(UserWarning):
         expected = balanced_accuracy_score(y[keep], probs[keep].argmax(1))
@@ -61,3 +65,14 @@ def test_evaluate_classes_chance_cis_and_confusion():
 def test_confusion_figure(tmp_path):
     path = confusion_figure(np.array([[3, 1], [0, 4]]), ["T1w", "T2*w"], tmp_path / "confusion.png")
     assert path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_evaluate_classes_names_a_class_without_cases_and_a_thin_split():
+    y, probs = _data(n=12, c=3, seed=2)
+    y[y == 1] = 0  # class 1 never occurs
+    patients = np.arange(12) % 4  # four patients
+    m = evaluate_classes(y, probs, patients, ["A", "B", "C"], n_bootstrap=50, seed=0)
+    assert m["over"] == ["A", "C"] and list(m["left_out"]) == ["B"]
+    assert m["macro_auroc"] is not None and m["ci"]["macro_auroc"]["n"] > 0
+    text = " ".join(m["notes"])
+    assert "over 2 of 3 classes" in text and "B (no case among 12)" in text and "only 4 patient(s)" in text

@@ -12,7 +12,6 @@ from support.prepared_clip import PROTOCOLS, caption, write_prepared
 from support.prepared_findings import base_bundle, tiny_model, write_findings_prepared
 
 from radlens.cli import main
-from radlens.errors import ConfigError
 from radlens.evaluate.retrieval import evaluate_retrieval
 from radlens.metrics.retrieval import chance_recall, clip_retrieval, first_hit_ranks, recall_metrics
 
@@ -176,7 +175,7 @@ def test_cli_trace_writes_top_k_tables_and_grids(prepared_2d: Path, bundle_2d: P
     from PIL import Image
 
     out = tmp_path / "eval"
-    assert main(["evaluate", "retrieval", str(bundle_2d), str(prepared_2d), "--out", str(out), "--trace",
+    assert main(["evaluate", "retrieval", str(bundle_2d), str(prepared_2d), str(out), "--trace",
                  "--trace_k", "3", "--trace_queries", "2"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     counts = {k: metrics[k] for k in ("n_items", "n_texts", "n_volumes", "n_series")}
@@ -210,8 +209,8 @@ def test_findings_dataset_reports_volume_map_and_shared_findings(tmp_path: Path)
     prepared = write_findings_prepared(tmp_path / "prep", patients={"train": 1, "validation": 1, "test": 6},
                                        scans_per_patient=2)
     bundle = base_bundle(tmp_path / "bundle", prepared, tiny_model(tmp_path / "model.json"))
-    metrics = evaluate_retrieval(str(bundle), str(prepared), text_column="report_impression",
-                                 out=str(tmp_path / "eval"), trace=True, trace_k=2, map_k=5)
+    metrics = evaluate_retrieval(str(bundle), str(prepared), str(tmp_path / "eval"), text_column="report_impression",
+                                 trace=True, trace_k=2, map_k=5)
     test = pd.read_parquet(prepared / "series.parquet").query("split == 'test'")
     positive = test[["Pleural effusion", "Lung nodule"]].to_numpy()
     shared = positive @ positive.T
@@ -224,11 +223,6 @@ def test_findings_dataset_reports_volume_map_and_shared_findings(tmp_path: Path)
     assert list(trace.columns) == [*TRACE_COLUMNS, "shared_findings"]
     assert trace["same_label"].isna().all() and trace["shared_findings"].between(0, 2).all()
     assert (trace["direction"] == "v2v").sum() == 12 * 2
-
-
-def test_trace_needs_an_output_folder(prepared_2d: Path, bundle_2d: Path) -> None:
-    with pytest.raises(ConfigError, match="--out"):
-        evaluate_retrieval(str(bundle_2d), str(prepared_2d), trace=True)
 
 
 def test_trace_table_ranks_and_leaves_out_the_own_scan() -> None:

@@ -7,8 +7,10 @@ import logging
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import pytest
 from pydicom.data import get_testdata_file
+from support.bad_files import patch_dicom_element
 from support.sitk_reference import sitk_series_ras
 from support.synthetic_dicom import rotation, slice_positions, voxel_values, write_enhanced, write_series
 
@@ -98,11 +100,82 @@ def test_gantry_tilt_is_reported_and_geometry_kept(tmp_path: Path, caplog: pytes
     np.testing.assert_allclose(volume.slice_normal, (0, 0, 1), atol=1e-12)
 
 
-def test_irregular_spacing_is_reported(tmp_path: Path) -> None:
-    write_series(tmp_path / "gap", gaps=(2.0, 2.0, 4.0, 2.0))
-    volume = read_dicom_series(tmp_path / "gap")
-    assert volume.metadata.extra["geometry"] == ["irregular slice spacing: 2 to 4 mm (median 2 mm)"]
+def test_a_missing_slice_is_refused_with_the_gap_named(tmp_path: Path) -> None:
+    files = write_series(tmp_path / "gap", gaps=(2.0, 2.0, 4.0, 2.0))  # slices at 40, 42, 44, 48, 50 mm
+    by_z = {float(pydicom.dcmread(f).ImagePositionPatient[2]): f.name for f in files}
+    with pytest.raises(InputError, match="slices are not evenly spaced") as err:
+        read_dicom_series(tmp_path / "gap")
+    message = str(err.value)
+    assert f"4 mm between {by_z[44.0]} (44 mm) and {by_z[48.0]} (48 mm)" in message and "median gap 2 mm" in message
+    assert "up to 1 mm from where they were acquired" in message and str(tmp_path / "gap") in message
+    # Each evenly spaced run of files still reads as a series of its own.
+    assert read_dicom_series([tmp_path / "gap" / by_z[z] for z in (40.0, 42.0, 44.0)]).spacing[2] == pytest.approx(2.0)
+
+
+def test_a_small_spacing_irregularity_is_read_and_reported(tmp_path: Path) -> None:
+    write_series(tmp_path / "jitter", gaps=(2.0, 2.0, 2.03, 2.0))  # rounding-level: slices within 0.02 mm of the grid
+    volume = read_dicom_series(tmp_path / "jitter")
+    assert volume.metadata.extra["geometry"] == ["irregular slice spacing: 2 to 2.03 mm (median 2 mm)"]
     assert volume.shape[2] == 5
+
+
+ROWS, COLUMNS, IMAGE_POSITION, PIXEL_SPACING, RESCALE_SLOPE = (
+    (0x0028, 0x0010), (0x0028, 0x0011), (0x0020, 0x0032), (0x0028, 0x0030), (0x0028, 0x1053)
+)
+
+
+@pytest.mark.parametrize(
+    "patches, reason",
+    [
+        ([(IMAGE_POSITION, {"vr": b"C["})], "unreadable DICOM file .*NotImplementedError"),  # unknown VR
+        ([(ROWS, {"value": b"\x06\x00\x00"})], "unreadable DICOM file .*BytesLengthException"),  # odd-length US
+        ([(ROWS, {"value": b"\x40\x9c"}), (COLUMNS, {"value": b"\x40\x9c"})],  # checked before allocating
+         "Rows x Columns = 40000 x 40000: more pixels per frame"),
+        ([(ROWS, {"value": b"\x40\x9c"})], "cannot decode pixel data .*less than expected"),
+        ([(ROWS, {"value": b"\x00\x00"})], "Rows must be 1 positive numbers"),
+        ([(IMAGE_POSITION, {"value": b"1\\2 "})], "ImagePositionPatient must be 3 finite numbers"),
+        ([(PIXEL_SPACING, {"value": b"0\\0.6 "})], "PixelSpacing must be 2 positive numbers"),
+        ([(PIXEL_SPACING, {"value": b"0.8\\abc "})], "PixelSpacing must be 2 numbers"),
+        ([(RESCALE_SLOPE, {"value": b"0 "})], "RescaleSlope is 0"),
+    ],
+)
+def test_damaged_tags_are_one_input_error_naming_the_file(tmp_path: Path, patches: list, reason: str) -> None:
+    path = write_series(tmp_path / "s", gaps=(), rescale=(1.0, 0.0))[0]
+    for tag, change in patches:
+        patch_dicom_element(path, *tag, **change)
+    with pytest.raises(InputError, match=reason) as err:
+        read_dicom_series(path)
+    assert err.value.path == str(path)
+
+
+def test_a_folder_with_a_damaged_file_is_refused_not_read_without_it(tmp_path: Path) -> None:
+    files = write_series(tmp_path / "s")
+    original = files[2].read_bytes()
+    patch_dicom_element(files[2], *ROWS, value=b"\x06\x00\x00")  # its header cannot be parsed: which series?
+    (tmp_path / "s" / "notes.txt").write_text("not an image")  # not DICOM at all: skipped as before
+    with pytest.raises(InputError, match=f"{files[2].name}: unreadable DICOM file .*the series may be incomplete"):
+        read_dicom_series(tmp_path / "s")
+    # A file whose header groups it with the series but whose other tags are damaged fails the read.
+    files[2].write_bytes(original)
+    patch_dicom_element(files[3], *IMAGE_POSITION, vr=b"C[")
+    with pytest.raises(InputError, match=f"{files[3].name}: unreadable DICOM file .*NotImplementedError"):
+        read_dicom_series(tmp_path / "s")
+
+
+def test_orientation_and_frame_count_are_checked(tmp_path: Path) -> None:
+    files = write_series(tmp_path / "zero", gaps=(2.0,))
+    for path in files:
+        ds = pydicom.dcmread(path)
+        ds.ImageOrientationPatient = [0, 0, 0, 0, 1, 0]
+        ds.save_as(path)
+    with pytest.raises(InputError, match="is not two unit vectors"):
+        read_dicom_series(tmp_path / "zero")
+    enhanced = write_enhanced(tmp_path / "enhanced.dcm")
+    ds = pydicom.dcmread(enhanced)
+    ds.NumberOfFrames = 1000
+    ds.save_as(enhanced)
+    with pytest.raises(InputError, match="NumberOfFrames is 1000 but there are 5 per-frame functional groups"):
+        read_dicom_series(enhanced)
 
 
 def test_ct_small_in_hounsfield_units() -> None:

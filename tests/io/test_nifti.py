@@ -146,3 +146,109 @@ def test_write_round_trip_is_atomic(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["copy.json", "copy.nii.gz"]
     with pytest.raises(InputError, match="must end in .nii"):
         write_nifti(volume, tmp_path / "copy.nrrd")
+
+
+def _patch_header(path: Path, **fields: object) -> Path:
+    """Rewrite header fields of a saved NIfTI-1 file in place, as a damaged or careless writer
+    leaves them: nibabel's own writer would check or fix them."""
+    compressed = path.name.endswith(".gz")
+    raw = bytearray(gzip.decompress(path.read_bytes()) if compressed else path.read_bytes())
+    header = nib.Nifti1Header(binaryblock=bytes(raw[:348]), check=False)
+    for name, value in fields.items():
+        header[name] = value
+    raw[:348] = header.binaryblock
+    path.write_bytes(gzip.compress(bytes(raw), mtime=0) if compressed else bytes(raw))
+    return path
+
+
+def _small(path: Path, dtype: type = np.int16) -> Path:
+    img = nib.Nifti1Image(np.arange(1, 4 * 5 * 6 + 1).reshape(4, 5, 6).astype(dtype), np.diag([2.0, 3.0, 4.0, 1.0]))
+    img.set_qform(img.affine, code=1)
+    nib.save(img, path)
+    return path
+
+
+@pytest.mark.parametrize("name", ["huge.nii", "huge.nii.gz"])
+def test_a_huge_declared_volume_in_a_tiny_file_is_refused_before_allocating(tmp_path: Path, name: str) -> None:
+    import time
+
+    path = _patch_header(_small(tmp_path / name), dim=[3, 2048, 2048, 1024, 1, 1, 1, 1])  # 8.6 GB of int16
+    assert path.stat().st_size < 1500
+    start = time.perf_counter()
+    tracemalloc.start()
+    try:
+        with pytest.raises(InputError, match=f"{name}: the header declares 8,589,934,944 bytes .*2048, 2048, 1024"):
+            read_nifti(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2_000_000 and time.perf_counter() - start < 2.0
+
+
+def test_a_declared_size_within_the_file_but_over_the_sane_maximum_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import radlens.io.build
+
+    path = _small(tmp_path / "big.nii")
+    monkeypatch.setattr(radlens.io.build, "MAX_VOXELS", 100)
+    with pytest.raises(InputError, match=r"declares 120 voxels \(shape \[4, 5, 6\]\), more than radlens reads"):
+        read_nifti(path)
+
+
+def test_a_header_without_qform_and_sform_is_refused_not_guessed(tmp_path: Path) -> None:
+    path = _patch_header(_small(tmp_path / "nocodes.nii.gz"), qform_code=0, sform_code=0)
+    assert nib.load(path).affine[0, 0] == -2  # nibabel would fall back to an Analyze-style, flipped affine
+    with pytest.raises(InputError, match="nocodes.nii.gz: no valid qform or sform .*orientation cannot be determined"):
+        read_nifti(path)
+    # An out-of-range code is no code: nibabel resets it to 0.
+    with pytest.raises(InputError, match="qform_code 9, sform_code 0"):
+        read_nifti(_patch_header(_small(tmp_path / "badcode.nii"), qform_code=9, sform_code=0))
+    only_qform = read_nifti(_patch_header(_small(tmp_path / "qform.nii"), sform_code=0))
+    np.testing.assert_allclose(only_qform.spacing, (2, 3, 4))
+
+
+@pytest.mark.parametrize("bad", [0.0, -2.0, float("nan"), float("inf")])
+def test_a_voxel_size_that_is_not_positive_is_refused_not_made_1_mm(tmp_path: Path, bad: float) -> None:
+    path = _patch_header(_small(tmp_path / "pixdim.nii"), pixdim=[1.0, bad, 3.0, 4.0, 1, 1, 1, 1])
+    with pytest.raises(InputError, match=r"pixdim.nii: voxel size pixdim\[1:4\] = \[.*\] mm: each must be a positive number"):
+        read_nifti(path)
+
+
+@pytest.mark.parametrize("dtype, reason", [(np.complex64, "complex voxels"), (np.dtype([("R", "u1"), ("G", "u1"), ("B", "u1")]), "not a grey value")])
+def test_complex_and_colour_voxels_are_refused(tmp_path: Path, dtype: object, reason: str) -> None:
+    path = tmp_path / "odd.nii"
+    data = np.ones((3, 3, 3), dtype=dtype) if np.dtype(dtype).kind == "c" else np.zeros((3, 3, 3), dtype=dtype)
+    nib.save(nib.Nifti1Image(data, np.eye(4)), path)
+    with pytest.raises(InputError, match=f"odd.nii: .*{reason}"):
+        read_nifti(path)
+
+
+def test_nibabel_header_errors_become_input_errors(tmp_path: Path) -> None:
+    low_offset = _patch_header(_small(tmp_path / "offset.nii"), vox_offset=0)  # nibabel reads the header as voxels
+    with pytest.raises(InputError, match="offset.nii: vox_offset 0: the voxel data cannot start inside the header"):
+        read_nifti(low_offset)
+    magic = _patch_header(_small(tmp_path / "magic.nii.gz"), magic=b"zz\x00\x00")  # nibabel: ImageFileError
+    with pytest.raises(InputError, match="magic.nii.gz: cannot read as NIfTI"):
+        read_nifti(magic)
+    aligned = np.diag([1e4, 1e4, 1e4, 1.0])
+    aligned[:2, 1] = [1e4, 1e-12]  # voxel axes 0 and 1 both along x; not singular, but no orientation (OrientationError)
+    skewed = _small(tmp_path / "skewed.nii")
+    header = nib.load(skewed).header
+    header.set_sform(aligned, code=1)
+    _patch_header(skewed, **{f"srow_{a}": header[f"srow_{a}"] for a in "xyz"})
+    with pytest.raises(InputError, match="skewed.nii: the voxel-to-world affine has no clear orientation"):
+        read_nifti(skewed)
+    tiny = _patch_header(_small(tmp_path / "tiny.nii"), srow_x=[1e-9, 0, 0, 0], sform_code=1)
+    with pytest.raises(InputError, match=r"tiny.nii: voxel spacing \[1e-09, 3.0, 4.0\] mm is outside"):
+        read_nifti(tiny)
+
+
+def test_metre_and_micron_units_are_scaled_to_millimetres_and_recorded(tmp_path: Path) -> None:
+    metres = _small(tmp_path / "metres.nii")
+    img = nib.load(metres)
+    img = nib.Nifti1Image(np.array(img.dataobj), img.affine / np.array([1000, 1000, 1000, 1])[:, None])
+    img.header.set_xyzt_units("meter")
+    nib.save(img, metres)
+    volume = read_nifti(metres)
+    np.testing.assert_allclose(volume.spacing, (2, 3, 4))
+    assert volume.metadata.extra["spatial_unit"] == "metre (xyzt_units): the affine was scaled by 1000 to millimetres"
+    assert "spatial_unit" not in read_nifti(_small(tmp_path / "mm.nii")).metadata.extra

@@ -1,15 +1,32 @@
-"""The PHI filter: identity never reaches metadata; acquisition facts and descriptions do."""
+"""The PHI filter: identity never reaches metadata; acquisition facts and descriptions do. Keyed pseudonyms
+and their key; identity in file names."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
+import stat
 from pathlib import Path
 
 import pydicom
+import pytest
 from support.synthetic_dicom import PHI, write_series
 
+from radlens.errors import ConfigError
 from radlens.io.dicom import read_dicom_series
-from radlens.io.phi import is_phi, pseudonymise_uid, safe_tags
+from radlens.io.phi import (
+    PHI_KEY_ENV,
+    PHI_KEY_FILE_ENV,
+    PhiKey,
+    default_key_file,
+    identity_tokens,
+    is_phi,
+    load_phi_key,
+    pseudonymise_uid,
+    redact,
+    safe_tags,
+)
 from radlens.io.sidecar import read_sidecar
 
 
@@ -63,3 +80,68 @@ def test_rules_keep_acquisition_times_and_drop_clock_times() -> None:
     assert all(is_phi(k) for k in ("SeriesTime", "ContentDate", "OperatorsName", "PatientAge", "OtherPatientIDs", "StudyID"))
     assert pseudonymise_uid("1.2.3") == pseudonymise_uid(" 1.2.3 ") != pseudonymise_uid("1.2.4")
     assert safe_tags({"SOPClassUID": "1.2.840.10008.5.1.4.1.1.4"})["SOPClassUID"] == "1.2.840.10008.5.1.4.1.1.4"
+
+
+# --- keyed pseudonyms ---------------------------------------------------------------------------
+
+KEY = "k" * 40
+
+
+def test_keyed_pseudonyms_are_stable_per_key_and_differ_between_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(PHI_KEY_ENV, KEY)
+    key = load_phi_key()
+    assert key.origin == f"${PHI_KEY_ENV}" and KEY not in repr(key)
+    assert key.pseudonym("p", "MRN-1") == load_phi_key().pseudonym("p", "MRN-1") != key.pseudonym("p", "MRN-2")
+    assert key.pseudonym("p", "MRN-1") == "p" + hmac.new(KEY.encode(), b"MRN-1", hashlib.sha256).hexdigest()[:16]
+    other = PhiKey(b"x" * 40, "test")
+    assert other.pseudonym("p", "MRN-1") != key.pseudonym("p", "MRN-1") and other.fingerprint != key.fingerprint
+    assert KEY not in key.fingerprint and len(key.fingerprint) == 16
+    # Without the key, trying every plausible PatientID does not find the pseudonym.
+    target = key.pseudonym("p", "MRN-1")
+    assert all(PhiKey(b"radlens".ljust(32, b"!"), "guess").pseudonym("p", f"MRN-{i}") != target for i in range(1000))
+
+
+def test_a_key_is_created_once_private_and_outside_the_outputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.delenv(PHI_KEY_ENV, raising=False)
+    monkeypatch.delenv(PHI_KEY_FILE_ENV, raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    assert default_key_file() == tmp_path / "config" / "radlens" / "phi.key"
+    key = load_phi_key()
+    path = default_key_file()
+    assert path.is_file() and stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert f"created a new pseudonym key in {path}" in capsys.readouterr().err
+    assert load_phi_key().fingerprint == key.fingerprint and "created" not in capsys.readouterr().err
+    # An explicit key file wins; a key file inside an output folder is refused.
+    mine = tmp_path / "mine.key"
+    mine.write_text(KEY + "\n")
+    mine.chmod(0o600)
+    assert load_phi_key(mine).secret == KEY.encode()
+    out = tmp_path / "out"
+    (out / "keys").mkdir(parents=True)
+    (out / "keys" / "phi.key").write_text(KEY)
+    with pytest.raises(ConfigError, match="outside the output"):
+        load_phi_key(out / "keys" / "phi.key", outputs=[out])
+    monkeypatch.setenv(PHI_KEY_FILE_ENV, str(tmp_path / "elsewhere" / "k"))
+    assert load_phi_key().fingerprint != key.fingerprint and (tmp_path / "elsewhere" / "k").is_file()
+
+
+def test_bad_keys_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv(PHI_KEY_ENV, "radlens")
+    with pytest.raises(ConfigError, match="at least 32 characters"):
+        load_phi_key()
+    with pytest.raises(ConfigError, match="no such pseudonym key file"):
+        load_phi_key(tmp_path / "missing.key")
+    shared = tmp_path / "shared.key"
+    shared.write_text(KEY)
+    shared.chmod(0o644)
+    load_phi_key(shared)
+    assert "can be read by other users" in capsys.readouterr().err
+
+
+def test_identity_tokens_and_redaction() -> None:
+    tokens = identity_tokens({"PatientName": "Doe^John^^Dr", "PatientID": "MRN-123", "StudyDate": "20240102",
+                              "SeriesDescription": "t1_mprage"})
+    assert tokens == {"doe", "john", "mrn123", "20240102"}  # "Dr" is too short to be told from ordinary names
+    assert redact("DOE_JOHN_mrn-123_2024-01-02_t1_mprage", tokens) == "*_*_*_*_t1_mprage"
+    assert redact("Johnson", {"john"}) == "*son"  # better one name too many than one too few

@@ -47,3 +47,25 @@ def test_missing_unknown_and_2d_paths(tmp_path: Path) -> None:
     (tmp_path / "slice.png").write_bytes(b"")
     with pytest.raises(InputError, match="no orientation"):
         read_volume(tmp_path / "slice.png")
+
+
+def test_radlens_info_on_a_huge_header_in_a_tiny_file_fails_at_once(tmp_path: Path) -> None:
+    import time
+
+    import nibabel as nib
+
+    from radlens.info import describe
+
+    path = tmp_path / "huge.nii"
+    nib.save(nib.Nifti1Image(np.ones((4, 4, 4), np.int16), np.eye(4)), path)
+    raw = bytearray(path.read_bytes())
+    header = nib.Nifti1Header(binaryblock=bytes(raw[:348]), check=False)
+    header.set_data_shape((2048, 2048, 1024))  # the 8.6 GB that took 20 s and 8.4 GB of memory to refuse
+    raw[:348] = header.binaryblock
+    path.write_bytes(bytes(raw))
+    start = time.perf_counter()
+    with pytest.raises(InputError, match="huge.nii: the header declares .* but the file holds only"):
+        describe(path)
+    with pytest.raises(InputError, match="huge.nii: the header declares"):
+        read_volume(path)
+    assert time.perf_counter() - start < 2.0

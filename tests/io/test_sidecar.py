@@ -67,3 +67,57 @@ def test_millisecond_times_convert_to_the_same_seconds_as_a_sidecar() -> None:
     sidecar = metadata_from_mapping({"EchoTime": 0.00935, "RepetitionTime": 2.3}, time_unit="s")
     assert dicom.EchoTime == sidecar.EchoTime == 0.00935
     assert dicom.RepetitionTime == sidecar.RepetitionTime
+
+
+def test_sidecar_times_in_milliseconds_are_converted_and_recorded(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="radlens.io.sidecar"):
+        meta = read_sidecar(_write(tmp_path / "ms.json", {"EchoTime": 90, "RepetitionTime": 6000, "InversionTime": 2500}))
+    assert (meta.EchoTime, meta.RepetitionTime, meta.InversionTime) == (0.09, 6.0, 2.5)
+    assert meta.extra["time_units"] == (
+        "milliseconds, converted to seconds: EchoTime 90, RepetitionTime 6000, InversionTime 2500 cannot be seconds "
+        "(longest: EchoTime 1 s, RepetitionTime 100 s, InversionTime 10 s)"
+    )
+    assert "ms.json: times in milliseconds" in caplog.text
+    # A gradient echo in ms: only the echo time gives the unit away; both are converted.
+    gre = read_sidecar(_write(tmp_path / "gre.json", {"EchoTime": 4.5, "RepetitionTime": 25}))
+    assert (gre.EchoTime, gre.RepetitionTime) == (0.0045, 0.025) and "time_units" in gre.extra
+    assert "time_units" not in read_sidecar(_write(tmp_path / "s.json", MR_SIDECAR)).extra
+
+
+def test_sidecar_times_reach_the_volume_through_read_nifti(tmp_path: Path) -> None:
+    import nibabel as nib
+    import numpy as np
+
+    from radlens.io.nifti import read_nifti
+
+    img = nib.Nifti1Image(np.ones((3, 3, 3), np.float32), np.eye(4))
+    nib.save(img, tmp_path / "sub-01_T2w.nii.gz")
+    _write(tmp_path / "sub-01_T2w.json", {"Modality": "MR", "EchoTime": 90, "RepetitionTime": 6000})
+    meta = read_nifti(tmp_path / "sub-01_T2w.nii.gz").metadata
+    assert (meta.EchoTime, meta.RepetitionTime) == (0.09, 6.0) and meta.extra["time_units"].startswith("milliseconds")
+
+
+@pytest.mark.parametrize(
+    "times, reason",
+    [
+        ({"EchoTime": -0.01, "RepetitionTime": 2.0}, "negative time: EchoTime -0.01"),
+        ({"EchoTime": 0.09, "RepetitionTime": 6000}, "EchoTime 0.09 and RepetitionTime 6000 cannot both be ms"),  # mixed
+        ({"EchoTime": 90, "RepetitionTime": 6.0}, "EchoTime 90 and RepetitionTime 6 cannot both be ms"),  # mixed
+        ({"EchoTime": 0.2, "RepetitionTime": 0.1}, "EchoTime 0.2 and RepetitionTime 0.1 cannot both be s"),
+        ({"RepetitionTime": 200_000}, r"impossible time: RepetitionTime 200000 s or ms \(longest: RepetitionTime 100 s\)"),
+    ],
+)
+def test_impossible_or_inconsistent_times_are_refused(tmp_path: Path, times: dict, reason: str) -> None:
+    path = _write(tmp_path / "bad.json", times)
+    with pytest.raises(InputError, match=reason) as err:
+        read_sidecar(path)
+    assert err.value.path == str(path)
+
+
+def test_dicom_times_are_checked_too() -> None:
+    with pytest.raises(InputError, match="negative time: RepetitionTime -5"):
+        metadata_from_mapping({"EchoTime": 30, "RepetitionTime": -5}, time_unit="ms", source="x.dcm")
+    with pytest.raises(InputError, match=r"impossible time: EchoTime 90000 ms"):
+        metadata_from_mapping({"EchoTime": 90000}, time_unit="ms", source="x.dcm")

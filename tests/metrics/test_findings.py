@@ -10,6 +10,7 @@ import pytest
 from sklearn.metrics import average_precision_score, f1_score, precision_score, recall_score, roc_auc_score
 
 from radlens.metrics import findings as metrics
+from radlens.metrics.explain import macro_line
 from radlens.metrics.findings import (
     aggregate_scans,
     binary_metrics,
@@ -157,3 +158,56 @@ def test_macro_and_weighted_means():
     a, b = result["per_finding"]["A"]["auprc"], result["per_finding"]["B"]["auprc"]
     assert result["macro"]["auprc"] == pytest.approx((a + b) / 2)
     assert result["weighted"]["auprc"] == pytest.approx((a * 0.5 + b * 0.25) / 0.75)
+
+
+def test_a_finding_without_positives_is_left_out_of_the_macro_with_its_reason_and_the_ci_survives():
+    rng = np.random.default_rng(0)
+    patients = np.arange(40)
+    y = np.stack([rng.random(40) < 0.4, np.zeros(40, bool), rng.random(40) < 0.5], axis=1).astype(int)
+    s = np.clip(y * 0.4 + rng.random((40, 3)) * 0.6, 0, 1)
+    result = evaluate_findings(y, s, patients, y, s, ["A", "never", "C"], n_bootstrap=100, seed=0)
+    never = result["per_finding"]["never"]
+    assert never["defined"] is False and never["auroc"] is None and never["recall"] is None
+    assert "no positive case among 40 scans" in never["note"]
+    assert result["left_out"] == {"never": "no positive case among 40 scans"}
+    assert result["macro"]["over"] == ["A", "C"] and result["macro"]["n_findings"] == 2
+    a, c = result["per_finding"]["A"]["auroc"], result["per_finding"]["C"]["auroc"]
+    assert result["macro"]["auroc"] == pytest.approx((a + c) / 2)
+    assert result["macro"]["ci"]["auroc"]["n"] == 100  # the undefined finding no longer drops every resample
+    assert result["macro"]["ci"]["auroc"]["low"] < result["macro"]["auroc"] < result["macro"]["ci"]["auroc"]["high"]
+    assert any("over 2 of 3 findings" in n and "never (no positive case" in n for n in result["notes"])
+    line = macro_line(result)
+    assert line.startswith(f"macro AUROC {result['macro']['auroc']:.3f} (95% CI ")
+    assert "over 2 of 3 findings; left out: never (no positive case among 40 scans); 40 scans from 40 patient(s)" in line
+
+
+def test_macro_ci_is_over_the_findings_defined_in_each_resample():
+    patients = np.arange(30)
+    y = np.zeros((30, 2), dtype=int)
+    y[:15, 0] = 1
+    y[0, 1] = 1  # one positive patient: many resamples miss it
+    s = np.linspace(0, 1, 30)[:, None].repeat(2, axis=1)
+    result = evaluate_findings(y, s, patients, y, s, ["common", "rare"], n_bootstrap=60, seed=0)
+    n_rare = result["per_finding"]["rare"]["ci"]["auroc"]["n"]
+    assert 0 < n_rare < 60 and result["macro"]["ci"]["auroc"]["n"] == 60
+    assert result["bootstrap"]["n_resamples_with_fewer_findings"] == 60 - n_rare
+    assert any(f"in {60 - n_rare} of 60 resamples" in n for n in result["notes"])
+
+
+def test_a_split_with_few_patients_says_so():
+    y = np.array([[1], [0], [1], [0], [1], [0]])
+    s = np.array([[0.9], [0.2], [0.7], [0.4], [0.6], [0.1]])
+    patients = np.array([0, 0, 1, 1, 2, 2])
+    result = evaluate_findings(y, s, patients, y, s, ["A"], n_bootstrap=20)
+    assert any("only 3 patient(s) (6 scans)" in n for n in result["notes"])
+    assert "6 scans from 3 patient(s) (fewer than 5: not reliable)" in macro_line(result)
+
+
+def test_no_ci_is_named_when_it_cannot_be_computed():
+    # Every patient is positive for "A" and negative for... nothing: no finding is defined at all.
+    y = np.ones((6, 1), dtype=int)
+    s = np.linspace(0, 1, 6)[:, None]
+    result = evaluate_findings(y, s, np.arange(6), np.array([[0], [1]]), np.array([[0.2], [0.8]]), ["A"], n_bootstrap=10)
+    assert result["macro"]["auroc"] is None and result["macro"]["over"] == [] and result["macro"]["ci"]["auroc"]["n"] == 0
+    assert any(n.startswith("no CI for the macro AUROC: no finding is defined") for n in result["notes"])
+    assert macro_line(result).startswith("macro AUROC n/a over 0 of 1 findings; left out: A (no negative case among 6 scans)")

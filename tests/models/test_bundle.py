@@ -35,7 +35,7 @@ def test_save_load_gives_identical_embeddings_offline(tiny2d, captions, tmp_path
     assert index["format"] == "radlens-bundle" and index["format_version"] == 2 and index["radlens_version"]
     assert index["components"] == {"model": "clip"} and index["preprocessing"] == PREPROCESSING
     config = json.loads((folder / "model" / "config.json").read_text())
-    assert config == tiny2d.config and config["kind"] == "clip" and config["text"]["context_length"] == 128
+    assert config == tiny2d.config and config["kind"] == "clip" and config["text"]["context_length"] == 256
 
 
 def test_saving_over_a_bundle_replaces_it(tiny2d, tmp_path: Path) -> None:

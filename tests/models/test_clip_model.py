@@ -40,7 +40,7 @@ def test_image_the_model_cannot_take_is_a_clear_error(tiny2d) -> None:
 
 
 def test_too_long_text_is_a_clear_error(tiny2d) -> None:
-    with pytest.raises(InputError, match="more than the context length 128"):
+    with pytest.raises(InputError, match="more than the context length 256"):
         tiny2d.tokenize(["axial " * 300])
 
 

@@ -29,6 +29,8 @@ VIT = {"kind": "vit", "input_shape": [16, 16], "patch_size": [8, 8], "hidden_siz
        "num_layers": 1, "num_heads": 2}
 RESNET = {"kind": "resnet", "input_shape": [16, 16, 8], "depth": 10, "width_factor": 0.25, "stem_stride": 2}
 CLIP = {"kind": "clip", "image": VIT, "text": TEXT, "embed_dim": 8}
+UNET = {"in_channels": 4, "out_channels": 4, "channels": [8, 16], "attention_levels": [False, True], "num_res_blocks": 1,
+        "norm_num_groups": 8, "num_head_channels": 8, "cross_attention_dim": 16}
 
 
 def _minilm_path() -> str:
@@ -67,6 +69,24 @@ def _moco(model: Any, original: Any, captions: list[str]) -> dict[str, Any]:
     return {"features": model.encode(images), **{k: out[k] for k in ("q1", "k2")}}
 
 
+def _segmenter(model: Any, original: Any, captions: list[str]) -> dict[str, Any]:
+    images = torch.randn(2, 1, *((12, 10) if original.spatial_dims == 2 else (12, 10, 8)))
+    return {"logits": model(images), "labels": model.segment(images)}
+
+
+def _autoencoder(model: Any, original: Any, captions: list[str]) -> dict[str, Any]:
+    images = torch.rand(2, 1, 16, 16)
+    return {"reconstruction": model(images)[0], "latents": model.encode_latents(images, sample=False)}
+
+
+def _diffusion(model: Any, original: Any, captions: list[str]) -> dict[str, Any]:
+    x, t, context = torch.randn(2, 4, 8, 8), torch.tensor([1, 700]), torch.randn(2, 3, 16)
+    if original.config["kind"] == "diffusion_unet":
+        return {"prediction": model(x, t, context=context)}
+    down, mid = model(x=x, timesteps=t, controlnet_cond=model.encode_mask(torch.randint(0, 3, (2, 1, 16, 16))), context=context)
+    return {"mid": mid, "first": down[0]}
+
+
 def _mil(model: Any, original: Any, captions: list[str]) -> dict[str, Any]:
     mask = torch.tensor([[True] * 5, [True, True, False, False, False]])
     return {"logits": model(torch.randn(2, 5, 8), mask)}
@@ -101,6 +121,18 @@ CONTRACT: dict[str, Case] = {
     "moco": Case(lambda: {"kind": "moco", "encoder": {**VIT, "conv_stem": True}, "dim": 8, "hidden": 16}, _moco),
     "mean_mil": Case(lambda: {"kind": "mean_mil", "in_dim": 8, "n_classes": 2, "hidden": 4}, _mil),
     "pma_mil": Case(lambda: {"kind": "pma_mil", "in_dim": 8, "hidden": 8, "n_classes": 2, "num_heads": 2}, _mil),
+    # the generative parts: the latent scale factor is a buffer; the ControlNet embeds 16x16 masks to 8x8 latents
+    "autoencoder_kl": Case(lambda: {"kind": "autoencoder_kl", "channels": [4, 8], "attention_levels": [False, False],
+                                    "num_res_blocks": 1, "latent_channels": 2, "norm_num_groups": 4,
+                                    "with_encoder_nonlocal_attn": False, "with_decoder_nonlocal_attn": False}, _autoencoder),
+    "diffusion_unet": Case(lambda: {"kind": "diffusion_unet", **UNET}, _diffusion),
+    "mask_controlnet": Case(lambda: {"kind": "mask_controlnet", **{k: v for k, v in UNET.items() if k not in ("out_channels",)},
+                                     "num_labels": 3, "conditioning_channels": [4, 8]}, _diffusion),
+    # label ids as in the prepared dataset (not consecutive), through the argmax
+    "unet-seg": Case(lambda: {"kind": "unet-seg", "out_channels": 3, "channels": [4, 8], "strides": [2], "num_res_units": 1,
+                              "label_ids": [0, 2, 5]}, _segmenter),
+    "dynunet-seg": Case(lambda: {"kind": "dynunet-seg", "out_channels": 2, "spatial_dims": 3, "filters": [4, 8, 8],
+                                 "strides": [1, 2, 2]}, _segmenter),
 }
 
 

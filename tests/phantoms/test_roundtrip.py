@@ -27,6 +27,7 @@ from radlens.phantoms.ct_anatomy import TISSUES
 from radlens.phantoms.ct_findings import FINDINGS
 from radlens.phantoms.ct_layout import decode
 from radlens.phantoms.mri import MRIPhantomConfig, generate_mri_phantom
+from radlens.phantoms.mri_labels import LESION, TISSUE_LABELS
 from radlens.prepare.masks import label_boxes
 from radlens.prepare.pipeline import default_config, prepare_dataset
 from radlens.prepare.slicing import SliceConfig
@@ -135,6 +136,15 @@ def test_lesion_masks_mark_the_slices_the_phantom_lists(mri: MRIRun) -> None:
         assert dict(zip(kept["slice_index"], kept["lesion"])) == {i: expected[i] for i in kept["slice_index"]}
 
 
+def _private_dir(dicom_dir: str) -> str:
+    """``dicom/sub-001/series-01`` as the DICOM source records it: the subject folder as the patient's pseudonym."""
+    from radlens.io.phi import load_phi_key
+    from radlens.phantoms.mri_dicom import patient_identity
+
+    subject, rest = dicom_dir.removeprefix("dicom/").split("/", 1)
+    return f"{load_phi_key().pseudonym('p', patient_identity(subject)['PatientID'])}/{rest}"
+
+
 def _written_text(folder: Path) -> str:
     """Every table, card, record and log the prepared folder holds, as text (arrays excluded)."""
     parts = []
@@ -146,11 +156,12 @@ def _written_text(folder: Path) -> str:
 def test_dicom_prepares_every_series_and_keeps_no_phi(mri: MRIRun) -> None:
     ds = mri.dicom3d
     _complete(ds, len(mri.truth))
-    assert set(ds.series["source_path"]) == {d.removeprefix("dicom/") for d in mri.truth["dicom_dir"]}
-    assert ds.series["patient_id"].str.fullmatch(r"p[0-9a-f]{10}").all()
-    assert ds.series["series_id"].str.fullmatch(r"s[0-9a-f]{12}").all()
+    # Source paths relative to the root, the subject's folder recorded as its pseudonym (keyed: tests/conftest.py's key).
+    assert set(ds.series["source_path"]) == {_private_dir(d) for d in mri.truth["dicom_dir"]}
+    assert ds.series["patient_id"].str.fullmatch(r"p[0-9a-f]{16}").all()
+    assert ds.series["series_id"].str.fullmatch(r"s[0-9a-f]{16}").all()
     subject_folder = ds.series["source_path"].str.split("/").str[0]
-    assert ds.series.groupby(subject_folder)["patient_id"].nunique().eq(1).all()  # one pseudonym per subject
+    assert (subject_folder == ds.series["patient_id"]).all()  # one pseudonym per subject
     assert ds.series["patient_id"].nunique() == MRI.subjects
     text = _written_text(ds.path)
     assert all(caption in text for caption in ds.series["text"])  # the tables were read
@@ -162,7 +173,7 @@ def test_dicom_and_nifti_versions_of_a_series_agree(mri: MRIRun) -> None:
     nifti = mri.bids3d.series.set_index("series_id")
     dicom = mri.dicom3d.series.set_index("source_path")
     for row in mri.truth.itertuples():
-        a, b = nifti.loc[row.series], dicom.loc[row.dicom_dir.removeprefix("dicom/")]
+        a, b = nifti.loc[row.series], dicom.loc[_private_dir(row.dicom_dir)]
         assert a["plane"] == b["plane"] == row.plane
         assert a["text"] == b["text"]
         assert list(a["orig_shape"]) == list(b["orig_shape"])
@@ -193,7 +204,7 @@ def test_ct_labels_csv_round_trips_into_the_finding_columns(ct: CTRun) -> None:
 
 def test_ct_hu_follows_the_stored_as_hu_flag_of_each_volume(ct: CTRun) -> None:
     ds = ct.ds
-    assert ds.card["config"]["already_hu"] == "auto-column"
+    assert ds.card["config"]["already_hu"] == "auto"  # the StoredAsHU column decides per volume, checked on the data
     truth = ct.truth.set_index(ct.truth["VolumeName"].str.removesuffix(".nii.gz"))
     assert set(truth["StoredAsHU"]) == {True, False}
     assert set(truth.loc[~truth["StoredAsHU"], "RescaleIntercept"]) == {-1024.0, -8192.0}
@@ -244,11 +255,11 @@ def test_reoriented_niftis_keep_their_plane_through_the_sidecar_orientation(tmp_
 
 def test_mri_lesion_masks_arrive_beside_2d_slices_and_3d_volumes(mri: MRIRun) -> None:
     for ds in (mri.bids2d, mri.bids3d):
-        assert ds.labels == {0: "background", 1: "lesion"}
+        assert ds.labels == TISSUE_LABELS  # the tissue map (_dseg) wins over the lesion mask; its lesion label is LESION
         for row in ds.series.itertuples():
             mask, array = ds.mask(row.series_id), ds.array(row.series_id)
             assert mask is not None and mask.shape == array.shape and mask.dtype == np.uint8
-            assert set(np.unique(mask)) <= {0, 1}
+            assert set(np.unique(mask)) <= set(TISSUE_LABELS)
             boxes = label_boxes(mask[0] if ds.dims == 3 else mask)
             assert {k: tuple(v) for k, v in boxes.items()} == parse_boxes(row.boxes)
     # 3D (crop/pad to 32^3, no resampling): the mask is the phantom's, in RAS order, cut like the image.
@@ -256,15 +267,15 @@ def test_mri_lesion_masks_arrive_beside_2d_slices_and_3d_volumes(mri: MRIRun) ->
     for row in mri.truth.itertuples():
         source = reorient_ras(read_mask(mri.root / row.lesion_mask))
         expected = center_crop_pad(source, (32, 32, 32)).array
-        np.testing.assert_array_equal(mri.bids3d.mask(row.series), expected)
+        np.testing.assert_array_equal(mri.bids3d.mask(row.series) == LESION, expected.astype(bool))
         lesions += int(expected.any())
     assert lesions > 0
     # 2D: a slice whose stored mask shows the lesion is a lesion slice of the phantom.
     slices = mri.bids2d.slices
-    shown = slices["labels_present"].map(lambda p: 1 in p)
+    shown = slices["labels_present"].map(lambda p: LESION in p)
     assert shown.any() and (slices.loc[shown, "lesion"] == 1).all()
     for row in slices[shown].head(20).itertuples():
-        assert mri.bids2d.slice_mask(row.slice_id).any()
+        assert (mri.bids2d.slice_mask(row.slice_id) == LESION).any()
 
 
 def test_ct_finding_masks_arrive_in_3d_and_2d(ct: CTRun, tmp_path: Path) -> None:

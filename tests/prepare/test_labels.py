@@ -25,7 +25,26 @@ def table_of(records: list[tuple[str, str, AcquisitionMetadata]]) -> pd.DataFram
 
 def test_key_is_readable_and_built_from_typed_fields() -> None:
     keys = protocol_keys(table_of([("p1", "axial", T2)]))
-    assert keys.tolist() == ["axial|SIEMENS|Skyra|3|SE|SK_SP|2D|90|TE3|TR5|TI-"]
+    assert keys.tolist() == ["axial|Siemens|SKYRA|3|SE|SK_SP|2D|90|TE3|TR5|TI-"]
+
+
+def test_vendor_spellings_of_one_scanner_and_sequence_are_one_protocol() -> None:
+    spellings = [
+        T2,
+        T2.replace(Manufacturer="Siemens Healthineers", ManufacturersModelName="SKYRA", MagneticFieldStrength=2.89),
+        T2.replace(Manufacturer="SIEMENS HEALTHINEERS", MagneticFieldStrength=30000.0, FlipAngle=90.0000001),
+        T2.replace(Manufacturer="Siemens", SequenceVariant=("SP", "SK"), MRAcquisitionType="2d"),
+    ]
+    table = table_of([(f"p{i}", "axial", m) for i, m in enumerate(spellings)])
+    ids, names = assign_labels(protocol_keys(table))
+    assert set(ids) == {0} and names == {0: "axial|Siemens|SKYRA|3|SE|SK_SP|2D|90|TE3|TR5|TI-"}
+    assert table["Manufacturer"].tolist()[1] == "Siemens Healthineers"  # the stored columns keep what was written
+    others = [T2.replace(Manufacturer="GE MEDICAL SYSTEMS", ManufacturersModelName="Avanto_fit"),
+              T2.replace(Manufacturer="GE HealthCare", ManufacturersModelName="Avanto fit"),
+              T2.replace(Manufacturer="Philips Medical Systems", MagneticFieldStrength=1.494)]
+    keys = protocol_keys(table_of([(f"q{i}", "axial", m) for i, m in enumerate(others)]))
+    assert keys.iloc[0] == keys.iloc[1] == "axial|GE|AVANTO FIT|3|SE|SK_SP|2D|90|TE3|TR5|TI-"
+    assert keys.iloc[2].startswith("axial|Philips|SKYRA|1.5|")
 
 
 def test_series_differing_only_in_te_bin_get_different_labels() -> None:

@@ -1,10 +1,16 @@
-"""End-to-end ``radlens prepare`` on a tiny BIDS tree: layout, resume, workers, bad inputs, CLI;
-on a tiny CT-RATE tree: options always win over the source preset."""
+"""End-to-end ``radlens prepare`` on a tiny BIDS tree: layout, resume, workers (and their end with a
+killed parent), bad inputs, CLI; on a tiny CT-RATE tree: options always win over the source preset;
+on a DICOM tree: an output made with another pseudonym key is refused."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +19,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from support.layouts import SIDECAR, head, tree_state, write_bids, write_ctrate
+from support.layouts import SIDECAR, head, tree_state, write_bids, write_ctrate, write_dicom_tree
 
 from radlens.cli import main
 from radlens.common.atomic import strict_json
-from radlens.errors import InputError
+from radlens.errors import ConfigError, InputError
 from radlens.io.prepared import PreparedDataset
 from radlens.prepare import pipeline
 from radlens.prepare.intensity import IntensityConfig
@@ -106,6 +112,10 @@ def test_resume_skips_series_already_prepared(bids: Path, tmp_path: Path, monkey
 
 
 def test_workers_give_the_same_result(bids: Path, tmp_path: Path) -> None:
+    for name in ("sub-00_ses-01_bad.nii.gz", "sub-03_ses-01_bad.nii.gz"):  # failures, listed in discovery order
+        folder = bids / name[:6] / "ses-01" / "anat"
+        (folder / name).write_bytes(b"not a nifti")
+        (folder / name.replace(".nii.gz", ".json")).write_text(json.dumps(SIDECAR))
     # 3D keeps torch out of the worker processes, so the test stays quick.
     one = prepare_dataset("bids", bids, tmp_path / "one", small(dims=3), workers=1)
     two = prepare_dataset("bids", bids, tmp_path / "two", small(dims=3), workers=2)
@@ -114,6 +124,73 @@ def test_workers_give_the_same_result(bids: Path, tmp_path: Path) -> None:
         np.testing.assert_array_equal(one.array(sid), two.array(sid))
     strip = lambda card: {k: v for k, v in card.items() if k != "created"}  # noqa: E731
     assert strip(one.card) == strip(two.card)
+    assert (tmp_path / "one" / "failures.csv").read_bytes() == (tmp_path / "two" / "failures.csv").read_bytes()
+    assert one.failures["path"].tolist() == ["sub-00/ses-01/anat/sub-00_ses-01_bad.nii.gz", "sub-03/ses-01/anat/sub-03_ses-01_bad.nii.gz"]
+
+
+def _children(pid: int) -> set[int]:
+    """Processes whose parent is ``pid`` (Linux /proc)."""
+    out = set()
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text()
+        except (OSError, ValueError):
+            continue
+        if entry.name.isdigit() and int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            out.add(int(entry.name))
+    return out
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_workers_end_with_a_killed_parent(tmp_path: Path) -> None:
+    write_bids(tmp_path / "bids", subjects=6)
+    run = ("import sys, dataclasses; from radlens.prepare.pipeline import default_config, prepare_dataset; "
+           "cfg = dataclasses.replace(default_config('bids'), dims=3); prepare_dataset('bids', sys.argv[1], sys.argv[2], cfg, workers=2)")
+    command = [sys.executable, "-c", run, str(tmp_path / "bids"), str(tmp_path / "out")]
+    parent = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline, workers = time.monotonic() + 120, set()
+        while len(workers) < 2:
+            assert parent.poll() is None and time.monotonic() < deadline, "the workers never started"
+            workers = {p for p in _children(parent.pid) if b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes()}
+            time.sleep(0.02)
+        helpers = _children(parent.pid)  # the workers and multiprocessing's resource tracker
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait()
+        deadline = time.monotonic() + 5
+        while any(_running(p) for p in helpers) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not [p for p in helpers if _running(p)], "processes of the killed prepare still run"
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+
+
+def test_an_output_made_with_another_pseudonym_key_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_dicom_tree(tmp_path / "dicom")
+    cfg = dataclasses.replace(default_config("dicom"), spatial=dataclasses.replace(default_config("dicom").spatial, shape=(8, 8, 4)))
+    first = prepare_dataset("dicom", tmp_path / "dicom", tmp_path / "out", cfg)
+    again = prepare_dataset("dicom", tmp_path / "dicom", tmp_path / "out", cfg)  # the same key: the same ids
+    assert first.series["patient_id"].tolist() == again.series["patient_id"].tolist()
+    monkeypatch.setenv("RADLENS_PHI_KEY", "another-key-of-at-least-32-characters!!")
+    with pytest.raises(ConfigError, match=f"fingerprint {first.card['pseudonym_key_fingerprint']}"):
+        prepare_dataset("dicom", tmp_path / "dicom", tmp_path / "out", cfg)
+    other = prepare_dataset("dicom", tmp_path / "dicom", tmp_path / "other", cfg)
+    assert other.card["pseudonym_key_fingerprint"] != first.card["pseudonym_key_fingerprint"]
+    assert set(other.series["patient_id"]).isdisjoint(first.series["patient_id"])
+    key_file = tmp_path / "out" / "phi.key"  # a key kept inside the output would travel with the data
+    key_file.write_text("k" * 40)
+    with pytest.raises(ConfigError, match="must be kept outside the output"):
+        prepare_dataset("dicom", tmp_path / "dicom", tmp_path / "out", dataclasses.replace(cfg, phi_key_file=str(key_file)))
 
 
 def _write(path: Path, array: np.ndarray, sidecar: dict | str | None) -> None:

@@ -77,3 +77,14 @@ def test_report_text_is_findings_for_training_and_findings_impression_for_evalua
     assert report_text(ReportSections(impression="x"), ("findings", "impression")) == "x"
     with pytest.raises(ConfigError, match="valid: clinical"):
         report_text(s, ("finding",))
+
+
+def test_ctrate_tables_need_every_section_and_rows_need_findings() -> None:
+    from radlens.prepare.reports import check_ctrate_columns, ctrate_training_text
+
+    check_ctrate_columns(list(CTRATE_ROW), "train_reports.csv")
+    with pytest.raises(InputError, match=r"train_reports.csv: not a CT-RATE reports table: missing column\(s\) \['Findings_EN'\]"):
+        check_ctrate_columns([c for c in CTRATE_ROW if c != "Findings_EN"], "train_reports.csv")
+    assert ctrate_training_text(from_ctrate_row(CTRATE_ROW), "x line 2") == CTRATE_ROW["Findings_EN"]
+    with pytest.raises(InputError, match="^x line 2: empty Findings_EN"):
+        ctrate_training_text(from_ctrate_row({**CTRATE_ROW, "Findings_EN": float("nan")}), "x line 2")

@@ -93,6 +93,22 @@ def test_extract_slices_selection_counts() -> None:
     assert empty.shape == (0, 16, 16) and rows == []
 
 
+def test_pure_noise_edge_slices_are_dropped_unless_asked() -> None:
+    """MRI: Rician-like noise in the air everywhere, the head in slices 5..14 only."""
+    rng = np.random.default_rng(0)
+    vol = _body()
+    vol.array[...] = vol.array * 100 + np.abs(rng.normal(0, 3, vol.array.shape)).astype(np.float32)
+    _, rows = extract_slices(vol, SliceConfig(slice_shape=(16, 16)))
+    assert [r["slice_index"] for r in rows] == list(range(5, 15))  # the noise slices are gone
+    assert rows[0]["foreground"] == pytest.approx(24 / 120)
+    _, kept = extract_slices(vol, SliceConfig(min_foreground=0.0, slice_shape=(16, 16)))
+    assert len(kept) == 20  # asked for every slice
+    _, above_minimum = extract_slices(vol, SliceConfig(foreground_level=0.0, slice_shape=(16, 16)))
+    assert len(above_minimum) == 20 and min(r["foreground"] for r in above_minimum) > 0.9  # noise counted
+    with pytest.raises(ValueError, match="foreground_level"):
+        extract_slices(vol, SliceConfig(foreground_level=1.5))
+
+
 def test_extract_slices_lesion_flags_from_mask() -> None:
     vol = _body()
     labels = np.zeros_like(vol.array, dtype=np.uint8)

@@ -102,6 +102,71 @@ def write_ctrate(root: Path, stored_as_hu_column: bool = True, shape: tuple[int,
     return names
 
 
+# CT-RATE's public repository: which tree holds what, and where its tables sit.
+CTRATE_TREES = {"raw": "", "fixed": "_fixed"}
+CTRATE_TABLES = {
+    "train": ("metadata/train_metadata.csv", "radiology_text_reports/train_reports.csv",
+              "multi_abnormality_labels/train_predicted_labels.csv"),
+    "valid": ("metadata/validation_metadata.csv", "radiology_text_reports/validation_reports.csv",
+              "multi_abnormality_labels/valid_predicted_labels.csv"),
+}
+# Volume name -> (RescaleIntercept of its raw copy, soft-tissue HU inside its body box).
+CTRATE_VOLUMES = {
+    "train_1_a_1": (-1024.0, 40.0), "train_1_a_2": (-8192.0, 50.0), "train_2_a_1": (-8192.0, 60.0),
+    "valid_1_a_1": (-1024.0, 70.0), "valid_2_a_1": (-8192.0, 80.0),
+}
+
+
+def ctrate_hu(name: str, shape: tuple[int, int, int] = (16, 16, 8)) -> np.ndarray:
+    """The true HU of a volume of :func:`write_ctrate_repo`: air (-1000) around a body box (fat
+    ring of -100 HU, soft tissue of the volume's value inside) with a bone rod of 700 HU."""
+    hu = np.full(shape, -1000.0, dtype=np.float32)
+    hu[3:13, 3:13, :] = -100.0
+    hu[4:12, 4:12, :] = CTRATE_VOLUMES[name][1]
+    hu[7:9, 10:12, :] = 700.0
+    return hu
+
+
+def write_ctrate_repo(root: Path, trees: tuple[str, ...] = ("raw", "fixed"), shape: tuple[int, int, int] = (16, 16, 8)) -> Path:
+    """CT-RATE as its public repository holds it, with tiny volumes; returns ``root / "dataset"``.
+
+    ``dataset/{train,valid}/`` hold raw int16 values, ``(HU - RescaleIntercept) / RescaleSlope``
+    with slope 1 and the intercept of :data:`CTRATE_VOLUMES` (-1024 or -8192);
+    ``dataset/{train,valid}_fixed/`` hold the same volumes in HU. ``trees`` picks which trees exist.
+    Tables under ``dataset/metadata``, ``dataset/radiology_text_reports`` and
+    ``dataset/multi_abnormality_labels``; the metadata CSV has no column saying which tree a file
+    is in, and gives every volume its scanner's intercept (the fixed copies too, as CT-RATE does).
+    """
+    import nibabel as nib
+    import pandas as pd
+
+    dataset = root / "dataset"
+    findings = CTRATE_FINDINGS_HEADER.split(",")
+    rows: dict[str, list[list[dict[str, object]]]] = {"train": [[], [], []], "valid": [[], [], []]}
+    for i, (name, (intercept, _)) in enumerate(CTRATE_VOLUMES.items()):
+        split, patient, scan, _ = name.split("_")
+        hu = ctrate_hu(name, shape)
+        for tree in trees:
+            folder = dataset / f"{split}{CTRATE_TREES[tree]}" / f"{split}_{patient}" / f"{split}_{patient}_{scan}"
+            folder.mkdir(parents=True, exist_ok=True)
+            stored = hu if tree == "fixed" else hu - intercept
+            nib.save(nib.Nifti1Image(stored.astype(np.int16), np.diag([1.5, 1.5, 3.0, 1.0])), folder / f"{name}.nii.gz")
+        volume = f"{name}.nii.gz"
+        meta, reports, labels = rows[split]
+        meta.append({"VolumeName": volume, "Manufacturer": "SIEMENS" if intercept == -1024 else "PHILIPS",
+                     "ManufacturerModelName": "Model", "PatientSex": "M", "PatientAge": "061Y", "Rows": shape[0],
+                     "Columns": shape[1], "XYSpacing": "[1.5, 1.5]", "ZSpacing": 3.0, "NumberofSlices": shape[2],
+                     "RescaleIntercept": intercept, "RescaleSlope": 1.0, "RescaleType": "HU"})
+        reports.append({"VolumeName": volume, "ClinicalInformation_EN": "Cough.", "Technique_EN": "Non-contrast chest CT.",
+                        "Findings_EN": f"Findings of {name}.", "Impressions_EN": "No acute finding."})
+        labels.append({"VolumeName": volume, **{f: (i + k) % 2 for k, f in enumerate(findings)}})
+    for split, tables in rows.items():
+        for rel, table in zip(CTRATE_TABLES[split], tables):
+            (dataset / rel).parent.mkdir(parents=True, exist_ok=True)
+            pd.DataFrame(table).to_csv(dataset / rel, index=False)
+    return dataset
+
+
 def write_dicom_tree(root: Path, slices: int = 4, mr: str = "MR_small.dcm") -> Path:
     """A DICOM tree: a CT series built from pydicom's CT_small.dcm, one pydicom MR file, a non-DICOM file.
 

@@ -84,7 +84,7 @@ def trajectories(root: Path, stop_at: int | None = None) -> dict[str, list[float
     from radlens.train.clip import train_clip
     from radlens.train.config import LossConfig, OptimConfig
     from radlens.train.labeller import train_labeller
-    from radlens.train.probe_train import train_probe
+    from radlens.train.probe_train import train_classfine
     from radlens.train.vocabfine import train_vocabfine
     from train.conftest import MICRO  # type: ignore[import-not-found]
 
@@ -92,16 +92,17 @@ def trajectories(root: Path, stop_at: int | None = None) -> dict[str, list[float
     model = root / "micro.json"
     model.write_text(json.dumps(MICRO))
     prep2d = write_prepared(root / "prep2d", shape=(32, 32), patients={"train": 3, "validation": 1, "test": 1})
-    out["clip"] = train(train_clip, ClipDataConfig(path=str(prep2d), batch_size=8), model=str(model),
+    out["clip"] = train(train_clip, str(prep2d), data=ClipDataConfig(batch_size=8), model=str(model),
                         optim=OptimConfig(lr=1e-3, warmup_steps=1), loss=LossConfig(mode="multi_positive"), out=root / "clip")
 
     prepared = write_findings_prepared(root / "prep3d")
     torch.manual_seed(0)
     base = base_bundle(root / "base", prepared, tiny_model(root / "tiny.json"))
-    data = FindingDataConfig(path=str(prepared), batch_size=8)
-    out["probe"] = train(train_probe, data, str(base), out=root / "probe", optim=OptimConfig(lr=1e-2, warmup_steps=2),
-                         n_bootstrap=5)
-    out["vocabfine"] = train(train_vocabfine, data, str(base), out=root / "vocabfine", optim=OptimConfig(lr=3e-3, warmup_steps=2))
+    data = FindingDataConfig(batch_size=8)
+    out["probe"] = train(train_classfine, str(base), str(prepared), data=data, out=root / "probe",
+                         optim=OptimConfig(lr=1e-2, warmup_steps=2), n_bootstrap=5)
+    out["vocabfine"] = train(train_vocabfine, str(base), str(prepared), data=data, out=root / "vocabfine",
+                             optim=OptimConfig(lr=3e-3, warmup_steps=2), n_bootstrap=5)
     out["labeller"] = train(train_labeller, str(prepared), out=root / "labeller", encoder="tiny", sections=["findings"],
                             context_length=32, batch_size=8, optim=OptimConfig(lr=3e-3, warmup_steps=2), n_bootstrap=5)
     return out

@@ -39,10 +39,11 @@ def trained_run(prepared_2d: Path, micro_model: str, tmp_path_factory: pytest.Te
     from radlens.train.config import LossConfig, OptimConfig
 
     return train_clip(
-        ClipDataConfig(path=str(prepared_2d), batch_size=8),
+        str(prepared_2d),
+        str(tmp_path_factory.mktemp("run") / "run"),
+        ClipDataConfig(batch_size=8),
         model=micro_model,
         optim=OptimConfig(lr=1e-3, warmup_steps=1),
         trainer=quick_trainer(max_steps=8, checkpoint_every_n_steps=4),
         loss=LossConfig(mode="multi_positive"),
-        out=str(tmp_path_factory.mktemp("run") / "run"),
     )

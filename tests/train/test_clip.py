@@ -71,7 +71,7 @@ def test_bundle_reloads_with_the_modules_embeddings(trained_run: Path, prepared_
 def test_evaluate_retrieval_reports_metrics_with_chance(trained_run: Path, prepared_2d: Path, tmp_path: Path) -> None:
     from radlens.evaluate.retrieval import evaluate_retrieval
 
-    metrics = evaluate_retrieval(str(trained_run), str(prepared_2d), "test", out=str(tmp_path / "eval"))
+    metrics = evaluate_retrieval(str(trained_run), str(prepared_2d), str(tmp_path / "eval"), "test")
     assert metrics["n_items"] == 8  # 1 test patient x 2 protocols x 4 slices
     assert metrics["i2t_label_R@1"] >= 0.5
     assert metrics["chance_i2t_label_R@1"] == pytest.approx(0.5)
@@ -86,14 +86,15 @@ def test_a_finished_run_is_extended_with_resume(trained_run: Path, prepared_2d: 
     from radlens.data.datasets import ClipDataConfig
     from radlens.train.clip import train_clip
 
-    data = ClipDataConfig(path=str(prepared_2d), batch_size=8)  # 24 train slices: 3 batches per epoch
-    start = {"init_from": str(trained_run / "last"), "seed": 3}
-    full = train_clip(data, trainer=quick_trainer(max_steps=4, val_every_n_steps=100), out=str(tmp_path / "full"), **start)
+    data = ClipDataConfig(batch_size=8)  # 24 train slices: 3 batches per epoch
+    start = {"data": data, "init_from": str(trained_run / "last"), "seed": 3}
+    prep = str(prepared_2d)
+    full = train_clip(prep, str(tmp_path / "full"), trainer=quick_trainer(max_steps=4, val_every_n_steps=100), **start)
     part = tmp_path / "part"
-    train_clip(data, trainer=quick_trainer(max_steps=2, val_every_n_steps=100), out=str(part), **start)
+    train_clip(prep, str(part), trainer=quick_trainer(max_steps=2, val_every_n_steps=100), **start)
     with pytest.raises(ConfigError, match="--resume latest"):
-        train_clip(data, trainer=quick_trainer(max_steps=4), out=str(part), **start)
-    train_clip(data, trainer=quick_trainer(max_steps=4, val_every_n_steps=100), out=str(part), resume="latest", **start)
+        train_clip(prep, str(part), trainer=quick_trainer(max_steps=4), **start)
+    train_clip(prep, str(part), trainer=quick_trainer(max_steps=4, val_every_n_steps=100), resume="latest", **start)
     expected, got = _train_losses(full), _train_losses(part)
     assert list(got.index) == [0, 1, 2, 3]
     pd.testing.assert_series_equal(got.iloc[:2], expected.iloc[:2], rtol=1e-5, atol=1e-6)
@@ -107,31 +108,31 @@ def _cli(*args: str) -> int:
 def test_cli_rejects_unknown_keys_and_wrong_types(prepared_2d: Path, tmp_path: Path,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     cfg = tmp_path / "cfg.yaml"
-    cfg.write_text(yaml.safe_dump({"data": {"path": str(prepared_2d), "batch_sise": 4}}))
+    cfg.write_text(yaml.safe_dump({"prepared": str(prepared_2d), "out": str(tmp_path / "a"), "data": {"batch_sise": 4}}))
     with pytest.raises(SystemExit):
-        _cli("--config", str(cfg), "--out", str(tmp_path / "a"))
+        _cli("--config", str(cfg))
     assert "'data' does not accept option 'batch_sise'" in capsys.readouterr().err  # the key is named
     with pytest.raises(SystemExit):
-        _cli("--data.path", str(prepared_2d), "--data.batch_size", "many", "--out", str(tmp_path / "b"))
+        _cli(str(prepared_2d), str(tmp_path / "b"), "--data.batch_size", "many")
     with pytest.raises(SystemExit):
-        _cli("--data.path", str(prepared_2d), "--trainer.strategy", "horovod", "--out", str(tmp_path / "c"))
+        _cli(str(prepared_2d), str(tmp_path / "c"), "--trainer.strategy", "horovod")
     assert not any((tmp_path / d).exists() for d in "abc")
 
 
 def test_cli_clear_errors_before_training(micro_model: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     not_prepared = tmp_path / "raw"
     not_prepared.mkdir()
-    assert _cli("--data.path", str(not_prepared), "--out", str(tmp_path / "run1")) == 2
+    assert _cli(str(not_prepared), str(tmp_path / "run1")) == 2
     assert "not a prepared dataset" in capsys.readouterr().err
     other = write_prepared(tmp_path / "other", shape=(16, 16), patients={"train": 2, "validation": 1})
-    args = ["--data.path", str(other), "--model", micro_model, "--data.batch_size", "4", "--out", str(tmp_path / "run2")]
+    args = [str(other), str(tmp_path / "run2"), "--model", micro_model, "--data.batch_size", "4"]
     assert _cli(*args) == 2
     assert "the model takes (1, 32, 32)" in capsys.readouterr().err
     assert not (tmp_path / "run1").exists() and not (tmp_path / "run2" / "checkpoints").exists()
-    assert _cli("--data.path", str(other), "--loss.mode", "findings", "--out", str(tmp_path / "run4")) == 2
+    assert _cli(str(other), str(tmp_path / "run4"), "--loss.mode", "findings") == 2
     assert "needs finding labels" in capsys.readouterr().err and not (tmp_path / "run4").exists()
     if not torch.cuda.is_available():
-        assert _cli("--data.path", str(other), "--trainer.strategy", "fsdp", "--out", str(tmp_path / "run3")) == 2
+        assert _cli(str(other), str(tmp_path / "run3"), "--trainer.strategy", "fsdp") == 2
         assert "fsdp shards the model over GPUs" in capsys.readouterr().err
 
 
@@ -140,10 +141,9 @@ def test_bf16_mixed_precision_trains(prepared_2d: Path, micro_model: str, tmp_pa
     from radlens.train.clip import train_clip
     from radlens.train.config import OptimConfig
 
-    run = train_clip(ClipDataConfig(path=str(prepared_2d), batch_size=8), model=micro_model,
+    run = train_clip(str(prepared_2d), str(tmp_path / "run"), ClipDataConfig(batch_size=8), model=micro_model,
                      optim=OptimConfig(lr=1e-3, warmup_steps=1),
-                     trainer=quick_trainer(max_steps=8, val_every_n_steps=4, precision="bf16-mixed"),
-                     out=str(tmp_path / "run"))
+                     trainer=quick_trainer(max_steps=8, val_every_n_steps=4, precision="bf16-mixed"))
     losses = _train_losses(run)
     assert losses.notna().all() and losses.iloc[-1] < losses.iloc[0]
     assert (run / "best" / "bundle.json").is_file()
@@ -158,8 +158,8 @@ def test_text_longer_than_the_context_is_an_error_before_training(micro_model: s
     slices.loc[slices["split"] == "validation", "text"] = " ".join(f"word{i}" for i in range(100))
     slices.to_parquet(ds / "slices.parquet", index=False)
     with pytest.raises(InputError, match="more than the context length"):
-        train_clip(ClipDataConfig(path=str(ds), batch_size=4), model=micro_model, trainer=quick_trainer(),
-                   out=str(tmp_path / "run"))
+        train_clip(str(ds), str(tmp_path / "run"), ClipDataConfig(batch_size=4), model=micro_model,
+                   trainer=quick_trainer())
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
@@ -171,7 +171,7 @@ def test_run_config_reruns_the_command(trained_run: Path, capsys: pytest.Capture
     printed = yaml.safe_load(capsys.readouterr().out)
     saved = yaml.safe_load((trained_run / "config.yaml").read_text())
     assert printed["loss"] == saved["loss"] and printed["seed"] == saved["seed"]
-    assert printed["data"]["path"] == saved["data"]["path"]
+    assert printed["prepared"] == saved["prepared"] and printed["out"] == saved["out"]
 
 
 def test_findings_loss_trains_a_3d_report_clip(tmp_path: Path) -> None:
@@ -180,10 +180,9 @@ def test_findings_loss_trains_a_3d_report_clip(tmp_path: Path) -> None:
     from radlens.train.config import LossConfig, OptimConfig
 
     ds = write_findings_prepared(tmp_path / "prep", patients={"train": 16, "validation": 4})
-    run = train_clip(ClipDataConfig(path=str(ds), text_column="report_findings", batch_size=8),
+    run = train_clip(str(ds), str(tmp_path / "run"), ClipDataConfig(text_column="report_findings", batch_size=8),
                      model=str(tiny_model(tmp_path / "tiny.json")), optim=OptimConfig(lr=1e-3, warmup_steps=1),
-                     trainer=quick_trainer(max_steps=12, val_every_n_steps=6), loss=LossConfig(mode="findings", alpha=0.5),
-                     out=str(tmp_path / "run"))
+                     trainer=quick_trainer(max_steps=12, val_every_n_steps=6), loss=LossConfig(mode="findings", alpha=0.5))
     losses = _train_losses(run)
     assert losses.iloc[-1] < losses.iloc[0]
     assert yaml.safe_load((run / "config.yaml").read_text())["loss"]["mode"] == "findings"

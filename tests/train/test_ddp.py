@@ -13,10 +13,10 @@ import torch
 
 def test_ddp_on_two_cpu_processes_trains_and_writes_one_run(prepared_2d: Path, micro_model: str, tmp_path: Path) -> None:
     run = tmp_path / "run"
-    cmd = [sys.executable, "-m", "radlens.cli", "train", "clip", "--data.path", str(prepared_2d), "--data.batch_size", "4",
+    cmd = [sys.executable, "-m", "radlens.cli", "train", "clip", str(prepared_2d), str(tmp_path / "run"), "--data.batch_size", "4",
            "--model", micro_model, "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp",
            "--trainer.max_steps", "6", "--trainer.val_every_n_steps", "3", "--trainer.checkpoint_every_n_steps", "3",
-           "--trainer.progress_bar", "false", "--trainer.log_every_n_steps", "1", "--out", str(run)]
+           "--trainer.progress_bar", "false", "--trainer.log_every_n_steps", "1"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]

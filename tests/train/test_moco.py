@@ -43,10 +43,10 @@ def encoder(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 def _lecl(prepared: Path, encoder: str, out: Path, **changes: object) -> Path:
-    data = MocoDataConfig(path=str(prepared), batch_size=8, sampler="balanced", lesion_views=True, windows=WINDOWS)
-    kwargs = dict(encoder=encoder, optim=OptimConfig(lr=0.5, warmup_steps=1), loss=MocoLossConfig(lesion_weight=1.0),
-                  moco=HEADS, trainer=quick_trainer(max_steps=6, val_every_n_steps=3), out=str(out))
-    return train_moco(data, **{**kwargs, **changes})  # type: ignore[arg-type]
+    data = MocoDataConfig(batch_size=8, sampler="balanced", lesion_views=True, windows=WINDOWS)
+    kwargs = dict(data=data, encoder=encoder, optim=OptimConfig(lr=0.5, warmup_steps=1), loss=MocoLossConfig(lesion_weight=1.0),
+                  moco=HEADS, trainer=quick_trainer(max_steps=6, val_every_n_steps=3))
+    return train_moco(str(prepared), str(out), **{**kwargs, **changes})  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="module")
@@ -109,21 +109,21 @@ def test_training_steps_lower_the_loss(prepared: Path) -> None:
 
 def test_bad_options_fail_before_training(prepared: Path, encoder: str, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"window \[-1200, 400\] HU reaches outside the stored range"):
-        train_moco(MocoDataConfig(path=str(prepared), batch_size=8, windows=[(-1200.0, 400.0)]), encoder=encoder,
-                   out=str(tmp_path / "a"))
+        train_moco(str(prepared), str(tmp_path / "a"), MocoDataConfig(batch_size=8, windows=[(-1200.0, 400.0)]),
+                   encoder=encoder)
     mr = write_prepared(tmp_path / "mr", shape=(32, 32), patients={"train": 2, "validation": 1})
     with pytest.raises(InputError, match="loss.lesion_weight > 0 needs lesion slices"):
-        train_moco(MocoDataConfig(path=str(mr), batch_size=4), encoder=encoder, loss=MocoLossConfig(lesion_weight=1.0),
-                   out=str(tmp_path / "b"))
+        train_moco(str(mr), str(tmp_path / "b"), MocoDataConfig(batch_size=4), encoder=encoder,
+                   loss=MocoLossConfig(lesion_weight=1.0))
     with pytest.raises(InputError, match="data.sampler balanced needs lesion slices"):
-        train_moco(MocoDataConfig(path=str(mr), batch_size=4, sampler="balanced"), encoder=encoder, out=str(tmp_path / "c"))
+        train_moco(str(mr), str(tmp_path / "c"), MocoDataConfig(batch_size=4, sampler="balanced"), encoder=encoder)
     with pytest.raises(ConfigError, match="needs an image encoder"):
-        train_moco(MocoDataConfig(path=str(prepared), batch_size=4), encoder="tiny-vit2d", out=str(tmp_path / "d"))
+        train_moco(str(prepared), str(tmp_path / "d"), MocoDataConfig(batch_size=4), encoder="tiny-vit2d")
     vit = tmp_path / "vit.json"
     vit.write_text(json.dumps({"kind": "vit", "input_shape": [16, 16], "patch_size": [5, 5], "hidden_size": 8, "mlp_dim": 8,
                                "num_layers": 1, "num_heads": 2}))
     with pytest.raises(ConfigError, match=r"1-channel 32x32 slices of .*not divisible by patch_size"):
-        train_moco(MocoDataConfig(path=str(prepared), batch_size=4), encoder=str(vit), out=str(tmp_path / "e"))
+        train_moco(str(prepared), str(tmp_path / "e"), MocoDataConfig(batch_size=4), encoder=str(vit))
     assert not any((tmp_path / n).exists() for n in "abcde")
 
 

@@ -23,10 +23,10 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def run(setup: dict[str, Path]) -> Path:
-    from radlens.train.probe_train import train_probe
+    from radlens.train.probe_train import train_classfine
 
-    return train_probe(
-        FindingDataConfig(path=str(setup["prepared"]), batch_size=8), str(setup["bundle"]), out=str(setup["root"] / "run"),
+    return train_classfine(
+        str(setup["bundle"]), str(setup["prepared"]), str(setup["root"] / "run"), FindingDataConfig(batch_size=8),
         optim=OptimConfig(lr=1e-2, warmup_steps=2), trainer=quick_trainer(max_steps=30), n_bootstrap=20,
     )
 
@@ -63,15 +63,15 @@ def test_encoder_stays_frozen_and_bundle_reloads(run: Path, setup: dict[str, Pat
 
 
 def test_bad_input_fails_before_any_work(setup: dict[str, Path], tmp_path: Path) -> None:
-    from radlens.train.probe_train import train_probe
+    from radlens.train.probe_train import train_classfine
 
     prepared, bundle = str(setup["prepared"]), str(setup["bundle"])
     with pytest.raises(InputError, match="unknown finding"):
-        train_probe(FindingDataConfig(path=prepared, findings=["Pleural efusion"]), bundle, out=str(tmp_path / "a"))
+        train_classfine(bundle, prepared, str(tmp_path / "a"), FindingDataConfig(findings=["Pleural efusion"]))
     wrong = base_bundle(tmp_path / "mr", setup["prepared"], tiny_model(tmp_path / "t.json"), modality="MR")
     with pytest.raises(InputError, match="modality"):
-        train_probe(FindingDataConfig(path=prepared), str(wrong), out=str(tmp_path / "b"))
+        train_classfine(str(wrong), prepared, str(tmp_path / "b"))
     no_val = write_findings_prepared(tmp_path / "noval", patients={"train": 8, "validation": 0, "test": 2})
     with pytest.raises(InputError, match="'validation' is empty"):
-        train_probe(FindingDataConfig(path=str(no_val)), bundle, out=str(tmp_path / "c"))
+        train_classfine(bundle, str(no_val), str(tmp_path / "c"))
     assert not any((tmp_path / name).exists() for name in ("a", "b", "c"))

@@ -35,7 +35,7 @@ def test_vocabfine_lowers_the_pair_loss_and_bundle_works_in_zeroshot(tmp_path: P
     prepared = write_findings_prepared(tmp_path / "prep")
     base = base_bundle(tmp_path / "base", prepared, tiny_model(tmp_path / "tiny.json"))
     run = train_vocabfine(
-        FindingDataConfig(path=str(prepared), batch_size=8), str(base), out=str(tmp_path / "run"),
+        str(base), str(prepared), str(tmp_path / "run"), FindingDataConfig(batch_size=8), n_bootstrap=20,
         optim=OptimConfig(lr=3e-3, warmup_steps=2), trainer=quick_trainer(max_steps=30),
     )
     assert _pair_loss(run / "last", prepared) < _pair_loss(base, prepared) - 0.01

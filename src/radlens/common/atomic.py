@@ -17,7 +17,6 @@ import json
 import math
 import os
 import shutil
-import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,10 +24,23 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from radlens.errors import InputError
+from radlens.errors import ConfigError, InputError
 
 if TYPE_CHECKING:
     import pandas as pd
+
+
+def _new_temp_file(path: Path) -> Path:
+    """Create an empty, uniquely named file beside ``path`` with the mode any new file gets (0666
+    less the umask). ``tempfile.mkstemp`` would make it 0600, and the rename would keep that:
+    reports and tables no one else on the machine could read."""
+    while True:
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:  # another writer drew the same name: draw again
+            continue
+        return tmp
 
 
 @contextlib.contextmanager
@@ -39,9 +51,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(name)
+    tmp = _new_temp_file(path)
     try:
         yield tmp
         os.replace(tmp, path)
@@ -161,6 +171,26 @@ def check_output(out: str | os.PathLike[str], overwrite: bool = False) -> None:
     if out.is_dir() and not overwrite and read_marker(out) is None and any(out.iterdir()):
         raise InputError(out, "holds files radlens did not write; choose another output folder, or pass "
                               "--overwrite to write radlens' files into it (nothing else is deleted)")
+
+
+def check_apart(source: str | os.PathLike[str], out: str | os.PathLike[str], what: str = "source") -> None:
+    """Raise :class:`ConfigError` unless the output folder ``out`` and ``source`` lie apart.
+
+    ``source`` is a folder or a file (a table: its folder, where the files it lists are, counts).
+    An output in, equal to, or around the source folder would write into it, and radlens never
+    writes into its inputs (a prepared dataset is an input of the exporters). Call it before
+    writing anything, so a refused command leaves nothing behind.
+    """
+    src = Path(source).resolve()
+    folder = src if src.is_dir() or not src.exists() else src.parent
+    target = Path(out).resolve()
+    if target == folder or folder in target.parents:
+        where = "is" if target == folder else "is inside"
+        raise ConfigError(f"output {target} {where} the {what} folder {folder}: radlens never writes into its inputs; "
+                          "choose an output folder outside it")
+    if target in folder.parents:
+        raise ConfigError(f"output {target} holds the {what} folder {folder}: radlens never writes around its inputs; "
+                          "choose an output folder outside it")
 
 
 def _inside(folder: Path, rel: str) -> Path | None:

@@ -24,7 +24,21 @@ KEY = "image"
 
 @dataclass
 class AugmentConfig:
-    """Light per-sample MONAI augmentations (train split only); probabilities are per sample."""
+    """Light per-sample MONAI augmentations (train split only); probabilities are per sample.
+
+    Attributes:
+        enabled: augment training samples at all (validation and test never are).
+        flip_prob: probability of a left-right flip (the first spatial axis, X in RAS).
+        affine_prob: probability of a small random affine (rotation, scaling, translation).
+        rotate_degrees: largest rotation of the affine, in degrees (in-plane in 2D, about each axis in 3D).
+        scale: largest relative scaling of the affine (0.1: 90-110%).
+        translate_fraction: largest shift of the affine as a fraction of the image size per axis.
+        intensity_prob: probability of each of the intensity scale and shift.
+        intensity_scale: largest relative intensity scaling (0.1: x0.9-1.1).
+        intensity_shift: largest intensity offset, in prepared intensity units.
+        noise_prob: probability of additive Gaussian noise.
+        noise_std: standard deviation of that noise, in prepared intensity units.
+    """
 
     enabled: bool = True
     flip_prob: float = 0.5

@@ -9,6 +9,8 @@ labels as a multi-hot vector, empty when the dataset has none) and ``index``.
 A key is an index (evaluation: no augmentation, stored text) or ``(index, epoch)`` from
 :class:`radlens.data.samplers.ClipBatchSampler` (training: augmentation and caption field
 dropout (metadata captions) or sentence dropout (reports) seeded from ``(seed, epoch, index)``).
+Caption dropout re-renders a series' caption from its typed metadata columns and the card's caption
+config, so it is refused (ConfigError) unless every stored caption is exactly that rendering.
 """
 
 from __future__ import annotations
@@ -35,19 +37,24 @@ TIME_COLUMNS = ("EchoTime", "RepetitionTime", "InversionTime")
 
 @dataclass
 class ClipDataConfig:
-    """Which prepared dataset, which text, and how batches are drawn.
+    """Which text and how batches are drawn; the prepared dataset is the command's DATA argument.
 
-    ``text_column``: ``text`` (caption or full report) or a report section such as
-    ``report_findings``; ``eval_text_column`` is used for validation/test (default: the same).
-    ``caption_dropout``: for metadata-caption datasets, re-render each training caption with this
-    probability of blanking each acquisition field (MR-CLIP style robustness to missing fields).
-    ``sentence_dropout``: for report datasets, leave each sentence of a training report out with
-    this probability, so the model ties sentences rather than whole reports to images.
-    ``sampler``: ``random``, or ``distinct_series`` / ``distinct_label`` to keep at most one item
-    per series / per protocol label in a batch (fewer false negatives for the contrastive loss).
+    Attributes:
+        text_column: the text paired with each image: text (caption or full report) or a report section
+            column such as report_findings.
+        eval_text_column: the text column for validation/test (default: text_column).
+        caption_dropout: metadata-caption datasets: re-render each training caption blanking each
+            acquisition field with this probability (MR-CLIP style robustness to missing fields).
+        sentence_dropout: report datasets: leave each sentence of a training report out with this
+            probability, so the model ties sentences rather than whole reports to images.
+        batch_size: items per training batch on each device (the contrastive loss sees all devices').
+        eval_batch_size: items per validation batch (default: batch_size).
+        num_workers: DataLoader worker processes (0: load in the training process).
+        sampler: random, or distinct_series / distinct_label to keep at most one item per series / per
+            protocol label in a batch (fewer false negatives for the contrastive loss).
+        augment: training augmentation of the images.
     """
 
-    path: str = ""
     text_column: str = "text"
     eval_text_column: str | None = None
     caption_dropout: float = 0.0
@@ -91,6 +98,7 @@ class ClipDataset:
         self._caption_cfg = _caption_config(self.prepared) if caption_dropout > 0 else None
         if caption_dropout > 0 and text_column != "text":
             raise ConfigError("data.caption_dropout re-renders metadata captions: it needs text_column 'text'")
+        self._caption_rows = _rebuildable(self.prepared, self.table, self._caption_cfg) if self._caption_cfg else {}
 
     @property
     def spatial_shape(self) -> tuple[int, ...]:
@@ -147,7 +155,7 @@ class ClipDataset:
         from radlens.prepare.captions import caption_fields, drop_fields, render
 
         assert self._caption_cfg is not None
-        row = self.table.iloc[index]
+        row = self._caption_rows[self.table["series_id"].iat[index]]
         fields = caption_fields(_metadata(row), row.get("plane"), self._caption_cfg)
         return render(drop_fields(fields, self.caption_dropout, rng), self._caption_cfg)
 
@@ -202,6 +210,30 @@ def _caption_config(prepared: PreparedDataset) -> CaptionConfig:
         raise InputError(prepared.path, "caption dropout needs a metadata-caption dataset (card has no config.caption)")
     names = {f.name for f in fields(CaptionConfig)}
     return CaptionConfig(**{k: v for k, v in saved.items() if k in names})
+
+
+def _rebuildable(prepared: PreparedDataset, table: pd.DataFrame, cfg: CaptionConfig) -> dict[str, pd.Series]:
+    """Series id -> series row for the series of ``table``, once each stored caption is checked to be
+    exactly what the series' metadata renders to, so that dropout re-renders it right.
+
+    ConfigError naming the first series whose text is not (a dataset whose text came from its source,
+    e.g. ``prepare csv`` of an MR-CLIP table, whose metadata columns are empty, or reports).
+    """
+    from radlens.prepare.captions import make_caption
+
+    series = prepared.series.drop_duplicates("series_id").set_index("series_id", drop=False)
+    rows: dict[str, pd.Series] = {}
+    for sid in table["series_id"].unique():
+        row = series.loc[sid]
+        rebuilt, stored = make_caption(_metadata(row), row.get("plane"), cfg), str(row["text"])
+        if rebuilt != stored:
+            raise ConfigError(
+                f"{prepared.path}: data.caption_dropout: captions cannot be rebuilt from this dataset's metadata: "
+                f"series {sid!r} has the text {stored[:100]!r} but its metadata renders {rebuilt[:160]!r}. Caption "
+                "dropout re-renders metadata captions (datasets prepared from DICOM or BIDS); leave it at 0 here"
+            )
+        rows[str(sid)] = row
+    return rows
 
 
 def _metadata(row: pd.Series) -> Any:

@@ -23,9 +23,17 @@ if TYPE_CHECKING:
 
 @dataclass
 class FindingDataConfig:
-    """Which prepared dataset, which findings (default: all in the card) and how batches are drawn."""
+    """Which findings (default: all in the card) and how batches are drawn; the prepared dataset is the
+    command's DATA argument.
 
-    path: str = ""
+    Attributes:
+        findings: the findings to train on (default: every finding of the dataset card).
+        batch_size: scans per training batch.
+        eval_batch_size: scans per validation/prediction batch (default: batch_size).
+        num_workers: DataLoader worker processes (0: load in the training process).
+        augment: training augmentation (off by default for fine-tuning).
+    """
+
     findings: list[str] | None = None
     batch_size: int = 8
     eval_batch_size: int | None = None

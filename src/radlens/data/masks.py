@@ -14,7 +14,7 @@ on image and mask together, bilinear for the image and nearest for the mask, see
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -47,7 +47,10 @@ class ImageMaskDataset:
     """One split of a prepared dataset as image + label-map items (2D slices or 3D volumes, per the card).
 
     ``masked_only`` keeps only the items whose series has a mask (default); otherwise an item
-    without one gets a mask of -1 (unknown, e.g. a loss's ``ignore_index``).
+    without one gets a mask of -1 (unknown, e.g. a loss's ``ignore_index``). ``series_ids`` keeps only
+    the items of those series (e.g. one contrast class). ``intensity(image, mask, seed) -> image``
+    (e.g. :class:`radlens.data.intensity_augment.IntensityAugment`) runs on training keys after the
+    spatial augmentation, seeded from ``(seed, epoch, index)`` like it.
     """
 
     def __init__(
@@ -57,20 +60,24 @@ class ImageMaskDataset:
         augment: AugmentConfig | None = None,
         seed: int = 0,
         masked_only: bool = True,
+        series_ids: Collection[str] | None = None,
+        intensity: Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor] | None = None,
     ) -> None:
         self.prepared = prepared if isinstance(prepared, PreparedDataset) else PreparedDataset(prepared)
-        self.split, self.seed = split, seed
+        self.split, self.seed, self.intensity = split, seed, intensity
         table = self.prepared.slices if self.prepared.dims == 2 else self.prepared.series
         if table is None:
             raise InputError(self.prepared.path, "a 2D dataset without slices.parquet")
-        if "mask_path" not in table.columns:
+        if masked_only and "mask_path" not in table.columns:
             raise InputError(self.prepared.path, "prepared without masks (no mask_path column); prepare it again")
         chosen = (table["split"] == split).to_numpy(dtype=bool)
         if masked_only:
             chosen = chosen & (table["mask_path"].fillna("") != "").to_numpy(dtype=bool)
+        if series_ids is not None:
+            chosen = chosen & table["series_id"].isin(list(series_ids)).to_numpy(dtype=bool)
         self.rows = np.flatnonzero(chosen)
         if len(self.rows) == 0:
-            which = "with a mask " if masked_only else ""
+            which = ("with a mask " if masked_only else "") + ("of the chosen series " if series_ids is not None else "")
             raise InputError(self.prepared.path, f"no items {which}in split {split!r}")
         self.table = table.iloc[self.rows].reset_index(drop=True)
         labels = self.prepared.labels
@@ -129,5 +136,7 @@ class ImageMaskDataset:
                 mask = torch.full(image.shape, -1, dtype=torch.int64)
             else:
                 boxes = label_boxes(mask[0].numpy())
+        if epoch is not None and self.intensity is not None:
+            image = self.intensity(image, mask, item_seed(self.seed, int(epoch), index))
         present, table = self._targets(boxes, image.ndim - 1)
         return {"image": image, "mask": mask, "labels_present": present, "boxes": table, "index": index}

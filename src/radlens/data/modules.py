@@ -314,18 +314,55 @@ class ImageMaskDataModule(RadlensDataModule):
     "index"}``, spatial augmentation applied to image and mask together (nearest for the mask).
 
     ``masked_only`` False keeps items without a mask (their mask is -1, an ignore value).
+    ``series_ids`` keeps only those series' items; ``intensity`` (training items only) is
+    :class:`radlens.data.masks.ImageMaskDataset`'s intensity augmentation.
     """
 
     def __init__(self, prepared: PreparedDataset, batch_size: int, eval_batch_size: int | None = None,
                  num_workers: int = 0, augment: AugmentConfig | None = None, masked_only: bool = True,
-                 seed: int = 0) -> None:
+                 seed: int = 0, series_ids: Sequence[str] | None = None,
+                 intensity: Callable[[Any, Any, int], Any] | None = None) -> None:
         from radlens.data.masks import ImageMaskDataset
 
         super().__init__(batch_size, eval_batch_size, num_workers, seed)
         self.prepared = prepared
-        self.train_set: ImageMaskDataset = ImageMaskDataset(prepared, "train", augment, seed, masked_only)
-        self.val_set: ImageMaskDataset | None = (ImageMaskDataset(prepared, "validation", masked_only=masked_only)
+        self.train_set: ImageMaskDataset = ImageMaskDataset(prepared, "train", augment, seed, masked_only, series_ids,
+                                                            intensity)
+        self.val_set: ImageMaskDataset | None = (ImageMaskDataset(prepared, "validation", masked_only=masked_only,
+                                                                  series_ids=series_ids)
                                                  if has_split(prepared, "validation") else None)
+
+    def collate_fn(self) -> Callable[[list[dict[str, Any]]], Any]:
+        from torch.utils.data import default_collate
+
+        return default_collate
+
+    def preprocessing(self) -> dict[str, Any]:
+        return {**preprocessing_from_card(self.prepared.card), "labels": self.prepared.card.get("labels", {})}
+
+
+if TYPE_CHECKING:
+    from radlens.data.generation import GenerationDataset, ItemSource
+    from radlens.data.generation_prompts import PromptBuilder
+
+
+class GenerationDataModule(RadlensDataModule):
+    """Image + mask + prompt items of a prepared 2D dataset for the generative pipeline (VAE, LDM,
+    ControlNet): batches ``{"image", "mask", "prompt" (list of str), "index"}`` of
+    :class:`radlens.data.generation.GenerationDataset` over ``sources``; validation (split
+    ``validation``) has the sources that have validation slices, without prompt dropout or augmentation.
+    """
+
+    def __init__(self, prepared: PreparedDataset, sources: Sequence[ItemSource], batch_size: int,
+                 eval_batch_size: int | None = None, num_workers: int = 0, prompts: PromptBuilder | None = None,
+                 prompt_dropout: float = 0.0, augment: AugmentConfig | None = None, seed: int = 0) -> None:
+        from radlens.data.generation import GenerationDataset
+
+        super().__init__(batch_size, eval_batch_size, num_workers, seed)
+        self.prepared = prepared
+        self.train_set: GenerationDataset = GenerationDataset(prepared, "train", sources, prompts, prompt_dropout, augment, seed)
+        val = GenerationDataset(prepared, "validation", sources, prompts, require_each=False) if has_split(prepared, "validation") else None
+        self.val_set: GenerationDataset | None = val if val is not None and len(val) else None
 
     def collate_fn(self) -> Callable[[list[dict[str, Any]]], Any]:
         from torch.utils.data import default_collate

@@ -51,14 +51,18 @@ if TYPE_CHECKING:
 class ViewConfig:
     """How one view of a slice is drawn (probabilities are per view).
 
-    ``crop_scale``: range of the crop's area as a fraction of the slice; ``crop_ratio``: range of
-    its width/height ratio (log-uniform); the crop is resized (bilinear) to the slice shape.
-    ``flip_prob``: left-right flip (the image's width axis: patient left-right in the prepared
-    axial and coronal display orientation). ``jitter_prob``: each of brightness (intensities
-    times ``1 + U(-brightness, brightness)``) and contrast (scaled about the slice mean by
-    ``1 + U(-contrast, contrast)``). ``blur_prob`` / ``blur_sigma``: Gaussian blur with sigma in
-    pixels drawn per axis from the range. ``noise_prob`` / ``noise_std``: additive Gaussian noise
-    (in the prepared intensity units).
+    Attributes:
+        crop_scale: range of the random crop's area as a fraction of the slice (resized back, bilinear).
+        crop_ratio: range of the crop's width/height ratio (drawn log-uniform).
+        flip_prob: probability of a left-right flip (the image's width axis: patient left-right in the
+            prepared axial and coronal display orientation).
+        jitter_prob: probability of each of the brightness and contrast jitters.
+        brightness: intensities are multiplied by 1 + U(-brightness, brightness).
+        contrast: intensities are scaled about the slice mean by 1 + U(-contrast, contrast).
+        blur_prob: probability of a Gaussian blur.
+        blur_sigma: range of the blur's sigma in pixels, drawn per axis.
+        noise_prob: probability of additive Gaussian noise.
+        noise_std: standard deviation of that noise, in prepared intensity units.
     """
 
     crop_scale: tuple[float, float] = (0.2, 1.0)
@@ -90,25 +94,31 @@ class ViewConfig:
 
 @dataclass
 class MocoDataConfig:
-    """Which prepared 2D dataset, how views are drawn, and how batches are formed for MoCo / LeCL.
+    """How views are drawn and batches formed for MoCo / LeCL; the prepared 2D dataset is the command's
+    DATA argument.
 
-    ``sampler``: ``random``; ``balanced`` (half of every global batch lesion slices, half others,
-    when both exist: the lesion flags of ``lesion_labels``); ``distinct_series`` (at most one slice
-    per series in a global batch: neighbouring slices are near-duplicates, false negatives).
-    ``windows``: CT HU windows ``[[low, high], ...]`` cut from the stored values (each inside the
-    range the dataset was prepared with, else a ConfigError), each to [0, 1]; ``window_mode``
-    ``channels`` stacks them as the image's channels (the encoder gets ``in_channels = len(windows)``),
-    ``samples`` makes each (slice, window) its own item (with ``sampler distinct_series`` a slice's
-    windows never meet in one batch as each other's negatives). None: the stored values (MRI always).
-    ``lesion_views``: LeCL's lesion-centred crop vs whole slice for slices with a lesion box;
-    ``lesion_labels``: the label ids that count as lesion (None: any label > 0 of the masks, or the
-    ``lesion`` column); ``lesion_scale``: area range of the lesion crop as a fraction of the slice.
-    ``view``/``view2``: the two views' augmentations (MoCo v3's asymmetric blur by default).
-    ``val_augment``: validation pairs drawn like training pairs (fixed seeds, so every validation
-    sees the same pairs); False gives the stored slice twice (a near-trivial val/loss).
+    Attributes:
+        batch_size: slices per training batch on each device.
+        eval_batch_size: slices per validation batch (default: batch_size).
+        num_workers: DataLoader worker processes (0: load in the training process).
+        sampler: random; balanced (half of every global batch lesion slices, half others, when both
+            exist); distinct_series (at most one slice per series in a global batch: neighbouring
+            slices are near-duplicates, false negatives).
+        windows: CT HU windows [[low, high], ...] cut from the stored values (each inside the range the
+            dataset was prepared with), each to [0, 1]; none: the stored values (MRI always).
+        window_mode: channels stacks the windows as the image's channels (the encoder gets one input
+            channel per window); samples makes each (slice, window) its own item.
+        lesion_views: LeCL: a lesion slice's first view is a crop centred on its lesion box, the second
+            the whole slice.
+        lesion_labels: label ids that count as lesion (none: any label > 0 of the masks, or the
+            lesion column).
+        lesion_scale: area range of the lesion-centred crop as a fraction of the slice.
+        val_augment: draw validation pairs like training pairs (fixed seeds); false gives the stored
+            slice twice (a near-trivial val/loss).
+        view: augmentation of the first view (MoCo v3: always blurred).
+        view2: augmentation of the second view (MoCo v3: rarely blurred).
     """
 
-    path: str = ""
     batch_size: int = 64
     eval_batch_size: int | None = None
     num_workers: int = 0

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from radlens.common.sharding import Shard
 from radlens.errors import ConfigError, InputError
 from radlens.models.compat import check_compatible, model_shape, preprocessing_section
 
@@ -143,13 +144,14 @@ def embed_items(
 
 
 def embed(
-    prepared: str,
     bundle: str,
+    prepared: str,
     out: str,
     split: Literal["train", "validation", "test"] | None = None,
     batch_size: int = 8,
     device: str = "auto",
     overwrite: bool = False,
+    shard: str | None = None,
 ) -> int:
     """Write image embeddings of a prepared dataset: OUT/embeddings.npy (N, D), ids.parquet, run.json.
 
@@ -157,13 +159,15 @@ def embed(
     ``ids.parquet`` (series_id, patient_id, scan_id, split; slice_id first for 2D datasets).
 
     Args:
+        bundle: model bundle folder (or run folder), registry name or Hugging Face Hub id.
         prepared: prepared dataset folder.
-        bundle: model bundle folder, registry name or Hugging Face Hub id.
         out: output folder; a rerun replaces the files radlens wrote there, nothing else.
         split: embed only this split (default: every item).
         batch_size: items per image-encoder pass.
         device: auto, cpu, cuda, cuda:1, ...
         overwrite: write into an existing folder radlens did not create; only radlens' files are replaced, nothing is deleted.
+        shard: i/n (i from 0): embed only the i-th of n consecutive blocks of whole batches into OUT;
+            `radlens embed-merge` joins the n shard folders into the output one run writes.
     """
     from radlens.common.atomic import check_output, staged_output, write_json_atomic
     from radlens.common.runinfo import run_info
@@ -176,9 +180,13 @@ def embed(
     items = item_table(ds, split)
     if items.empty:
         raise InputError(prepared, f"no items in split {split!r}" if split else "the dataset has no items")
+    part = Shard.parse(shard)
+    if part is not None:
+        items = items.iloc[part.batch_rows(len(items), batch_size)].reset_index(drop=True)
     emb = embed_items(ds, model, items, batch_size, device)
     id_cols = [c for c in ("slice_id", "series_id", "patient_id", "scan_id", "split") if c in items.columns]
-    config = {"prepared": str(prepared), "bundle": str(bundle), "split": split, "batch_size": batch_size}
+    config = {"prepared": str(prepared), "bundle": str(bundle), "split": split, "batch_size": batch_size,
+              **({"shard": str(part)} if part is not None else {})}
     with staged_output(out, overwrite, "embed") as tmp:
         np.save(tmp / EMBEDDINGS, emb, allow_pickle=False)
         items[id_cols].to_parquet(tmp / IDS, index=False)

@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from radlens.common.sharding import Shard
 from radlens.errors import ConfigError, InputError
 from radlens.evaluate.slice_encoder import Features, SliceEncoder, load_slice_encoder
 
@@ -296,8 +297,8 @@ def _write_bag(path: Path, bag: _Bag, feats: np.ndarray, windowing: _Windowing, 
 
 
 def extract_bags(
-    prepared: str,
     bundle: str,
+    prepared: str,
     out: str,
     per: Literal["study", "series"] = "series",
     split: Literal["train", "validation", "test"] | None = None,
@@ -308,6 +309,7 @@ def extract_bags(
     num_workers: int = 0,
     seed: int = 0,
     strict: bool = False,
+    shard: str | None = None,
 ) -> int:
     """Write one HDF5 bag of slice features per study (or series) of a 2D prepared dataset, and OUT/bags.csv.
 
@@ -319,9 +321,9 @@ def extract_bags(
     `radlens train mil` and BagDataset read. Series that cannot be read are listed in OUT/failures.csv.
 
     Args:
-        prepared: 2D prepared dataset folder (3D: prepare with --dims 2).
         bundle: model bundle or run folder (CLIP, moco, image encoder), or a registry name / JSON
             config of an image encoder (random init, seeded: the baseline), or a Hugging Face Hub id.
+        prepared: 2D prepared dataset folder (3D: prepare with --dims 2).
         out: output folder (created; existing bags of the same encoder are kept).
         per: one bag per study or per series.
         split: only series of this split (default: all).
@@ -334,6 +336,9 @@ def extract_bags(
         num_workers: processes reading slices (0: in this process).
         seed: weights of a freshly initialised registry model (recorded in the files).
         strict: stop at the first series that cannot be read.
+        shard: i/n (i from 0): write only the bags of shard i of n (by a hash of the bag's id), and
+            no bags.csv; run again without --shard once all n are done: it finds every bag
+            extracted and writes bags.csv, failures.csv and run.json.
     """
     from tqdm.auto import tqdm
 
@@ -350,6 +355,7 @@ def extract_bags(
         raise ConfigError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     if batch_size < 1 or num_workers < 0:
         raise ConfigError(f"batch_size must be >= 1 and num_workers >= 0, got {batch_size}, {num_workers}")
+    part = Shard.parse(shard)
     ds = PreparedDataset(prepared)
     if ds.dims != 2 or ds.slices is None:
         raise InputError(ds.path, "a 3D prepared dataset (no slices.parquet): bags are of 2D slices; "
@@ -363,6 +369,8 @@ def extract_bags(
     if not bags:
         first = f" (first: {failures[0]['path']}: {failures[0]['reason']})" if failures else ""
         raise InputError(ds.path, f"no readable slices{f' in split {split!r}' if split else ''} to extract{first}")
+    if part is not None:
+        bags = [bag for bag in bags if part.owns(bag.name)]
     preprocessing = {"bundle": enc.preprocessing, "card": preprocessing_from_card(ds.card),
                      "windows": [list(w) for w in windowing.windows], "window_mode": windowing.mode if windowing.windows else None}
     encoder_hash = hashlib.sha256(json.dumps({"encoder": enc.sha256, "features": enc.features,
@@ -386,6 +394,10 @@ def extract_bags(
     print(f"{len(bags) - len(todo)} of {len(bags)} bags already extracted by this encoder; extracting {len(todo)}")
     if todo:
         _extract(ds, enc, windowing, todo, folder, attrs, batch_size, _device(device), num_workers, tqdm)
+    if part is not None:  # the index, failures and run.json are the unsharded run's to write
+        print(f"shard {part}: {len(bags)} bags in {folder}; once all {part.count} shards are done, run without "
+              "--shard to write bags.csv")
+        return 0
     index = _index(folder, bags, windowing.per_slice)
     write_csv_atomic(folder / FAILURES, _frame(failures, ["path", "series_id", "reason"]))
     write_csv_atomic(folder / INDEX, index)

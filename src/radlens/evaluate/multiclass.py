@@ -30,8 +30,9 @@ def confusion_counts(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> 
 def class_metrics(y_true: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
     """Summary metrics, per-class recall/AUROC (NaN for a class absent from ``y_true``) and the confusion matrix.
 
-    ``macro_auroc`` is NaN unless every class occurs in ``y_true`` (one-vs-rest AUROC needs both
-    sides for each class).
+    ``macro_auroc`` is the mean one-vs-rest AUROC over the classes that occur in ``y_true`` (and not
+    alone: one-vs-rest needs both sides), as ``balanced_accuracy`` is the mean recall over the classes
+    that occur; with every class present both equal sklearn's. NaN when no class has both sides.
     """
     from radlens.metrics.findings import score_metrics
 
@@ -46,7 +47,7 @@ def class_metrics(y_true: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
     return {
         "accuracy": float(np.trace(cm) / len(y)),
         "balanced_accuracy": float(np.nanmean(recall)),
-        "macro_auroc": float(auroc.mean()),
+        "macro_auroc": float(np.nanmean(auroc)) if np.isfinite(auroc).any() else float("nan"),
         "recall": recall,
         "auroc": auroc,
         "confusion": cm,
@@ -71,9 +72,12 @@ def evaluate_classes(
     Chance levels: accuracy -> the majority-class rate (always predicting the commonest class),
     balanced accuracy and per-class recall -> 1 / n_classes, AUROC -> 0.5. CIs resample patients
     with replacement (:func:`radlens.metrics.findings.patient_resamples`); a resample lacking a
-    class gives no value for that class's metrics nor for macro AUROC, and ``n`` says how many
-    resamples each interval rests on.
+    class gives no value for that class's metrics, and its balanced accuracy and macro AUROC are
+    over the classes it has; ``n`` says how many resamples each interval rests on. ``over`` names
+    the classes the macro means are taken over, ``left_out`` the classes without a case (and why),
+    ``notes`` says in words what is thin (:mod:`radlens.metrics.explain`).
     """
+    from radlens.metrics.explain import ci_note, join_notes, left_out_note, split_notes
     from radlens.metrics.findings import patient_resamples, percentile_ci
 
     y, p = np.asarray(y_true, dtype=np.int64), np.asarray(probs, dtype=np.float64)
@@ -91,9 +95,20 @@ def evaluate_classes(
                     values[m].append(sample[m][c])
     support = point["confusion"].sum(axis=1)
     chance = 1.0 / len(classes)
+    cis = {m: percentile_ci(np.asarray(boot[m]), level) for m in SUMMARY_METRICS}
+    left_out = {name: f"no case among {len(y)}" for name, n in zip(classes, support) if n == 0}
+    n_patients = int(len(np.unique(patients)))
+    notes = join_notes(
+        [left_out_note(left_out, len(classes), "classes")],
+        split_notes(n_patients, len(y), "item"),
+        [ci_note(m.replace("_", " "), cis[m], n_bootstrap, "a resample without two classes") for m in SUMMARY_METRICS],
+    )
     return {
         **{m: _value(point[m]) for m in SUMMARY_METRICS},
-        "ci": {m: percentile_ci(np.asarray(boot[m]), level) for m in SUMMARY_METRICS},
+        "ci": cis,
+        "over": [name for name, n in zip(classes, support) if n > 0],
+        "left_out": left_out,
+        "notes": notes,
         "chance": {"accuracy": float(support.max() / len(y)), "balanced_accuracy": chance,
                    "macro_auroc": 0.5, "recall": chance, "auroc": 0.5},
         "per_class": {
@@ -107,7 +122,7 @@ def evaluate_classes(
         "confusion_matrix": {"classes": list(classes), "rows": "true", "columns": "predicted",
                              "counts": point["confusion"].tolist()},
         "bootstrap": {"unit": "patient", "n_requested": n_bootstrap, "seed": seed, "level": level,
-                      "n_patients": int(len(np.unique(patients)))},
+                      "n_patients": n_patients},
     }
 
 

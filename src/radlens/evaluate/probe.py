@@ -136,6 +136,7 @@ def evaluate_probe(
     from radlens.common.runinfo import run_info, write_results
     from radlens.data.labelled import require_splits, select_findings, targets_of
     from radlens.io.prepared import PreparedDataset
+    from radlens.metrics.explain import macro_line
     from radlens.metrics.findings import finding_results, scan_scores
 
     check_output(out, overwrite)
@@ -159,5 +160,5 @@ def evaluate_probe(
     config = {"embeddings": embeddings, "prepared": prepared, "findings": names, "C": C, "max_iter": max_iter,
               "threshold_method": threshold_method, "n_bootstrap": n_bootstrap}
     write_results(out, metrics, predictions, run_info("evaluate probe", config, seed), overwrite)
-    print(f"logistic probe: test macro AUROC {metrics['macro']['auroc']} over {len(names)} finding(s) -> {out}")
+    print(f"logistic probe on test: {macro_line(metrics)} -> {out}")
     return 0

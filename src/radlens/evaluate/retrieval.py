@@ -58,11 +58,11 @@ def embed_split(
 
 
 def evaluate_retrieval(
-    bundle_or_run: str,
+    bundle: str,
     prepared: str,
+    out: str,
     split: str = "test",
     text_column: str = "text",
-    out: str | None = None,
     batch_size: int = 32,
     device: str = "auto",
     map_k: int = 10,
@@ -84,12 +84,12 @@ def evaluate_retrieval(
     majority vote over each series' slices' top-1 retrieved texts (MR-CLIP).
 
     Args:
-        bundle_or_run: a bundle folder or a training run folder (its ``best/`` bundle).
+        bundle: a CLIP bundle folder or a training run folder (its ``best/`` bundle).
         prepared: the prepared dataset folder.
-        split: ``train``, ``validation`` or ``test``.
-        text_column: ``text`` or a report section column.
         out: output folder: ``metrics.json``, ``run.json``, and with ``--trace`` the trace files;
             a rerun replaces the files radlens wrote there, nothing else.
+        split: ``train``, ``validation`` or ``test``.
+        text_column: ``text`` or a report section column.
         batch_size: items per forward pass.
         device: ``auto`` (GPU when present), ``cpu`` or ``cuda``.
         map_k: K of volume->volume MAP@K.
@@ -109,17 +109,15 @@ def evaluate_retrieval(
     from radlens.common.runinfo import run_info
     from radlens.data.datasets import ClipDataset
     from radlens.evaluate.retrieval_trace import volumes_of, write_trace
+    from radlens.metrics.explain import split_notes
     from radlens.models.bundle import load_model, resolve_bundle
     from radlens.models.compat import check_compatible
 
-    if trace and out is None:
-        raise ConfigError("--trace writes files: give --out")
     if min(map_k, trace_k, trace_queries) < 1:
         raise ConfigError(f"map_k, trace_k and trace_queries must be >= 1, got {map_k}, {trace_k}, {trace_queries}")
-    if out is not None:
-        check_output(out, overwrite)
-    bundle = resolve_bundle(bundle_or_run)
-    clip = load_model(bundle, kind="clip")
+    check_output(out, overwrite)
+    folder = resolve_bundle(bundle)
+    clip = load_model(folder, kind="clip")
     dataset = ClipDataset(prepared, split, text_column)
     check_compatible(clip, dataset.prepared)
     dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
@@ -136,15 +134,19 @@ def evaluate_retrieval(
     if dataset.prepared.dims == 2:
         series = dataset.table["series_id"].to_numpy()
         metrics.update(series_vote(sim_i2t, dataset.labels[gallery], dataset.labels, series, seed))
-    metrics.update(n_items=float(len(dataset)), n_texts=float(len(gallery)), n_volumes=float(len(volumes.emb)))
+    n_patients = int(dataset.table["patient_id"].nunique())
+    metrics.update(n_items=float(len(dataset)), n_texts=float(len(gallery)), n_volumes=float(len(volumes.emb)),
+                   n_patients=float(n_patients))
+    notes = split_notes(n_patients, len(volumes.emb), "volume")
     print(summarise(metrics, ["i2t_R@1", "t2i_R@5", "i2t_label_R@1", "t2i_label_R@1", "i2t_TE_bin_acc",
                               "i2t_TR_bin_acc", "series_label_acc", f"v2v_label_MAP@{map_k}",
                               f"v2v_findings_MAP@{map_k}"]))
-    if out is not None:
-        config.update(model=str(bundle), prepared=str(prepared))
-        with staged_output(out, overwrite, "evaluate retrieval") as tmp:
-            write_json_atomic(tmp / "metrics.json", metrics)
-            write_json_atomic(tmp / "run.json", run_info("evaluate retrieval", config, seed))
-            if trace:
-                write_trace(tmp, dataset, sim_i2t, keys, volumes, trace_k, trace_queries, seed)
+    print(f"{split}: {len(dataset)} items, {len(gallery)} distinct texts, {len(volumes.emb)} volumes from "
+          f"{n_patients} patient(s)" + "".join(f"; {n}" for n in notes) + f" -> {out}")
+    config.update(model=str(folder), prepared=str(prepared))
+    with staged_output(out, overwrite, "evaluate retrieval") as tmp:
+        write_json_atomic(tmp / "metrics.json", {**metrics, "split": split, "notes": notes})
+        write_json_atomic(tmp / "run.json", run_info("evaluate retrieval", config, seed))
+        if trace:
+            write_trace(tmp, dataset, sim_i2t, keys, volumes, trace_k, trace_queries, seed)
     return metrics

@@ -20,7 +20,14 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from radlens.errors import ConfigError, InputError
-from radlens.models.prompts import PromptSet, check_findings, encode_prompt_groups, load_prompts, read_prompt_spec
+from radlens.models.prompts import (
+    PromptSet,
+    check_findings,
+    encode_prompt_groups,
+    load_prompts,
+    packaged_prompt_sets,
+    read_prompt_spec,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -139,7 +146,8 @@ def zeroshot(
         prepared: prepared dataset folder (its card lists the finding columns).
         out: output folder; a rerun replaces the files radlens wrote there, nothing else.
         split: the split to evaluate.
-        prompts: packaged prompt set (ctrate, mri_contrast, mri_contrast_captions) or a YAML prompt file.
+        prompts: a packaged prompt set (present/absent pairs: {pairs}; classes, with --label_column:
+            {classes}) or a YAML prompt file.
         findings: evaluate only these findings of the prompt set (pairs mode).
         label_column: series column holding the true class (classes mode, required there).
         threshold_split: the split on which thresholds are chosen (never the evaluated one; pairs mode).
@@ -156,6 +164,7 @@ def zeroshot(
     from radlens.evaluate.embed import resolve_model
     from radlens.evaluate.figures import curve_figures
     from radlens.io.prepared import SPLITS, PreparedDataset
+    from radlens.metrics.explain import macro_line
     from radlens.metrics.findings import evaluate_findings
     from radlens.models.compat import check_compatible
 
@@ -210,6 +219,10 @@ def zeroshot(
         write_json_atomic(tmp / "metrics.json", metrics)
         curve_figures(y_test, test[names].to_numpy(), names, tmp)
         write_json_atomic(tmp / "run.json", run_info("evaluate zeroshot", config, seed))
-    macro = {k: "n/a" if metrics["macro"][k] is None else f"{metrics['macro'][k]:.3f}" for k in ("auroc", "auprc")}
-    print(f"{len(test)} scans, {len(names)} findings: macro AUROC {macro['auroc']}, AUPRC {macro['auprc']} -> {out}")
+    print(f"zero-shot on {split}: {macro_line(metrics)} -> {out}")
     return 0
+
+
+# --prompts help names every packaged set, read from the package (a new YAML file appears there by itself).
+zeroshot.__doc__ = (zeroshot.__doc__ or "").replace("{pairs}", ", ".join(packaged_prompt_sets("pairs"))).replace(
+    "{classes}", ", ".join(packaged_prompt_sets("classes")))

@@ -134,7 +134,7 @@ def zeroshot_classes(
     from radlens.common.atomic import staged_output, write_json_atomic
     from radlens.common.runinfo import run_info
     from radlens.evaluate.embed import resolve_model
-    from radlens.evaluate.multiclass import SUMMARY_METRICS, confusion_figure, evaluate_classes
+    from radlens.evaluate.multiclass import confusion_figure, evaluate_classes
     from radlens.io.prepared import PreparedDataset
     from radlens.models.compat import check_compatible
 
@@ -165,15 +165,36 @@ def zeroshot_classes(
         prompt_texts=dict(zip(present, (list(t) for t in prompt_set.prompts))),
     )
     if absent:
-        metrics["note"] = (f"prompt classes {absent} do not occur in split {split!r}: "
-                           f"the softmax and metrics use the {len(present)} present classes")
+        metrics["left_out"] = {**{c: f"no series in split {split!r}" for c in absent}, **metrics["left_out"]}
+        metrics["notes"].insert(0, f"prompt classes {absent} do not occur in split {split!r}: the softmax and "
+                                   f"metrics use the {len(present)} present classes")
     with staged_output(out, overwrite, "evaluate zeroshot") as tmp:
         table.to_csv(tmp / "predictions.csv", index=False)
         write_json_atomic(tmp / "metrics.json", metrics)
         confusion_figure(np.asarray(metrics["confusion_matrix"]["counts"]), present, tmp / "confusion.png")
         write_json_atomic(tmp / "run.json", run_info("evaluate zeroshot", config, seed))
-    shown = {k: "n/a" if metrics[k] is None else f"{metrics[k]:.3f}" for k in SUMMARY_METRICS}
-    print(f"{len(table)} series, {len(present)} classes: accuracy {shown['accuracy']} (chance "
-          f"{metrics['chance']['accuracy']:.3f}), balanced accuracy {shown['balanced_accuracy']} (chance "
-          f"{1 / len(present):.3f}), macro AUROC {shown['macro_auroc']} -> {out}")
+    print(f"{class_line(metrics, len(present))} -> {out}")
     return 0
+
+
+def class_line(metrics: dict[str, Any], n_classes: int) -> str:
+    """The console line of a classes-mode result: each summary metric with its CI and chance level,
+    the classes left out and why, the split's size (see :mod:`radlens.metrics.explain`)."""
+    from radlens.evaluate.multiclass import SUMMARY_METRICS
+    from radlens.metrics.explain import MIN_PATIENTS
+
+    chance = {"accuracy": metrics["chance"]["accuracy"], "balanced_accuracy": 1 / n_classes, "macro_auroc": 0.5}
+    parts = []
+    for m in SUMMARY_METRICS:
+        value, ci = metrics[m], metrics["ci"][m]
+        text = f"{m.replace('_', ' ')} {'n/a' if value is None else f'{value:.3f}'}"
+        if ci["low"] is not None:
+            text += f" (95% CI {ci['low']:.3f}-{ci['high']:.3f})"
+        parts.append(f"{text} [chance {chance[m]:.3f}]")
+    n_patients = metrics["bootstrap"]["n_patients"]
+    line = f"{metrics['n_series']} series from {n_patients} patient(s), {n_classes} classes: " + ", ".join(parts)
+    if n_patients < MIN_PATIENTS:
+        line += f"; fewer than {MIN_PATIENTS} patients: not reliable"
+    if metrics["left_out"]:
+        line += "; left out: " + ", ".join(f"{c} ({why})" for c, why in metrics["left_out"].items())
+    return line

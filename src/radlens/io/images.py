@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from radlens.errors import InputError
-from radlens.io.build import check_finite
+from radlens.io.build import check_finite, library_reason
 
 PILLOW_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
@@ -23,7 +23,7 @@ def _grey_from_pillow(path: Path) -> np.ndarray:
                 img = img.convert("RGBA")
             array = np.asarray(img)
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
-        raise InputError(path, f"cannot read image (truncated or corrupt?): {err}") from None
+        raise InputError(path, f"cannot read image (truncated or corrupt?): {library_reason(err, path)}") from None
     if array.ndim == 2:
         return array
     if array.ndim == 3 and array.shape[-1] in (2, 4) and np.any(array[..., -1] != array[..., -1].max()):
@@ -49,7 +49,7 @@ def read_image2d(path: str | PathLike[str]) -> np.ndarray:
         try:
             array = np.load(path, allow_pickle=False)
         except (ValueError, OSError, EOFError) as err:
-            raise InputError(path, f"cannot read .npy (truncated or holds objects?): {err}") from None
+            raise InputError(path, f"cannot read .npy (truncated or holds objects?): {library_reason(err, path)}") from None
         array = np.squeeze(array)
         if array.ndim != 2 or not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
             raise InputError(path, f"expected one numeric 2D slice, got {array.dtype} array of shape {array.shape}")

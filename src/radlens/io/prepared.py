@@ -32,9 +32,11 @@ class PreparedDataset:
         if not card_path.is_file() or not (self.path / "series.parquet").is_file():
             raise InputError(self.path, "not a prepared dataset (no dataset.json or series.parquet; run `radlens prepare`)")
         try:
-            self.card: dict[str, Any] = json.loads(card_path.read_text())
-        except json.JSONDecodeError as err:
-            raise InputError(card_path, f"malformed dataset card: {err}") from err
+            self.card: dict[str, Any] = json.loads(card_path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise InputError(card_path, f"malformed dataset card: {err}") from None
+        if not isinstance(self.card, dict):
+            raise InputError(card_path, f"malformed dataset card: expected a JSON object, not {type(self.card).__name__}")
         self._arrays: dict[str, np.ndarray] = {}
         self._series_index: dict[str, int] | None = None
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from radlens.errors import InputError
-from radlens.io.build import LPS_TO_RAS, build_volume
+from radlens.io.build import LPS_TO_RAS, build_volume, check_voxel_count, library_reason
 from radlens.io.volume import Volume
 
 SITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
@@ -35,10 +35,14 @@ def read_sitk(path: str | PathLike[str]) -> Volume:
     if not path.is_file():
         raise InputError(path, "file does not exist")
     try:
-        image = sitk.ReadImage(str(path))
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(path))
+        reader.ReadImageInformation()  # the header only: its size is checked before ITK allocates the image
+        check_voxel_count((*reader.GetSize(), reader.GetNumberOfComponents()), path)
+        image = reader.Execute()
     except RuntimeError as err:
-        reason = str(err).strip().splitlines()[-1] if str(err).strip() else "unknown error"
-        raise InputError(path, f"SimpleITK cannot read it: {reason}") from None
+        last = str(err).strip().splitlines()[-1] if str(err).strip() else "unknown error"
+        raise InputError(path, f"SimpleITK cannot read it: {library_reason(last, path)}") from None
     if image.GetDimension() not in (2, 3):
         raise InputError(path, f"{image.GetDimension()}D images are not supported (2D or 3D only)")
     array = sitk.GetArrayFromImage(image)  # (Z, Y, X[, C]) or (Y, X[, C])

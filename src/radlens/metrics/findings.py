@@ -45,28 +45,30 @@ def _counts(y: np.ndarray, pred: np.ndarray) -> tuple[int, int, int, int]:
     return tp, fp, fn, len(y) - tp - fp - fn
 
 
-def _ratio(num: float, den: float) -> float:
-    return num / den if den else 0.0
+def _ratio(num: float, den: float, zero_division: float = 0.0) -> float:
+    return num / den if den else zero_division
 
 
-def threshold_metrics(y_true: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, float]:
+def threshold_metrics(
+    y_true: np.ndarray, scores: np.ndarray, threshold: float, zero_division: float = 0.0
+) -> dict[str, float]:
     """F1 (of the positive class), precision, recall, specificity, accuracy of ``scores >= threshold``.
 
     Counted with numpy rather than sklearn's ``*_score`` functions: the bootstrap calls this
     18 x 1000 times and sklearn's per-call input validation dominates at that size (the values
-    are checked against sklearn in the tests). An undefined ratio (0/0) counts as 0, as sklearn's
-    ``zero_division=0``.
+    are checked against sklearn in the tests). An undefined ratio (0/0) counts as
+    ``zero_division``: 0 as sklearn's ``zero_division=0`` by default, NaN to mark it undefined.
     """
     y = np.asarray(y_true).astype(bool)
     pred = np.asarray(scores) >= threshold
     tp, fp, fn, tn = _counts(y, pred)
-    precision, recall = _ratio(tp, tp + fp), _ratio(tp, tp + fn)
+    z = zero_division
     return {
-        "f1": _ratio(2 * tp, 2 * tp + fp + fn),
-        "precision": precision,
-        "recall": recall,
-        "specificity": _ratio(tn, tn + fp),
-        "accuracy": _ratio(tp + tn, len(y)),
+        "f1": _ratio(2 * tp, 2 * tp + fp + fn, z),
+        "precision": _ratio(tp, tp + fp, z),
+        "recall": _ratio(tp, tp + fn, z),
+        "specificity": _ratio(tn, tn + fp, z),
+        "accuracy": _ratio(tp + tn, len(y), z),
     }
 
 
@@ -96,9 +98,11 @@ def score_metrics(y_true: np.ndarray, scores: np.ndarray) -> dict[str, float]:
     return {"auroc": float(auroc), "auprc": float(np.sum(recall_step * precision))}
 
 
-def binary_metrics(y_true: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, float]:
-    """All of :data:`METRICS` for one finding."""
-    return {**score_metrics(y_true, scores), **threshold_metrics(y_true, scores, threshold)}
+def binary_metrics(
+    y_true: np.ndarray, scores: np.ndarray, threshold: float, zero_division: float = 0.0
+) -> dict[str, float]:
+    """All of :data:`METRICS` for one finding (``zero_division``: see :func:`threshold_metrics`)."""
+    return {**score_metrics(y_true, scores), **threshold_metrics(y_true, scores, threshold, zero_division)}
 
 
 def choose_threshold(y_true: np.ndarray, scores: np.ndarray, method: ThresholdMethod = "youden") -> float:
@@ -124,12 +128,16 @@ def choose_threshold(y_true: np.ndarray, scores: np.ndarray, method: ThresholdMe
     raise ValueError(f"unknown threshold method {method!r}; use 'youden' or 'f1'")
 
 
-def _means(per_finding: dict[str, dict[str, float]], weights: dict[str, float]) -> dict[str, dict[str, float]]:
-    """Macro and prevalence-weighted means of each metric over the findings where it is defined."""
+def _means(
+    per_finding: dict[str, dict[str, float]], weights: dict[str, float], over: Sequence[str] | None = None
+) -> dict[str, dict[str, float]]:
+    """Macro and prevalence-weighted means of each metric over the findings ``over`` (default: all)
+    where it is finite."""
+    names = list(per_finding if over is None else over)
     out: dict[str, dict[str, float]] = {"macro": {}, "weighted": {}}
     for metric in METRICS:
-        values = np.array([per_finding[f][metric] for f in per_finding])
-        w = np.array([weights[f] for f in per_finding])
+        values = np.array([per_finding[f][metric] for f in names], dtype=np.float64)
+        w = np.array([weights[f] for f in names], dtype=np.float64)
         ok = np.isfinite(values)
         out["macro"][metric] = float(values[ok].mean()) if ok.any() else float("nan")
         weighted = ok.any() and w[ok].sum() > 0
@@ -154,19 +162,24 @@ def patient_bootstrap(
     thresholds: np.ndarray,
     n: int = 1000,
     seed: int = 0,
+    over: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """Bootstrap distributions of every metric, resampling patients with replacement.
 
     ``labels``/``scores`` are (N, F) per scan, ``patients`` (N,) their patient ids, ``thresholds``
     (F,) fixed (chosen on validation). Resamples come from :func:`patient_resamples`. A finding
-    with one class in a resample is skipped for that resample; the macro/weighted means use only
-    resamples where every finding has both classes. Returns ``{"per_finding": [F x {metric: values}],
-    "macro"/"weighted": {metric: values}}`` (arrays of the used resamples).
+    with one class in a resample is skipped for that resample. The macro/weighted means of a
+    resample are taken over the findings of ``over`` (column indices; default: all) that have both
+    classes in it, so one finding without positives no longer costs every other finding its CI;
+    ``n_findings`` holds how many findings each used resample's means are over. Returns
+    ``{"per_finding": [F x {metric: values}], "macro"/"weighted": {metric: values}, "n_findings": values}``.
     """
     labels, scores = np.asarray(labels).astype(bool), np.asarray(scores, dtype=np.float64)
     n_f = labels.shape[1]
+    over = list(range(n_f)) if over is None else list(over)
     per_finding: list[dict[str, list[float]]] = [{m: [] for m in METRICS} for _ in range(n_f)]
     means: dict[str, dict[str, list[float]]] = {"macro": {m: [] for m in METRICS}, "weighted": {m: [] for m in METRICS}}
+    counts: list[int] = []
     for idx in patient_resamples(patients, n, seed):
         y, s = labels[idx], scores[idx]
         values = {}
@@ -176,12 +189,16 @@ def patient_bootstrap(
             values[f] = binary_metrics(y[:, f], s[:, f], thresholds[f])
             for m in METRICS:
                 per_finding[f][m].append(values[f][m])
-        if len(values) == n_f:
-            agg = _means({str(f): v for f, v in values.items()}, {str(f): float(y[:, f].mean()) for f in values})
-            for kind in means:
-                for m in METRICS:
-                    means[kind][m].append(agg[kind][m])
-    return {"per_finding": [_arrays(d) for d in per_finding], **{k: _arrays(v) for k, v in means.items()}}
+        defined = [f for f in over if f in values]
+        if not defined:
+            continue
+        agg = _means({str(f): values[f] for f in defined}, {str(f): float(y[:, f].mean()) for f in defined})
+        for kind in means:
+            for m in METRICS:
+                means[kind][m].append(agg[kind][m])
+        counts.append(len(defined))
+    return {"per_finding": [_arrays(d) for d in per_finding], **{k: _arrays(v) for k, v in means.items()},
+            "n_findings": np.asarray(counts, dtype=np.int64)}
 
 
 def _arrays(values: dict[str, list[float]]) -> dict[str, np.ndarray]:
@@ -213,12 +230,21 @@ def evaluate_findings(
     seed: int = 0,
     level: float = 0.95,
 ) -> dict[str, Any]:
-    """metrics.json content: per finding + macro + prevalence-weighted, with bootstrap CIs.
+    """metrics.json content: per finding + macro + prevalence-weighted, with bootstrap CIs, and what they rest on.
 
     Thresholds come from ``val_*`` (the ``threshold_split``) and are applied unchanged to
     ``test_*``. A finding whose validation labels have one class falls back to 0.5, recorded as
     ``threshold_source: "default"``. NaN (undefined) values are written as null.
+
+    A finding without a positive (or without a negative) case in the evaluated split has no
+    AUROC/AUPRC and no ratio with a zero denominator (null); it is ``defined: false`` with a
+    ``note``, listed in ``left_out`` with the reason, and left out of the macro and weighted means,
+    whose ``over`` names the findings they were taken over. ``notes`` says in words what is thin:
+    findings left out, fewer than :data:`radlens.metrics.explain.MIN_PATIENTS` patients, CIs that
+    could not be computed or rest on few resamples.
     """
+    from radlens.metrics.explain import ci_note, join_notes, left_out_note, split_notes, undefined_reason
+
     test_labels, val_labels = np.asarray(test_labels).astype(int), np.asarray(val_labels).astype(int)
     thresholds, sources = [], []
     for f in range(len(findings)):
@@ -228,33 +254,61 @@ def evaluate_findings(
         except ValueError:
             thresholds.append(0.5)
             sources.append("default")
+    reasons = {name: undefined_reason(test_labels[:, f]) for f, name in enumerate(findings)}
+    left_out = {name: why for name, why in reasons.items() if why is not None}
+    defined = [name for name in findings if name not in left_out]
     point = {
-        name: binary_metrics(test_labels[:, f], test_scores[:, f], thresholds[f]) for f, name in enumerate(findings)
+        name: binary_metrics(test_labels[:, f], test_scores[:, f], thresholds[f], np.nan if left_out.get(name) else 0.0)
+        for f, name in enumerate(findings)
     }
     prevalence = {name: float(test_labels[:, f].mean()) for f, name in enumerate(findings)}
-    boot = patient_bootstrap(test_labels, test_scores, test_patients, np.asarray(thresholds), n_bootstrap, seed)
+    boot = patient_bootstrap(test_labels, test_scores, test_patients, np.asarray(thresholds), n_bootstrap, seed,
+                             over=[f for f, name in enumerate(findings) if name in defined])
     result: dict[str, Any] = {"per_finding": {}}
+    ci_notes: list[str | None] = []
     for f, name in enumerate(findings):
+        cis = {m: percentile_ci(boot["per_finding"][f][m], level) for m in METRICS}
         result["per_finding"][name] = {
             **{m: _nan_to_none(v) for m, v in point[name].items()},
-            "ci": {m: percentile_ci(boot["per_finding"][f][m], level) for m in METRICS},
+            "ci": cis,
             "threshold": thresholds[f],
             "threshold_source": sources[f],
             "n": int(len(test_labels)),
             "n_positive": int(test_labels[:, f].sum()),
             "prevalence": prevalence[name],
+            "defined": name not in left_out,
+            **({"note": f"AUROC/AUPRC undefined: {left_out[name]}"} if name in left_out else {}),
         }
-    for kind, values in _means(point, prevalence).items():
+        if name not in left_out:
+            ci_notes.append(ci_note(f"{name} AUROC", cis["auroc"], n_bootstrap, "a resample without a positive or negative patient"))
+    for kind, values in _means(point, prevalence, defined).items():
         cis = {m: percentile_ci(boot[kind][m], level) for m in METRICS}
-        result[kind] = {**{m: _nan_to_none(v) for m, v in values.items()}, "ci": cis}
+        result[kind] = {**{m: _nan_to_none(v) for m, v in values.items()}, "ci": cis, "over": list(defined),
+                        "n_findings": len(defined)}
+    n_patients = int(len(np.unique(test_patients)))
+    counts = boot["n_findings"]
+    varying = int(np.sum(counts < len(defined)))
+    result["left_out"] = left_out
+    result["n_cases"] = int(len(test_labels))
     result["bootstrap"] = {
         "unit": "patient",
         "n_requested": n_bootstrap,
         "seed": seed,
         "level": level,
-        "n_patients": int(len(np.unique(test_patients))),
+        "n_patients": n_patients,
         "n_used_macro": int(len(boot["macro"]["auroc"])),
+        "macro_over": "the findings defined on the split that have both classes in each resample",
+        "n_resamples_with_fewer_findings": varying,
     }
+    why_macro = "no resample had a finding with both classes" if defined else "no finding is defined on the split"
+    result["notes"] = join_notes(
+        [left_out_note(left_out, len(findings))],
+        split_notes(n_patients, len(test_labels)),
+        [ci_note("the macro AUROC", result["macro"]["ci"]["auroc"], n_bootstrap, why_macro)],
+        [f"in {varying} of {len(counts)} resamples some findings had one class; those resamples' means are over "
+         "the findings defined in them" if varying else None],
+        ci_notes,
+    )
     result["threshold"] = {"method": threshold_method, "split": threshold_split}
     return result
 

@@ -157,7 +157,8 @@ def load_model(name_or_path: str | os.PathLike[str], kind: str | tuple[str, ...]
     """A model from a bundle folder (or a run folder: its ``best/``), a registry name or JSON path (fresh
     init), or a Hugging Face Hub id.
 
-    ``kind`` (one or several) refuses a model of another kind, naming what was found. A hub id
+    ``kind`` (one or several kinds or families, e.g. ``"segmenter"``) refuses a model of another kind, naming
+    what was found. A hub id
     (``owner/name``) is downloaded with ``huggingface_hub.snapshot_download`` (bundle files only;
     honours ``HF_HUB_OFFLINE`` and the local cache).
     """
@@ -181,6 +182,14 @@ def load_model(name_or_path: str | os.PathLike[str], kind: str | tuple[str, ...]
         model = load_bundle(local)
     wanted = (kind,) if isinstance(kind, str) else kind
     found = getattr(model, "config", {}).get("kind")
-    if wanted and found not in wanted:
+    if wanted and found not in wanted and _family(found) not in wanted:
         raise InputError(name, f"a {found or 'multi-component'} model, but a {' or '.join(wanted)} model is needed here")
     return model
+
+
+def _family(kind: str | None) -> str | None:
+    """The family of a registered component kind (None for an unknown kind or a multi-component model)."""
+    from radlens.models.components import kinds
+
+    known = kinds().get(kind or "")
+    return known.family if known is not None else None

@@ -92,6 +92,12 @@ def packaged_prompt_files() -> dict[str, Path]:
     return {Path(p.name).stem: Path(str(p)) for p in folder.iterdir() if p.name.endswith(".yaml")}
 
 
+def packaged_prompt_sets(mode: str) -> list[str]:
+    """Names of the packaged prompt sets of one ``mode`` (``pairs`` or ``classes``), sorted: what ``--prompts``
+    help lists, read from the package so that a new set appears there by itself."""
+    return [name for name in sorted(packaged_prompt_files()) if read_prompt_spec(name)[2] == mode]
+
+
 def _strings(value: Any, path: Path, where: str) -> tuple[str, ...]:
     if isinstance(value, str):
         value = [value]

@@ -1,7 +1,8 @@
 """Physics-based brain MRI phantom: real MNI152 anatomy, MR signal equations, messy scanner metadata.
 
 ``generate_mri_phantom(out, cfg)`` writes a BIDS-like tree of subjects with dcm2niix-style sidecars,
-lesion masks, ``truth.csv`` (the true parameters and contrast class of every series),
+lesion masks, tissue label maps (``*_dseg.nii.gz`` named by ``dseg.tsv``: :mod:`radlens.phantoms.mri_labels`),
+``truth.csv`` (the true parameters and contrast class of every series),
 ``lesions.csv`` (per stored slice) and, on request, real DICOM series and a preview montage. The
 same seed gives the same arrays whatever the number of worker processes.
 """
@@ -50,6 +51,7 @@ class MRIPhantomConfig:
     scale: float = 0.10
     warp_mm: float = 3.0
     lesion_probability: float = 0.5  # per subject; 0 disables lesions and lesion masks
+    tissue_maps: bool = True  # a tissue label map per series (<stem>_dseg.nii.gz) and dseg.tsv at the root
     max_lesions: int = 6
     scalp: bool = True
     reorient: bool = True  # random axis flips and in-plane swaps in the stored order (affine kept correct)
@@ -81,8 +83,9 @@ def _draw_plane(rng: np.random.Generator, acquisition: str) -> str:
 
 
 def _image_series(anatomy: Anatomy, cfg: MRIPhantomConfig, protocol: Protocol, plane: str, thickness: float,
-                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-    """Image one series: (int16 image, uint8 lesion mask, affine), RAS order on the acquisition grid, and its SNR.
+                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, np.ndarray | None]:
+    """Image one series: (int16 image, uint8 lesion mask, affine), RAS order on the acquisition grid, its SNR
+    and, with ``cfg.tissue_maps``, its uint8 tissue label map on the same grid (else None).
 
     Partial volume: signal = sum over tissues of fraction x tissue signal, before slab averaging.
     """
@@ -101,7 +104,13 @@ def _image_series(anatomy: Anatomy, cfg: MRIPhantomConfig, protocol: Protocol, p
     snr = round(float(rng.uniform(*cfg.snr)), 1)
     sigma = float(image[brain_sliced > 0.5].mean()) / snr
     image = acq.to_scanner_units(acq.rician_noise(image, sigma, rng))
-    return image, (lesion > 0.5).astype(np.uint8), affine, snr
+    mask = (lesion > 0.5).astype(np.uint8)
+    tissues = None
+    if cfg.tissue_maps:
+        from radlens.phantoms.mri_labels import tissue_label_map
+
+        tissues = tissue_label_map(anatomy, axis, thickness, brain_sliced, mask)
+    return image, mask, affine, snr, tissues
 
 
 def _generate_subject(out: Path, cfg: MRIPhantomConfig, index: int) -> tuple[list[dict], list[dict]]:
@@ -130,13 +139,15 @@ def _generate_subject(out: Path, cfg: MRIPhantomConfig, index: int) -> tuple[lis
         plane = _draw_plane(rng, spec.acquisition)
         drawn = round(float(rng.uniform(*cfg.slice_thickness)) * 2) / 2
         thickness = anatomy.spacing if spec.acquisition == "3D" else max(drawn, anatomy.spacing)
-        image, mask, affine, snr = _image_series(anatomy, cfg, protocol, plane, thickness, rng)
+        image, mask, affine, snr, tissues = _image_series(anatomy, cfg, protocol, plane, thickness, rng)
         any_axis = bool(rng.random() < cfg.any_axis_rate)
         ornt = acq.random_orientation(rng, acq.PLANE_AXIS[plane], any_axis)
         if not cfg.reorient:
             ornt = np.array([[0, 1], [1, 1], [2, 1]], float)
         image, stored_affine = acq.reorient(image, affine, ornt)
         mask, _ = acq.reorient(mask, affine, ornt)
+        if tissues is not None:
+            tissues, _ = acq.reorient(tissues, affine, ornt)
         slice_axis = int(ornt[acq.PLANE_AXIS[plane], 0])
         sidecar, notes = make_sidecar(protocol, scanner, plane, thickness, number, rng, cfg.messiness)
         # dcm2niix records the acquisition's orientation; it survives a tool reorienting the NIfTI.
@@ -151,6 +162,10 @@ def _generate_subject(out: Path, cfg: MRIPhantomConfig, index: int) -> tuple[lis
             flags = np.moveaxis(mask, slice_axis, 0).reshape(mask.shape[slice_axis], -1).any(axis=1)
             file = f"{subject}/ses-01/anat/{stem}.nii.gz"
             lesions += [{"file": file, "slice_index": k, "lesion": int(f)} for k, f in enumerate(flags)]
+        tissue_file = ""
+        if tissues is not None:
+            tissue_file = f"{subject}/ses-01/anat/{stem}_dseg.nii.gz"
+            write_nifti(out / tissue_file, tissues, stored_affine)
         dicom_dir = ""
         if cfg.dicom:
             dicom_dir = f"dicom/{subject}/series-{number:02d}"
@@ -165,7 +180,8 @@ def _generate_subject(out: Path, cfg: MRIPhantomConfig, index: int) -> tuple[lis
             "contrast": spec.contrast, "sequence": family, "plane": plane, **true,
             "shape": "x".join(str(s) for s in image.shape), "orientation": "".join(nib.aff2axcodes(stored_affine)),
             "slice_axis": slice_axis, "snr": snr, "lesion_count": anatomy.lesion_count,
-            "lesion_voxels": int(mask.sum()), "lesion_mask": mask_file, "dicom_dir": dicom_dir, **notes,
+            "lesion_voxels": int(mask.sum()), "lesion_mask": mask_file, "tissue_map": tissue_file, "dicom_dir": dicom_dir,
+            **notes,
         })
     return truth, lesions
 
@@ -197,6 +213,10 @@ def generate_mri_phantom(out: Path, cfg: MRIPhantomConfig = MRIPhantomConfig(), 
     if cfg.lesion_probability > 0:
         write_csv(out / "lesions.csv", pd.DataFrame([row for _, rows in results for row in rows],
                                                     columns=["file", "slice_index", "lesion"]))
+    if cfg.tissue_maps:
+        from radlens.phantoms.mri_labels import write_label_table
+
+        write_label_table(out / "dseg.tsv")
     write_json(out / "phantom.json", {"kind": "mri", "radlens_version": radlens.__version__,
                                       "seed": cfg.seed, "config": dataclasses.asdict(cfg)})
     if cfg.preview:
@@ -215,7 +235,8 @@ def phantom_mri(
     workers: int = 1,
     phantom: MRIPhantomConfig = MRIPhantomConfig(),
 ) -> int:
-    """Generate a physics-based brain MRI phantom (NIfTI + sidecars + truth.csv, optionally DICOM and a preview).
+    """Generate a physics-based brain MRI phantom (NIfTI + sidecars + tissue label maps + truth.csv, optionally DICOM
+    and a preview).
 
     Args:
         out: output folder.

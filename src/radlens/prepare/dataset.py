@@ -32,6 +32,9 @@ SERIES = "series.parquet"
 SLICES = "slices.parquet"
 FAILURES = "failures.csv"
 FAILURE_COLUMNS = ("path", "stage", "reason")
+# Key of ``Volume.metadata.extra`` where an importer's ``load`` leaves columns it measured while
+# reading a series (e.g. CT-RATE's HU check); they join the series row.
+TABLE_COLUMNS = "table_columns"
 
 
 @dataclass(frozen=True)
@@ -78,11 +81,15 @@ class Failure:
 
 @dataclass
 class Discovery:
-    """What an importer found: the series to prepare, inputs it skipped, finding label columns."""
+    """What an importer found: the series to prepare, inputs it skipped, finding label columns,
+    notes for the card (e.g. duplicate table rows it ignored) and, when its ids are keyed
+    pseudonyms (:class:`radlens.io.phi.PhiKey`), the key's fingerprint."""
 
     items: list[SeriesItem]
     failures: list[Failure]
     findings: tuple[str, ...] = ()
+    notes: list[str] = field(default_factory=list)
+    phi_key_fingerprint: str | None = None
 
 
 @dataclass
@@ -115,6 +122,14 @@ def fingerprint(item: SeriesItem, config_digest: str) -> str:
 def safe_name(series_id: str) -> str:
     """A file name for a series id (ids may hold characters that are awkward in paths)."""
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in series_id)
+
+
+def remove_temporaries(out: Path) -> None:
+    """Delete the temporary files (``.<name>.<random>.tmp``) an interrupted or killed run left in
+    ``arrays/``, ``masks/`` and ``work/``: one ``radlens prepare`` writes an output folder at a time."""
+    for folder in (ARRAYS, MASKS, WORK):
+        for tmp in (out / folder).glob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
 
 
 class WorkRecords:
@@ -263,10 +278,13 @@ def assemble(
     findings: tuple[str, ...] = (),
     protocol_labels: bool = False,
     notes: tuple[str, ...] = (),
+    phi_key_fingerprint: str | None = None,
 ) -> dict[str, Any] | None:
     """Assign splits, bins and labels over all series and write tables, extras and the card.
 
-    Returns the card, or None (writing only ``failures.csv``) when no series was prepared.
+    ``phi_key_fingerprint`` (ids made with a pseudonym key) goes into the card, so datasets made
+    with different keys can be told apart. Returns the card, or None (writing only
+    ``failures.csv``) when no series was prepared.
     """
     import datetime
 
@@ -320,6 +338,7 @@ def assemble(
         "label_names": {str(k): v for k, v in names.items()},
         "labels": merge_schemes([r.labels for r in records if r.labels], out),
         "notes": list(notes),
+        **({"pseudonym_key_fingerprint": phi_key_fingerprint} if phi_key_fingerprint else {}),
         "counts": {
             "patients": int(series["patient_id"].nunique()),
             "series": len(series),

@@ -3,6 +3,10 @@
 CT keeps its physical unit, so one fixed window serves every scan; MRI has no unit, so each
 volume is scaled by its own percentiles (over the non-zero voxels by default, so the air
 around the head does not set the scale). Outputs are float32.
+
+Whether CT values really are HU is checked on the data (:func:`check_hu`): air must sit near
+-1000 HU and the body in the soft-tissue range, which a missing or doubled slope/intercept
+never gives (it moves everything by 1024 or 8192 HU).
 """
 
 from __future__ import annotations
@@ -17,6 +21,15 @@ from radlens.errors import InputError
 from radlens.io.volume import Volume
 
 CtOutput = Literal["0,1", "-1,1", "hu/1000"]
+# How a CT importer decides whether a file holds HU (PrepareConfig.already_hu): "auto" per volume
+# from where the file comes and the metadata, "auto-column" from a per-volume flag column only,
+# "yes"/"no" for every volume; the data is checked with check_hu in every case.
+HuRule = Literal["auto", "auto-column", "yes", "no"]
+# check_hu: the bands (HU) where air and the body must sit, and the least share of voxels in each.
+AIR_BAND = (-1100.0, -900.0)
+BODY_BAND = (-200.0, 300.0)
+MIN_AIR_FRACTION = 0.02
+MIN_BODY_FRACTION = 0.10
 
 
 @dataclass(frozen=True)
@@ -40,6 +53,55 @@ def _check_values(array: np.ndarray) -> None:
     lo, hi = array.min(), array.max()
     if lo == hi:
         raise InputError(None, "volume is all zero" if lo == 0 else f"volume is constant ({lo})")
+
+
+@dataclass(frozen=True)
+class HuCheck:
+    """Where a CT volume's values sit once read as HU: the share of voxels in :data:`AIR_BAND`
+    (air outside the body, trachea, lungs) and in :data:`BODY_BAND` (fat, muscle, blood, organs)."""
+
+    air_fraction: float
+    body_fraction: float
+
+    @property
+    def plausible(self) -> bool:
+        """Air near -1000 HU and a body in the soft-tissue range, as every chest CT has.
+
+        A raw volume read without its intercept puts air near +24 (or +7192) HU, a volume in HU
+        shifted once more puts the soft tissue into the air band and leaves the body band to
+        bone: both fail one of the two shares.
+        """
+        return self.air_fraction >= MIN_AIR_FRACTION and self.body_fraction >= MIN_BODY_FRACTION
+
+    def describe(self) -> str:
+        """One line for tables and failure reasons."""
+        return (
+            f"{self.air_fraction:.1%} of voxels in the air band {_band(AIR_BAND)} HU (needs >= {MIN_AIR_FRACTION:.0%}), "
+            f"{self.body_fraction:.1%} in the body band {_band(BODY_BAND)} HU (needs >= {MIN_BODY_FRACTION:.0%})"
+        )
+
+    def columns(self) -> dict[str, float]:
+        """The shares as series-table columns."""
+        return {"hu_air_fraction": round(self.air_fraction, 4), "hu_body_fraction": round(self.body_fraction, 4)}
+
+
+def _band(band: tuple[float, float]) -> str:
+    return f"[{band[0]:g}, {band[1]:g}]"
+
+
+def check_hu(array: np.ndarray) -> HuCheck:
+    """Measure where the values of a CT volume in HU sit (:class:`HuCheck`).
+
+    Volumes over about 2 million voxels are measured on every second voxel along each axis,
+    which changes the shares by far less than the margins and keeps the check cheap.
+    """
+    values = np.asarray(array)
+    if values.size > 2_000_000:
+        values = values[(slice(None),) * (values.ndim - 3) + (slice(None, None, 2),) * 3]
+    n = max(values.size, 1)
+    air = np.count_nonzero((values >= AIR_BAND[0]) & (values <= AIR_BAND[1]))
+    body = np.count_nonzero((values >= BODY_BAND[0]) & (values <= BODY_BAND[1]))
+    return HuCheck(air / n, body / n)
 
 
 def ct_window(

@@ -238,6 +238,17 @@ def to_label_map(mask: Volume, scheme: Mapping[int, str] | None, binary: bool = 
     return dataclasses.replace(mask, array=array)
 
 
+def lesion_part(mask: Volume, scheme: Mapping[int, str] | None) -> Volume:
+    """The part of a label map that marks lesions, for the slices' ``lesion`` flag: the label named
+    "lesion" when the scheme has it among other structures (a tissue map), else the whole map."""
+    import dataclasses
+
+    ids = [i for i, name in (scheme or {}).items() if i != 0 and name.lower() == "lesion"]
+    if len(ids) != 1 or len(scheme or {}) <= 2:
+        return mask
+    return dataclasses.replace(mask, array=(mask.array == ids[0]).astype(np.uint8))
+
+
 def check_aligned(mask: Volume, image: Volume) -> None:
     """A label map must have its image's voxel grid: same shape, same affine (RAS mm), one channel."""
     if mask.array.shape[0] != 1:

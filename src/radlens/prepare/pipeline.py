@@ -4,13 +4,16 @@ One function per arrow of the design: an importer finds the series (``discover``
 each one (``load``); every series then goes through the same steps (check, spatial,
 intensity, slicing or 3D, caption) and is written as an array plus a work record; labels,
 bins and splits are assigned globally when the tables are assembled. Series run in a process
-pool when ``workers > 1``; the result does not depend on the number of workers.
+pool when ``workers > 1`` (:mod:`radlens.prepare.workers`: the workers end with this process); the
+result does not depend on the number of workers. :func:`prepare_shard` prepares one shard of a
+scaled-out run (:mod:`radlens.prepare.shards` merges them into the dataset one run writes).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib
+import json
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -20,22 +23,27 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from radlens.common.atomic import save_array_atomic
+from radlens.common.atomic import check_apart, save_array_atomic
+from radlens.common.sharding import Shard
 from radlens.errors import ConfigError, InputError
+from radlens.io.phi import check_key_outside
 from radlens.prepare.binning import BinningConfig
 from radlens.prepare.captions import CaptionConfig
 from radlens.prepare.dataset import (
     ARRAYS,
     MASKS,
+    TABLE_COLUMNS,
+    Discovery,
     Failure,
     SeriesItem,
     SeriesRecord,
     WorkRecords,
     config_hash,
     fingerprint,
+    remove_temporaries,
     safe_name,
 )
-from radlens.prepare.intensity import IntensityConfig
+from radlens.prepare.intensity import HuRule, IntensityConfig
 from radlens.prepare.labels import LabelConfig
 from radlens.prepare.slicing import SliceConfig
 from radlens.prepare.spatial import SpatialConfig
@@ -44,6 +52,7 @@ from radlens.prepare.splits import SplitConfig
 if TYPE_CHECKING:
     from radlens.io.prepared import PreparedDataset
     from radlens.io.volume import Volume
+    from radlens.prepare.shard_state import ShardState
 
 Source = Literal["bids", "dicom", "ct-rate", "m3d", "csv", "nnunet", "deeplesion", "clear"]
 SOURCES: dict[str, str] = {
@@ -63,18 +72,26 @@ class PrepareConfig:
     """Everything that decides what ``radlens prepare`` writes.
 
     ``dims``: 2 writes slices (``slices.parquet``), 3 writes whole volumes. ``already_hu``
-    (CT only): ``"yes"`` the files hold HU; ``"no"`` apply the metadata table's
-    RescaleSlope/Intercept; ``"auto-column"`` read a per-row flag column (e.g. ``StoredAsHU``)
-    and fail if there is none: HU handling is never assumed. ``source_valid_split``: where a
+    (CT-RATE): ``"auto"`` decides per volume (files under ``*_fixed`` hold HU, others take the
+    metadata table's RescaleSlope/Intercept, a per-volume flag column such as ``StoredAsHU``
+    decides where present); ``"auto-column"`` needs that flag column; ``"yes"`` every file holds
+    HU; ``"no"`` apply RescaleSlope/Intercept to every file. Every volume is checked on its data
+    (air near -1000 HU, body in the soft-tissue range) and refused when it disagrees.
+    ``patient_from`` (M3D, CSV): the patient of a sample without a patient id: ``folder`` (the
+    image's folder), ``parent`` (the folder above), or a regular expression on the image's path
+    relative to the source whose group ``patient`` (or first group) is the id. ``source_valid_split``: where a
     source's own validation part (CT-RATE ``valid``) goes; its ``train`` part is split by
-    patient with ``split``. ``pseudonym_salt`` salts the hashed DICOM patient pseudonyms.
+    patient with ``split``. ``phi_key_file``: the file holding the secret key of the keyed
+    patient pseudonyms (DICOM); None takes ``$RADLENS_PHI_KEY`` or the user's key file
+    (:func:`radlens.io.phi.load_phi_key`); only the key's fingerprint is recorded, never the key.
     """
 
     dims: Literal[2, 3] = 2
     dtype: Literal["float32", "float16"] = "float32"
-    already_hu: Literal["auto-column", "yes", "no"] = "auto-column"
+    already_hu: HuRule = "auto"
+    patient_from: str = "folder"
     source_valid_split: Literal["test", "validation"] = "test"
-    pseudonym_salt: str = "radlens"
+    phi_key_file: str | None = None
     spatial: SpatialConfig = field(default_factory=SpatialConfig)
     intensity: IntensityConfig = field(default_factory=IntensityConfig)
     slicing: SliceConfig = field(default_factory=SliceConfig)
@@ -87,9 +104,10 @@ class PrepareConfig:
         return dataclasses.asdict(self)
 
     def series_digest(self) -> str:
-        """Hash of the settings that change a single series' array or row (not labels/splits)."""
+        """Hash of the settings that change a single series' array or row (not labels/splits, nor where
+        the key file lies: another key gives other ids, and so other fingerprints, anyway)."""
         d = self.to_dict()
-        for key in ("binning", "labels", "split", "source_valid_split"):
+        for key in ("binning", "labels", "split", "source_valid_split", "phi_key_file"):
             d.pop(key)
         return config_hash(d)
 
@@ -140,7 +158,7 @@ def prepare_series(item: SeriesItem, cfg: PrepareConfig, source: str, out: Path)
     """
     from radlens.prepare.captions import make_caption
     from radlens.prepare.intensity import apply_intensity
-    from radlens.prepare.masks import mask_columns, open_name, present, scheme_json, storage_dtype
+    from radlens.prepare.masks import lesion_part, mask_columns, open_name, present, scheme_json, storage_dtype
     from radlens.prepare.slicing import acquisition_plane, extract_mask_slices, extract_slices
     from radlens.prepare.spatial import apply_spatial_pair
 
@@ -163,7 +181,7 @@ def prepare_series(item: SeriesItem, cfg: PrepareConfig, source: str, out: Path)
         if mask is not None:
             mask_array = mask.array
     else:
-        array, infos = extract_slices(processed, cfg.slicing, mask=mask)
+        array, infos = extract_slices(processed, cfg.slicing, mask=None if mask is None else lesion_part(mask, item.mask_labels))
         if len(infos) == 0:
             raise InputError(item.source_path, "no slice kept after slicing (all background?)")
         if mask is not None:
@@ -203,45 +221,117 @@ def prepare_series(item: SeriesItem, cfg: PrepareConfig, source: str, out: Path)
         **mask_columns(None if mask_array is None else (mask_array[0] if cfg.dims == 3 else mask_array)),
         **meta.to_dict(),
         **item.fields,
+        **meta.extra.get(TABLE_COLUMNS, {}),  # what the importer measured while reading (CT-RATE: the HU check)
     }
     row["modality"] = row.pop("Modality") or item.modality or ""
     return SeriesRecord(fingerprint="", row=row, slices=slice_rows, labels=labels)
 
 
-def _run_one(item: SeriesItem, cfg: PrepareConfig, source: str, out: Path, digest: str) -> SeriesRecord | Failure:
-    """Worker entry: prepare and record one series, turning bad input into a Failure."""
+def _run_one(item: SeriesItem, cfg: PrepareConfig, source: str, out: Path, digest: str) -> tuple[str, SeriesRecord | Failure]:
+    """Worker entry: prepare and record one series, turning bad input into a Failure; with its series id."""
     try:
         record = prepare_series(item, cfg, source, out)
     except InputError as err:
         named = Path(err.path).name if err.path else ""
         where = "" if not named or item.source_path.endswith(named) else f"{named}: "
-        return Failure(item.source_path, "prepare", where + err.reason)
+        return item.series_id, Failure(item.source_path, "prepare", where + err.reason)
     except (OSError, ValueError, RuntimeError, EOFError) as err:  # library errors on odd files
-        return Failure(item.source_path, "prepare", f"{type(err).__name__}: {err}")
+        return item.series_id, Failure(item.source_path, "prepare", f"{type(err).__name__}: {err}")
     record.fingerprint = digest
     WorkRecords(out).save(item.series_id, record)
-    return record
+    return item.series_id, record
 
 
 def _execute(
     todo: list[tuple[SeriesItem, str]], cfg: PrepareConfig, source: str, out: Path, workers: int
-) -> Iterator[SeriesRecord | Failure]:
+) -> Iterator[tuple[str, SeriesRecord | Failure]]:
     if workers <= 1:
         for item, digest in todo:
             yield _run_one(item, cfg, source, out, digest)
         return
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from radlens.prepare.workers import run_in_processes
 
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        futures = [pool.submit(_run_one, item, cfg, source, out, digest) for item, digest in todo]
+    yield from run_in_processes(_run_one, [(item, cfg, source, out, digest) for item, digest in todo], workers)
+
+
+@dataclass
+class _Job:
+    """A discovered source: what :func:`prepare_dataset` and :func:`prepare_shard` share."""
+
+    source: str
+    module: ModuleType
+    cfg: PrepareConfig
+    root: Path
+    out: Path
+    found: Discovery
+    items: list[SeriesItem]
+    digests: dict[str, str]
+
+    def notes(self) -> tuple[str, ...]:
+        return (*getattr(self.module, "NOTES", ()), *self.found.notes)
+
+
+def _start(source: str, input: str | Path, output: str | Path, cfg: PrepareConfig | None, limit: int | None) -> _Job:
+    """Check the folders, discover the series (the first ``limit``) and fingerprint them."""
+    module = importer(source)
+    cfg = cfg if cfg is not None else module.default_config()
+    root = Path(input).resolve()
+    out = Path(output).resolve()
+    if not root.exists():
+        raise InputError(root, "does not exist")
+    check_apart(root, out)
+    check_key_outside(cfg.phi_key_file, [out])
+    found = module.discover(root, cfg)
+    _check_same_key(out, found.phi_key_fingerprint)
+    remove_temporaries(out)
+    items = found.items if limit is None else found.items[:limit]
+    series_digest = cfg.series_digest()
+    digests = {item.series_id: fingerprint(item, series_digest) for item in items}
+    return _Job(source, module, cfg, root, out, found, items, digests)
+
+
+def _check_same_key(out: Path, key_fingerprint: str | None) -> None:
+    """An output made with another pseudonym key is refused: its ids would not match this run's."""
+    from radlens.prepare.dataset import CARD
+    from radlens.prepare.shard_state import STATE
+
+    for name, field_name in ((CARD, "pseudonym_key_fingerprint"), (STATE, "phi_key_fingerprint")):
         try:
-            for fut in as_completed(futures):
-                yield fut.result()
-        finally:
-            for fut in futures:
-                fut.cancel()
+            earlier = json.loads((out / name).read_text(encoding="utf-8")).get(field_name)
+        except (OSError, ValueError, AttributeError):
+            continue
+        if earlier and key_fingerprint and earlier != key_fingerprint:
+            raise ConfigError(f"{out} was prepared with the pseudonym key of fingerprint {earlier}, this run's key has "
+                              f"{key_fingerprint}: the ids would differ. Use the same key (--phi_key_file, $RADLENS_PHI_KEY) "
+                              "or another output folder")
+
+
+def _prepare_items(
+    job: _Job, items: list[SeriesItem], workers: int, strict: bool
+) -> tuple[dict[str, SeriesRecord], dict[str, Failure]]:
+    """Prepare ``items`` (reusing series already prepared alike): their records and failures by series id."""
+    from tqdm import tqdm
+
+    records: dict[str, SeriesRecord] = {}
+    failed: dict[str, Failure] = {}
+    todo: list[tuple[SeriesItem, str]] = []
+    work = WorkRecords(job.out)
+    for item in items:
+        done = work.load(item.series_id, job.digests[item.series_id])
+        if done is not None:
+            records[item.series_id] = done
+        else:
+            todo.append((item, job.digests[item.series_id]))
+    bar = tqdm(total=len(items), initial=len(records), desc=f"prepare {job.source}", unit="series", file=sys.stderr)
+    with bar:
+        for item_id, result in _execute(todo, job.cfg, job.source, job.out, workers):
+            bar.update(1)
+            if isinstance(result, Failure):
+                failed[item_id] = result
+                _report([result], strict, write=lambda line: bar.write(line, file=sys.stderr))
+            else:
+                records[item_id] = result
+    return records, failed
 
 
 def prepare_dataset(
@@ -255,56 +345,67 @@ def prepare_dataset(
 ) -> PreparedDataset:
     """Import ``input`` (a ``source`` layout) into the prepared dataset folder ``output``.
 
-    Bad inputs are skipped with one console line each and listed in ``failures.csv``; with
+    Bad inputs are skipped with one console line each and listed in ``failures.csv`` (those
+    found while discovering first, then the series that failed, in discovery order); with
     ``strict`` the first one raises. Series already prepared with the same inputs and config
     are reused, so an interrupted run can be rerun. Raises InputError if nothing was usable.
     """
-    from tqdm import tqdm
-
     from radlens.io.prepared import PreparedDataset
     from radlens.prepare.dataset import assemble
 
-    module = importer(source)
-    cfg = cfg if cfg is not None else module.default_config()
-    root = Path(input).resolve()
-    out = Path(output).resolve()
-    if not root.exists():
-        raise InputError(root, "does not exist")
-    if out == root or root in out.parents:
-        raise ConfigError(f"output {out} must not be inside the input {root}: sources are never written to")
-    found = module.discover(root, cfg)
-    items, failures = found.items, list(found.failures)
-    if limit is not None:
-        items = items[:limit]
-    _report(failures, strict)
-    records: dict[str, SeriesRecord] = {}
-    todo: list[tuple[SeriesItem, str]] = []
-    work = WorkRecords(out)
-    series_digest = cfg.series_digest()
-    for item in items:
-        digest = fingerprint(item, series_digest)
-        done = work.load(item.series_id, digest)
-        if done is not None:
-            records[item.series_id] = done
-        else:
-            todo.append((item, digest))
-    bar = tqdm(total=len(items), initial=len(records), desc=f"prepare {source}", unit="series", file=sys.stderr)
-    with bar:
-        for result in _execute(todo, cfg, source, out, workers):
-            bar.update(1)
-            if isinstance(result, Failure):
-                failures.append(result)
-                _report([result], strict, write=lambda line: bar.write(line, file=sys.stderr))
-            else:
-                records[result.row["series_id"]] = result
-    ordered = [records[i.series_id] for i in items if i.series_id in records]
+    job = _start(source, input, output, cfg, limit)
+    _report(job.found.failures, strict)
+    records, failed = _prepare_items(job, job.items, workers, strict)
+    ordered = [records[i.series_id] for i in job.items if i.series_id in records]
+    failures = [*job.found.failures, *(failed[i.series_id] for i in job.items if i.series_id in failed)]
     assemble(
-        out, source, root, cfg, ordered, failures, found.findings,
-        protocol_labels=getattr(module, "PROTOCOL_LABELS", False), notes=tuple(getattr(module, "NOTES", ())),
+        job.out, source, job.root, job.cfg, ordered, failures, job.found.findings,
+        protocol_labels=getattr(job.module, "PROTOCOL_LABELS", False), notes=job.notes(),
+        phi_key_fingerprint=job.found.phi_key_fingerprint,
     )
     if not ordered:
-        raise InputError(root, f"nothing usable was produced ({len(failures)} inputs failed, see {out / 'failures.csv'})")
-    return PreparedDataset(out)
+        raise InputError(job.root, f"nothing usable was produced ({len(failures)} inputs failed, see {job.out / 'failures.csv'})")
+    return PreparedDataset(job.out)
+
+
+def prepare_shard(
+    source: Source,
+    input: str | Path,
+    output: str | Path,
+    shard: Shard,
+    cfg: PrepareConfig | None = None,
+    workers: int = 1,
+    limit: int | None = None,
+    strict: bool = False,
+) -> ShardState:
+    """Prepare the series of the patients that fall to ``shard`` into the shard folder ``output``
+    (``radlens.prepare.shards``: every shard discovers the whole source; ``radlens prepare merge``
+    assembles the shards into the dataset one run would write). Resumes like :func:`prepare_dataset`."""
+    from dataclasses import asdict
+
+    from radlens.common.atomic import write_csv_atomic
+    from radlens.prepare.dataset import FAILURES, failures_frame
+    from radlens.prepare.shard_state import STATE, ShardState
+
+    job = _start(source, input, output, cfg, limit)
+    (job.out / STATE).unlink(missing_ok=True)  # complete again only when this run is
+    _report(job.found.failures, strict)
+    mine = [item for item in job.items if shard.owns(item.patient_id)]
+    records, failed = _prepare_items(job, mine, workers, strict)
+    state = ShardState(
+        index=shard.index, count=shard.count, source=source, root=str(job.root), config=job.cfg.to_dict(),
+        items=[[item.series_id, job.digests[item.series_id]] for item in job.items],
+        series=[item.series_id for item in mine if item.series_id in records],
+        discovery_failures=[asdict(f) for f in job.found.failures],
+        failures=[{**asdict(failed[i.series_id]), "series_id": i.series_id} for i in mine if i.series_id in failed],
+        findings=list(job.found.findings), notes=list(job.notes()),
+        protocol_labels=bool(getattr(job.module, "PROTOCOL_LABELS", False)),
+        phi_key_fingerprint=job.found.phi_key_fingerprint,
+    )
+    failures = [*job.found.failures, *(failed[i.series_id] for i in mine if i.series_id in failed)]
+    write_csv_atomic(job.out / FAILURES, failures_frame(failures))
+    state.write(job.out)
+    return state
 
 
 def _report(failures: list[Failure], strict: bool, write: Any = None) -> None:
@@ -320,9 +421,10 @@ def prepare(
     output: Path,
     dims: Literal[2, 3] | None = None,
     dtype: Literal["float32", "float16"] | None = None,
-    already_hu: Literal["auto-column", "yes", "no"] | None = None,
+    already_hu: HuRule | None = None,
+    patient_from: str | None = None,
     source_valid_split: Literal["test", "validation"] | None = None,
-    pseudonym_salt: str | None = None,
+    phi_key_file: str | None = None,
     spatial: SpatialConfig | None = None,
     intensity: IntensityConfig | None = None,
     slicing: SliceConfig | None = None,
@@ -333,6 +435,7 @@ def prepare(
     workers: int = 1,
     limit: int | None = None,
     strict: bool = False,
+    shard: str | None = None,
 ) -> int:
     """Prepare a dataset folder from SOURCE layout IN into OUT.
 
@@ -350,18 +453,44 @@ def prepare(
     Args:
         source: input layout: bids, dicom, ct-rate, m3d, csv, nnunet, deeplesion or clear.
         input: the input folder (or CSV file for ``csv``); never written to.
-        output: the prepared dataset folder to write (rerun to resume).
-        workers: series prepared in parallel (processes).
+        output: the prepared dataset folder to write (rerun to resume); must lie apart from the input's folder.
+        already_hu: CT-RATE HU rule: auto (per volume: *_fixed trees hold HU, others take the metadata
+            slope/intercept, a StoredAsHU-like column decides where present), auto-column, yes or no; the data is
+            checked on every volume (air near -1000 HU, body in the soft-tissue range) and a volume it contradicts is refused.
+        patient_from: M3D/CSV samples without a patient id: folder (the image's folder is the patient), parent
+            (the folder above it), or a regular expression on the relative path whose group "patient" is the id.
+        dims: 2 writes slices (slices.parquet), 3 writes whole volumes.
+        dtype: the arrays' data type.
+        source_valid_split: where a source's own validation part goes (CT-RATE's valid volumes).
+        phi_key_file: file holding the secret key of the patient pseudonyms (default: $RADLENS_PHI_KEY,
+            else ~/.config/radlens/phi.key, created on first use).
+        spatial: how a volume is brought to the model's grid (spacing, crop, shape).
+        intensity: CT window and output range; MRI percentile normalisation.
+        slicing: which 2D slices are kept and their shape (dims 2).
+        caption: the metadata caption template.
+        binning: TE/TR/TI bins of the protocol labels.
+        labels: the fields that make a protocol label.
+        split: train/validation/test ratios, seed, stratification and folds (always by patient).
+        workers: series prepared in parallel (processes; they end when this command ends).
         limit: prepare only the first N series found, for a quick look.
         strict: stop at the first bad input.
+        shard: i/n (i from 0): prepare only the patients of shard i of n into OUTPUT, a shard folder;
+            `radlens prepare merge` joins the n shards.
     """
     options = {
-        "dims": dims, "dtype": dtype, "already_hu": already_hu, "source_valid_split": source_valid_split,
-        "pseudonym_salt": pseudonym_salt, "spatial": spatial, "intensity": intensity, "slicing": slicing,
+        "dims": dims, "dtype": dtype, "already_hu": already_hu, "patient_from": patient_from,
+        "source_valid_split": source_valid_split,
+        "phi_key_file": phi_key_file, "spatial": spatial, "intensity": intensity, "slicing": slicing,
         "caption": caption, "binning": binning, "labels": labels, "split": split,
     }
     given = {name: value for name, value in options.items() if value is not None}
     cfg = dataclasses.replace(default_config(source), **given)
+    part = Shard.parse(shard)
+    if part is not None:
+        state = prepare_shard(source, input, output, part, cfg, workers=workers, limit=limit, strict=strict)
+        print(f"shard {part}: prepared {len(state.series)} of {len(state.items)} series ({len(state.failures)} failed, "
+              f"{len(state.discovery_failures)} inputs skipped) -> {output}; merge all {part.count} with `radlens prepare merge`")
+        return 0
     ds = prepare_dataset(source, input, output, cfg, workers=workers, limit=limit, strict=strict)
     counts = ds.card["counts"]
     print(f"prepared {counts['series']} series ({counts.get('slices', 0)} slices), {counts['failures']} failures -> {ds.path}")

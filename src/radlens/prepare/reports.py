@@ -14,14 +14,20 @@ its line needs no colon. Rules:
 
 CT-CLIP trains on the findings and evaluates on findings + impression, which is
 ``report_text(s)`` and ``report_text(s, ("findings", "impression"))``.
+
+CT-RATE's reports CSV must have all four section columns (:data:`CTRATE_COLUMNS`): a table
+without one is refused as a whole (:func:`check_ctrate_columns`), since every volume would get
+an empty or different text. A row whose findings are empty has no training text: one failure
+for that volume (:func:`ctrate_training_text`).
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
+from os import PathLike
 from typing import Any
 
 from radlens.errors import ConfigError, InputError
@@ -84,6 +90,24 @@ class ReportSections:
     def to_columns(self) -> dict[str, str | None]:
         """``report_<section>`` columns for series.parquet."""
         return {f"report_{f.name}": getattr(self, f.name) for f in fields(self)}
+
+
+def check_ctrate_columns(columns: Iterable[str], table: str | PathLike[str]) -> None:
+    """InputError naming ``table`` when it lacks one of CT-RATE's report columns."""
+    present = list(columns)
+    missing = [column for column in CTRATE_COLUMNS if column not in present]
+    if missing:
+        raise InputError(table, f"not a CT-RATE reports table: missing column(s) {missing} "
+                                f"(needs {', '.join(CTRATE_COLUMNS)}); has {present}")
+
+
+def ctrate_training_text(sections: ReportSections, where: str) -> str:
+    """The text CT-CLIP trains on (the findings); InputError whose reason names ``where`` (the table
+    and line) when it is empty."""
+    text = report_text(sections)
+    if not text:
+        raise InputError(None, f"{where}: empty Findings_EN: the report has no findings, so no training text")
+    return text
 
 
 def from_ctrate_row(row: Mapping[str, Any]) -> ReportSections:

@@ -25,14 +25,26 @@ _PLANES: tuple[Plane, Plane, Plane] = ("sagittal", "coronal", "axial")  # normal
 class SliceConfig:
     """Which 2D slices to cut and how.
 
-    ``plane``: "acquisition" (as stored) or a fixed plane. Slices are kept if their foreground
-    fraction is at least ``min_foreground`` and their relative position (0..1 along the slicing
-    axis, from R/A/S's opposite end) lies in ``position_window``; ``every`` keeps every k-th
-    slice index. Each slice is resized to fit ``slice_shape`` (H, W) keeping its physical aspect.
+    A pixel is foreground when it lies above ``floor + foreground_level x (p99 - floor)``, with
+    ``floor`` the volume's minimum and ``p99`` its 99th percentile: MRI has Rician noise in the
+    air around the head, so "above the minimum" would count every pixel and keep pure-noise edge
+    slices; CT air sits at the window's floor either way.
+
+    Attributes:
+        plane: acquisition (as stored) or a fixed plane to cut (axial, coronal, sagittal).
+        min_foreground: keep a slice only if at least this fraction of its pixels is foreground
+            (0: keep every slice, empty edge slices included).
+        foreground_level: a pixel is foreground above the volume's floor plus this fraction of the
+            floor-to-99th-percentile range (0: anything above the minimum, noise included).
+        position_window: keep slices whose relative position along the slicing axis (0..1, from
+            the R/A/S axis' opposite end) lies in this range.
+        slice_shape: (H, W) each slice is resized to fit, keeping its physical aspect, then padded.
+        every: keep every k-th slice index.
     """
 
     plane: Literal["acquisition", "axial", "coronal", "sagittal"] = "acquisition"
     min_foreground: float = 0.05
+    foreground_level: float = 0.1
     position_window: tuple[float, float] = (0.0, 1.0)
     slice_shape: tuple[int, int] = (224, 224)
     every: int = 1
@@ -140,13 +152,15 @@ def extract_slices(
     superior up, anterior on the left), resized keeping the physical aspect ratio and padded
     with the volume minimum. ``rows[i]`` describes ``slices[i]``: ``slice_index`` (along the
     slicing axis of the RAS+ array), ``position`` (0..1), ``plane``, ``foreground`` (fraction of
-    pixels above the volume minimum), ``lesion`` (1/0 if ``mask`` marks the slice, else -1).
+    foreground pixels, see :class:`SliceConfig`), ``lesion`` (1/0 if ``mask`` marks the slice, else -1).
     An oblique acquisition is cut along the closest RAS axis with a warning.
     """
     if volume.array.shape[0] != 1:
         raise InputError(volume.source, f"slicing needs a single-channel volume, got {volume.array.shape[0]}")
     if cfg.every < 1 or len(cfg.slice_shape) != 2 or min(cfg.slice_shape) < 1:
         raise ValueError(f"every must be >= 1 and slice_shape two positive sizes, got {cfg}")
+    if not 0.0 <= cfg.foreground_level < 1.0 or not 0.0 <= cfg.min_foreground <= 1.0:
+        raise ValueError(f"foreground_level must be in [0, 1) and min_foreground in [0, 1], got {cfg}")
     if mask is not None and mask.shape != volume.shape:
         raise InputError(mask.source, f"mask shape {mask.shape} differs from the volume's {volume.shape}")
     plane = _slicing_plane(volume, cfg.plane)
@@ -154,7 +168,7 @@ def extract_slices(
     data = np.moveaxis(volume.array[0], axis, 0)
     count = data.shape[0]
     floor_value = data.min()
-    foreground = (data > floor_value).mean(axis=(1, 2))
+    foreground = foreground_fraction(data, cfg.foreground_level)
     positions = np.arange(count) / (count - 1) if count > 1 else np.zeros(1)
     lo, hi = cfg.position_window
     keep = [
@@ -180,6 +194,15 @@ def extract_slices(
         for i, les in zip(keep, lesions)
     ]
     return slices, rows
+
+
+def foreground_fraction(stack: np.ndarray, level: float) -> np.ndarray:
+    """Per slice of ``stack`` (n, a, b), the fraction of pixels above ``floor + level x (p99 - floor)``
+    (floor: the stack's minimum, p99: its 99th percentile; see :class:`SliceConfig`)."""
+    floor_value = float(stack.min())
+    high = float(np.percentile(stack, 99)) if level > 0 else floor_value
+    threshold = floor_value + level * max(high - floor_value, 0.0)
+    return (stack > threshold).mean(axis=(1, 2))
 
 
 def extract_mask_slices(mask: Volume, rows: list[dict[str, object]], cfg: SliceConfig) -> np.ndarray:

@@ -24,12 +24,13 @@ TOKENIZER = "tokenizer"
 
 
 def train_clip(
-    data: ClipDataConfig,
+    prepared: str,
+    out: str,
+    data: ClipDataConfig = ClipDataConfig(),
     model: str = "tiny-vit2d",
     optim: OptimConfig = OptimConfig(),
     trainer: TrainerConfig = TrainerConfig(),
     loss: LossConfig = LossConfig(),
-    out: str = "runs/clip",
     seed: int = 0,
     resume: str | None = None,
     init_from: str | None = None,
@@ -37,12 +38,13 @@ def train_clip(
     """Train a CLIP model on a prepared dataset; returns the run folder.
 
     Args:
-        data: dataset folder, text column, batches, sampler, augmentation.
+        prepared: the prepared dataset folder (train split to learn, validation split to choose the best).
+        out: the run folder (config, logs, checkpoints, ``best/`` and ``last/`` bundles).
+        data: text column, batches, sampler, augmentation.
         model: registry name or JSON architecture config (ignored with ``init_from``).
         optim: AdamW + warm-up/cosine schedule.
-        trainer: devices, strategy, precision, steps, validation and checkpoint intervals.
+        trainer: devices, strategy, precision, steps, time budget, validation and checkpoint intervals.
         loss: contrastive loss mode and its parameters.
-        out: the run folder (config, logs, checkpoints, ``best/`` and ``last/`` bundles).
         seed: seeds weights, batch order and augmentation.
         resume: ``latest`` (``OUT/checkpoints/last.ckpt``) or a checkpoint path to continue from.
         init_from: a model bundle folder to start from instead of a fresh ``model``.
@@ -55,7 +57,7 @@ def train_clip(
     from radlens.train.clip_task import ClipTask
 
     validate(optim, trainer, [
-        (bool(data.path), "data.path: the prepared dataset folder is required"),
+        (bool(prepared), "prepared: the prepared dataset folder is required"),
         (data.batch_size >= 2, f"data.batch_size must be >= 2 for a contrastive loss, got {data.batch_size}"),
         (data.num_workers >= 0, f"data.num_workers must be >= 0, got {data.num_workers}"),
         (0.0 <= data.caption_dropout <= 1.0, f"data.caption_dropout must be in [0, 1], got {data.caption_dropout}"),
@@ -64,21 +66,21 @@ def train_clip(
     run_dir = Path(out)
     ckpt_path = resolve_resume(run_dir, resume)
     pl.seed_everything(seed, workers=True, verbose=False)
-    prepared = PreparedDataset(data.path)
-    datamodule = ImageTextDataModule(prepared, data, seed)
+    dataset = PreparedDataset(prepared)
+    datamodule = ImageTextDataModule(dataset, data, seed)
     if loss.mode == "findings" and datamodule.train_set.findings.shape[1] == 0:
-        raise InputError(prepared.path, "loss.mode 'findings' needs finding labels (the card's 'findings' columns); "
-                                        "this dataset has none")
+        raise InputError(dataset.path, "loss.mode 'findings' needs finding labels (the card's 'findings' columns); "
+                                       "this dataset has none")
     clip = _model(model, init_from, datamodule.train_set.texts)
     # DDP re-runs this function in ranks > 0 once rank 0 is in fit(): they take rank 0's tokenizer.
     follower = rank_zero_only.rank > 0  # type: ignore[attr-defined]
     _keep_tokenizer(clip, run_dir / TOKENIZER, reuse=ckpt_path is not None or follower)
-    check_inputs(clip, prepared, [s for s in (datamodule.train_set, datamodule.val_set) if s is not None])
+    check_inputs(clip, dataset, [s for s in (datamodule.train_set, datamodule.val_set) if s is not None])
     datamodule.tokenize = clip.tokenize
 
     config = {
-        "data": as_dict(data), "model": model, "optim": as_dict(optim), "trainer": as_dict(trainer),
-        "loss": as_dict(loss), "out": str(out), "seed": seed, "resume": resume, "init_from": init_from,
+        "prepared": str(prepared), "out": str(out), "data": as_dict(data), "model": model, "optim": as_dict(optim),
+        "trainer": as_dict(trainer), "loss": as_dict(loss), "seed": seed, "resume": resume, "init_from": init_from,
     }
     run(ClipTask(clip, loss, optim), datamodule, trainer, run_dir, resume, config, seed)
     return run_dir

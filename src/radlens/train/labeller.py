@@ -119,6 +119,7 @@ def train_labeller(
     from radlens.common.runinfo import run_info, write_results
     from radlens.data.labelled import FindingDataConfig, ReportCollate, ReportDataset
     from radlens.data.modules import LabelledTextDataModule
+    from radlens.metrics.explain import macro_line
     from radlens.metrics.findings import finding_results, scan_scores, validation_thresholds
     from radlens.models.labeller import ReportLabeller, encoder_spec
     from radlens.models.registry import build_model
@@ -128,8 +129,8 @@ def train_labeller(
     sections = sections or ["findings", "impression"]
     columns = report_columns(sections, text_column)
     optim = optim or OptimConfig(lr=5e-5, weight_decay=0.01, warmup_steps=50)
-    data = FindingDataConfig(path=prepared, findings=findings, batch_size=batch_size)
-    trainer_cfg, ds, names = start_finding_run(data, optim, trainer, out, resume)
+    data = FindingDataConfig(findings=findings, batch_size=batch_size)
+    trainer_cfg, ds, names = start_finding_run(prepared, data, optim, trainer, out, resume)
     splits = _split_reports(ds, names, columns)
     pl.seed_everything(seed, workers=True, verbose=False)
     model = ReportLabeller(build_model(encoder_spec(encoder, context_length), texts=splits["train"][1]), names, dropout)
@@ -161,7 +162,7 @@ def train_labeller(
         metrics, predictions = finding_results(scans["validation"], scores("test"), names, threshold_method, n_bootstrap, seed)
         # eval/ is this run's own folder (one from before output markers has none): write into it, deleting nothing.
         write_results(result.folder / "eval", metrics, predictions, run_info("train labeller", config, seed), overwrite=True)
-        print(f"labeller: test macro F1 {metrics['macro']['f1']} over {len(names)} finding(s) -> {result.folder / 'best'}")
+        print(f"labeller on test: {macro_line(metrics, (('f1', 'F1'), ('auroc', 'AUROC')))} -> {result.folder / 'eval'}")
     return result.folder
 
 
@@ -185,6 +186,13 @@ def label_reports(bundle: str, reports: str, out: str, batch_size: int = 32, dev
     OUT (CSV) has CT-RATE's labels shape: VolumeName, one 0/1 column per finding (bundle order),
     then ``<finding> probability`` columns. Rows without report text are skipped and listed in
     ``OUT.failures.csv``. Nothing is written unless every check passes (atomic writes).
+
+    Args:
+        bundle: a report-labeller bundle (the ``best/`` bundle of a ``train labeller`` run) or its run folder.
+        reports: the reports CSV (CT-RATE layout: VolumeName, Findings_EN, Impressions_EN); never written to.
+        out: the labels CSV to write (CT-RATE's labels layout).
+        batch_size: reports per encoder pass.
+        device: auto (a GPU when there is one), cpu, cuda, cuda:1, ...
     """
     import pandas as pd
 

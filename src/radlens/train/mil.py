@@ -51,8 +51,8 @@ MIL_TRAINER = TrainerConfig(max_steps=300, val_every_n_steps=25, checkpoint_ever
 
 def train_mil(
     bags: str,
+    out: str,
     labels: str | None = None,
-    out: str = "runs/mil",
     head: str = "abmil",
     head_options: dict[str, Any] | None = None,
     label_columns: list[str] | None = None,
@@ -72,9 +72,9 @@ def train_mil(
 
     Args:
         bags: ``bags.csv`` (``radlens extract bags``' index) or the folder holding it.
+        out: the output folder (folds, per-fold runs, metrics, predictions, attention).
         labels: clinical CSV ``image,label1,label2,...`` (one row per patient, ``image`` = patient id);
             without it, ``bags.csv``'s label columns.
-        out: the output folder.
         head: ``mean``, ``abmil``, ``gated_abmil``, ``pma`` (or ``mean_mil``, ``pma_mil``), a registry
             name or a JSON config of a MIL head kind.
         head_options: constructor arguments of the head (e.g. ``{"hidden": 64, "dropout": 0.25}``).
@@ -114,7 +114,7 @@ def train_mil(
     choose_monitor(MilTask, trainer)
     out_dir = Path(out)
     if resume is None and (out_dir / "folds.csv").exists():
-        raise ConfigError(f"{out_dir} already holds a MIL run: pass --resume latest to continue it, or choose a new --out")
+        raise ConfigError(f"{out_dir} already holds a MIL run: pass --resume latest to continue it, or choose a new OUT")
 
     cohort = build_cohort(bags, labels, label_columns, folds, test_split, seed)
     smallest = min(int((cohort.cv["fold"] != k).sum()) for k in range(folds))

@@ -273,7 +273,7 @@ def check_folds_file(path: Path, cohort: Cohort) -> None:
     merged = now.merge(recorded, on="patient_id", how="outer", suffixes=("", "_recorded"), indicator=True)
     if (merged["_merge"] != "both").any() or (merged["fold"] != merged["fold_recorded"]).any():
         raise ConfigError(f"{path} records other patients or folds than this run would use: resume with the same "
-                          "bags, labels, folds, test_split and seed, or choose a new --out")
+                          "bags, labels, folds, test_split and seed, or choose a new OUT folder")
 
 
 def fold_table(cohort: Cohort) -> pd.DataFrame:

@@ -39,20 +39,23 @@ MOCO_OPTIM = OptimConfig(lr=1.5e-4, weight_decay=0.1, betas=(0.9, 0.999), eps=1e
 
 
 def train_moco(
-    data: MocoDataConfig,
+    prepared: str,
+    out: str,
+    data: MocoDataConfig = MocoDataConfig(),
     encoder: str = "vit-conv-small",
     optim: OptimConfig = MOCO_OPTIM,
     trainer: TrainerConfig = TrainerConfig(),
     loss: MocoLossConfig = MocoLossConfig(),
     moco: MocoConfig = MocoConfig(),
-    out: str = "runs/moco",
     seed: int = 0,
     resume: str | None = None,
 ) -> Path:
     """Train a MoCo v3 / LeCL slice encoder on a prepared 2D dataset; returns the run folder.
 
     Args:
-        data: dataset folder, batches, sampler (random, balanced, distinct_series), HU windows,
+        prepared: the prepared 2D dataset folder (train split to learn, validation split to check).
+        out: the run folder (config, logs, checkpoints, ``best/`` and ``last/`` bundles).
+        data: batches, sampler (random, balanced, distinct_series), HU windows,
             LeCL lesion views and labels, the two views' augmentations.
         encoder: registry name or JSON file of an image encoder config (vit, swin, resnet, gated_cnn);
             input_shape and in_channels are taken from the data.
@@ -61,7 +64,6 @@ def train_moco(
             (monitor: ``val/loss``; ``val/knn_lesion_bacc`` when validation has lesion labels).
         loss: temperature and LeCL's lesion_weight (0: plain MoCo v3).
         moco: projector/predictor sizes, momentum and its cosine ramp, validation kNN k.
-        out: the run folder (config, logs, checkpoints, ``best/`` and ``last/`` bundles).
         seed: seeds weights, batch order and views.
         resume: ``latest`` (``OUT/checkpoints/last.ckpt``) or a checkpoint path to continue from.
     """
@@ -73,7 +75,7 @@ def train_moco(
     from radlens.train.run import run
 
     validate(optim, trainer, [
-        (bool(data.path), "data.path: the prepared dataset folder is required"),
+        (bool(prepared), "prepared: the prepared dataset folder is required"),
         (data.batch_size >= 2, f"data.batch_size must be >= 2 for a contrastive loss, got {data.batch_size}"),
         (data.eval_batch_size is None or data.eval_batch_size >= 2,
          f"data.eval_batch_size must be >= 2 (batch norm), got {data.eval_batch_size}"),
@@ -84,14 +86,15 @@ def train_moco(
     run_dir = Path(out)
     resolve_resume(run_dir, resume)
     pl.seed_everything(seed, workers=True, verbose=False)
-    prepared = PreparedDataset(data.path)
-    if prepared.dims == 2 and prepared.card.get("array_shape") is None:
-        raise InputError(prepared.path, "slices of different shapes (card array_shape is null): a batch needs one shape")
-    datamodule = ImageViewsDataModule.from_config(prepared, data, seed)
+    dataset = PreparedDataset(prepared)
+    if dataset.dims == 2 and dataset.card.get("array_shape") is None:
+        raise InputError(dataset.path, "slices of different shapes (card array_shape is null): a batch needs one shape")
+    datamodule = ImageViewsDataModule.from_config(dataset, data, seed)
     facts = lesion_facts(datamodule, data, loss)
     model = moco_model(encoder, moco, datamodule)
-    config = {"data": as_dict(data), "encoder": encoder, "optim": as_dict(optim), "trainer": as_dict(trainer),
-              "loss": as_dict(loss), "moco": as_dict(moco), "out": str(out), "seed": seed, "resume": resume}
+    config = {"prepared": str(prepared), "out": str(out), "data": as_dict(data), "encoder": encoder,
+              "optim": as_dict(optim), "trainer": as_dict(trainer), "loss": as_dict(loss), "moco": as_dict(moco),
+              "seed": seed, "resume": resume}
     facts["lr_rule"] = "optim.lr * global_batch / 256 (global_batch = data.batch_size x devices x accumulate_grad_batches)"
     task = MocoTask(model, data.batch_size, loss, optim, moco)
     return run(task, datamodule, trainer, run_dir, resume, config, seed, facts).folder

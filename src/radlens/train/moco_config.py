@@ -9,8 +9,13 @@ from radlens.errors import ConfigError
 
 @dataclass
 class MocoLossConfig:
-    """MoCo v3's InfoNCE: ``temperature`` T (0.2 as MoCo v3's ViTs; 1.0 for its ResNets);
-    ``lesion_weight`` w of LeCL's lesion-negative term (:mod:`radlens.losses.moco`; 0 = plain MoCo v3)."""
+    """MoCo v3's InfoNCE and LeCL's lesion term (:mod:`radlens.losses.moco`).
+
+    Attributes:
+        temperature: InfoNCE temperature T (0.2 as MoCo v3's ViTs; 1.0 for its ResNets).
+        lesion_weight: weight w of LeCL's second entry of the batch's lesion keys in the InfoNCE
+            denominator (0: plain MoCo v3).
+    """
 
     temperature: float = 0.2
     lesion_weight: float = 0.0
@@ -18,10 +23,17 @@ class MocoLossConfig:
 
 @dataclass
 class MocoConfig:
-    """The MoCo heads and momentum: projector (``proj_layers``) and predictor (``pred_layers``) MLPs
-    with ``hidden`` units and ``dim`` outputs (MoCo v3: 3, 2, 4096, 256); ``momentum`` of the key
-    encoder and ``momentum_cosine`` (its half-cosine ramp to 1 over training); ``knn_k``
-    neighbours of the validation kNN."""
+    """The MoCo heads and momentum (MoCo v3: 3-layer projector, 2-layer predictor, 4096 hidden, 256 out).
+
+    Attributes:
+        dim: output size of the projector and predictor MLPs.
+        hidden: hidden units of the projector and predictor MLPs.
+        proj_layers: layers of the projector MLP.
+        pred_layers: layers of the predictor MLP.
+        momentum: momentum of the key encoder's moving average of the query encoder.
+        momentum_cosine: ramp the momentum to 1 over training on a half cosine.
+        knn_k: neighbours of the validation kNN lesion classifier.
+    """
 
     dim: int = 256
     hidden: int = 4096

@@ -79,9 +79,10 @@ def predict_scores(
 
 
 def start_finding_run(
-    data: FindingDataConfig, optim: OptimConfig, trainer: TrainerConfig | None, out: str, resume: str | None
+    prepared: str, data: FindingDataConfig, optim: OptimConfig, trainer: TrainerConfig | None, out: str,
+    resume: str | None,
 ) -> tuple[TrainerConfig, PreparedDataset, list[str]]:
-    """The checks and look-ups every finding trainer (probe, vocabfine, labeller) starts with, before any work:
+    """The checks and look-ups every finding trainer (classfine, vocabfine, labeller) starts with, before any work:
     config values, the run folder (a finished run is not overwritten without ``resume``), the dataset,
     the findings. Returns ``(trainer config, prepared dataset, selected findings)``."""
     from radlens.data.labelled import select_findings
@@ -91,9 +92,9 @@ def start_finding_run(
 
     trainer = trainer or TrainerConfig()
     validate(optim, trainer, [(data.batch_size >= 1, f"data.batch_size must be >= 1, got {data.batch_size}"),
-                              (bool(data.path), "data.path: the prepared dataset folder is required"),
+                              (bool(prepared), "prepared: the prepared dataset folder is required"),
                               (data.num_workers >= 0, f"data.num_workers must be >= 0, got {data.num_workers}")])
     choose_monitor(FindingScoresTask, trainer)
     resolve_resume(Path(out), resume)
-    prepared = PreparedDataset(data.path)
-    return trainer, prepared, select_findings(prepared.card, data.findings, prepared.path / "dataset.json")
+    dataset = PreparedDataset(prepared)
+    return trainer, dataset, select_findings(dataset.card, data.findings, dataset.path / "dataset.json")

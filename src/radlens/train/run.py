@@ -6,7 +6,8 @@ A run folder::
       config.yaml        the resolved command options (rerun with `--config RUN/config.yaml`)
       run.json           radlens version, seed, start time (rewritten at every (re)start)
       tokenizer/         a CLIP run's text tokenizer (reused on resume)
-      checkpoints/       last.ckpt, step-NNNNNNN.ckpt every N steps, best-step-NNNNNNN.ckpt (top k)
+      checkpoints/       last.ckpt (also every few minutes and on Ctrl-C/SIGTERM), step-NNNNNNN.ckpt every
+                         N steps, best-step-NNNNNNN.ckpt (top k)
       logs/csv/version_N/          metrics.csv (CSVLogger), one version per (re)start
       logs/tensorboard/version_N/  TensorBoard events
       best/, last/       model bundles written at the end (best by the monitored metric)
@@ -14,7 +15,11 @@ A run folder::
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import logging
+import time
+import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -49,7 +54,7 @@ def resolve_resume(run_dir: Path, resume: str | None) -> Path | None:
     last = run_dir / CHECKPOINTS / LAST
     if resume is None:
         if last.exists():
-            raise ConfigError(f"{run_dir} already holds a run: pass --resume latest to continue it, or choose a new --out")
+            raise ConfigError(f"{run_dir} already holds a run: pass --resume latest to continue it, or choose a new OUT folder")
         return None
     path = last if resume == "latest" else Path(resume)
     if not path.is_file():
@@ -62,11 +67,16 @@ def build_trainer(cfg: TrainerConfig, run_dir: Path, monitor: str, mode: str) ->
 
     Validation and checkpoints are scheduled in training batches across epoch boundaries
     (``check_val_every_n_epoch=None``). Samplers are radlens' own rank-aware batch samplers,
-    so Lightning must not replace them (``use_distributed_sampler=False``).
+    so Lightning must not replace them (``use_distributed_sampler=False``). ``max_time`` is the
+    budget of this invocation (:class:`radlens.train.callbacks.InvocationTimer`); ``last.ckpt`` is
+    also written every ``checkpoint_minutes`` and on interruption (:class:`radlens.train.callbacks.SaveLast`);
+    the progress bar counts steps (:class:`radlens.train.callbacks.StepProgressBar`).
     """
     import lightning.pytorch as pl
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    from radlens.train.callbacks import InvocationTimer, SaveLast, StepProgressBar
 
     ckpt_dir = run_dir / CHECKPOINTS
     callbacks: list[Any] = [
@@ -79,7 +89,12 @@ def build_trainer(cfg: TrainerConfig, run_dir: Path, monitor: str, mode: str) ->
             save_last=True,
         ),
         LearningRateMonitor(logging_interval="step"),
+        SaveLast(ckpt_dir / LAST, cfg.checkpoint_minutes),
     ]
+    if cfg.max_time:
+        callbacks.append(InvocationTimer(duration=cfg.max_time, interval="step"))
+    if cfg.progress_bar:
+        callbacks.append(StepProgressBar())
     if cfg.keep_best > 0:
         callbacks.append(
             ModelCheckpoint(
@@ -100,7 +115,6 @@ def build_trainer(cfg: TrainerConfig, run_dir: Path, monitor: str, mode: str) ->
         default_root_dir=run_dir,
         max_steps=cfg.max_steps,
         max_epochs=-1,
-        max_time=cfg.max_time,
         accelerator=cfg.accelerator,
         devices=cfg.devices,
         num_nodes=cfg.num_nodes,
@@ -120,13 +134,44 @@ def build_trainer(cfg: TrainerConfig, run_dir: Path, monitor: str, mode: str) ->
     )
 
 
-def best_checkpoint(trainer: pl.Trainer) -> Path | None:
-    """Path of the best checkpoint by the monitored metric (None without validation or ``keep_best``)."""
+# Lightning's informational chatter (device lines, "Tip:" advertisements, "`Trainer.fit` stopped")
+# goes to these loggers; warnings still pass.
+_CHATTY_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
+                   "lightning.pytorch.accelerators.cuda")
+
+
+@contextlib.contextmanager
+def quiet_lightning() -> Iterator[None]:
+    """Training's console without Lightning's advertisements, device lines, deprecation warnings and
+    "possible user mistake" hints (modules in eval mode: frozen towers are meant to be; few batches
+    per epoch: radlens steps across epochs); real warnings still show. Restores everything on exit."""
+    from lightning.fabric.utilities.warnings import PossibleUserWarning
+
+    loggers = [logging.getLogger(name) for name in _CHATTY_LOGGERS]
+    levels = [log.level for log in loggers]
+    with warnings.catch_warnings():
+        for category in (DeprecationWarning, FutureWarning, PossibleUserWarning):
+            warnings.filterwarnings("ignore", category=category)
+        warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated")
+        # Resuming writes into the run's own checkpoints folder, which is meant to exist.
+        warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+        for log in loggers:
+            log.setLevel(logging.WARNING)
+        try:
+            yield
+        finally:
+            for log, level in zip(loggers, levels):
+                log.setLevel(level)
+
+
+def best_checkpoint(trainer: pl.Trainer) -> tuple[Path, float | None] | None:
+    """Path and score of the best checkpoint by the monitored metric (None without validation or ``keep_best``)."""
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     for cb in trainer.callbacks:  # type: ignore[attr-defined]
         if isinstance(cb, ModelCheckpoint) and cb.monitor and cb.best_model_path:
-            return Path(cb.best_model_path)
+            score = cb.best_model_score
+            return Path(cb.best_model_path), None if score is None else float(score)
     return None
 
 
@@ -151,12 +196,51 @@ def choose_monitor(task: type[TaskModule] | TaskModule, cfg: TrainerConfig) -> s
 
 @dataclass
 class RunResult:
-    """What :func:`run` leaves: the run folder, the final step and the checkpoint the ``best/`` bundle came from."""
+    """What :func:`run` leaves: the run folder, the final step, the checkpoint the ``best/`` bundle came from,
+    and the monitored metric with the best score (None without validation)."""
 
     folder: Path
     global_step: int
     best: str
     is_global_zero: bool
+    monitor: str | None = None
+    score: float | None = None
+    best_step: int | None = None
+
+
+def checkpoint_step(path: Path) -> int:
+    """The global step a checkpoint was saved at (memory-mapped: the weights are not read)."""
+    import torch
+
+    return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["global_step"])
+
+
+def why_stopped(trainer: pl.Trainer, cfg: TrainerConfig, start_step: int) -> str:
+    """Why training ended, in words, including when it trained nothing at all."""
+    from radlens.train.callbacks import InvocationTimer
+
+    step = int(trainer.global_step)
+    timer = next((cb for cb in trainer.callbacks if isinstance(cb, InvocationTimer)), None)  # type: ignore[attr-defined]
+    if step >= cfg.max_steps and start_step >= cfg.max_steps:
+        return (f"nothing to train: the checkpoint is already at step {start_step} of trainer.max_steps "
+                f"{cfg.max_steps}; raise --trainer.max_steps to train longer")
+    if step >= cfg.max_steps:
+        return f"trainer.max_steps {cfg.max_steps} reached"
+    if timer is not None and timer.ran_out:
+        return f"trainer.max_time {cfg.max_time} used up; --resume latest continues with a fresh budget"
+    return "stopped early"
+
+
+def report(result: RunResult, stopped: str, start_step: int, seconds: float) -> None:
+    """The run's two summary lines: steps trained and why training stopped; the best bundle and its score."""
+    trained = result.global_step - start_step
+    print(f"train: {trained} step(s) in {seconds:.0f} s, now at step {result.global_step}: {stopped}", flush=True)
+    best, last = result.folder / "best", result.folder / "last"
+    if result.monitor is not None and result.score is not None:
+        print(f"best bundle: {best} ({result.monitor} = {result.score:.4g} at step {result.best_step}); "
+              f"last bundle: {last}", flush=True)
+    else:
+        print(f"best bundle: {best} = the last weights (no validation score was logged); last bundle: {last}", flush=True)
 
 
 def run(
@@ -177,7 +261,9 @@ def run(
     ``checkpoints/last.ckpt`` and, on rank 0, the bundles ``last/`` (final weights) and ``best/``
     (best checkpoint's weights, ``last`` when there is none). ``task.model`` holds the best weights
     afterwards; ``best_extra(task)`` (e.g. validation thresholds) goes into the ``best/`` bundle's
-    ``extra``. ``resume``: ``latest`` or a checkpoint path, continuing exactly where it stopped.
+    ``extra``. ``resume``: ``latest`` or a checkpoint path, continuing exactly where it stopped
+    (with a fresh ``max_time`` budget). Prints one line: steps trained, why training stopped
+    (also when there was nothing left to train), the best bundle and its monitored score.
     """
     import torch
 
@@ -187,10 +273,14 @@ def run(
     ckpt_path = resolve_resume(run_dir, resume)
     monitor = choose_monitor(task, trainer)
     write_run_config(run_dir, config, seed, **(facts or {}))
-    pl_trainer = build_trainer(trainer, run_dir, monitor, task.monitor_mode(monitor))
-    pl_trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-    pl_trainer.save_checkpoint(run_dir / CHECKPOINTS / LAST, weights_only=False)
+    start_step = checkpoint_step(ckpt_path) if ckpt_path else 0
+    started = time.monotonic()
+    with quiet_lightning():
+        pl_trainer = build_trainer(trainer, run_dir, monitor, task.monitor_mode(monitor))
+        pl_trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        pl_trainer.save_checkpoint(run_dir / CHECKPOINTS / LAST, weights_only=False)
     result = RunResult(run_dir, int(pl_trainer.global_step), "last", pl_trainer.is_global_zero)
+    stopped = why_stopped(pl_trainer, trainer, start_step)
     if not pl_trainer.is_global_zero:
         return result
     extra = {"run": str(run_dir.resolve()), "config": config, "global_step": result.global_step, **(facts or {})}
@@ -200,11 +290,13 @@ def run(
     preprocessing = datamodule.preprocessing()
     save_bundle(task.model, run_dir / "last", preprocessing, {**extra, "checkpoint": "last"})
     best = best_checkpoint(pl_trainer)
-    if best is not None and best.is_file():
-        task.load_state_dict(torch.load(best, map_location="cpu", weights_only=True)["state_dict"])
-        score = pl_trainer.checkpoint_callbacks[-1].best_model_score  # type: ignore[attr-defined]
-        result.best = best.name
-        extra.update(monitor=monitor, score=None if score is None else float(score))
+    if best is not None and best[0].is_file():
+        state = torch.load(best[0], map_location="cpu", weights_only=True)
+        task.load_state_dict(state["state_dict"])
+        result.best, result.monitor, result.score = best[0].name, monitor, best[1]
+        result.best_step = int(state.get("global_step", 0))
+        extra.update(monitor=monitor, score=best[1], best_step=result.best_step)
     extra.update(checkpoint=result.best, **(best_extra(task) if best_extra else {}))
     save_bundle(task.model, run_dir / "best", preprocessing, extra)
+    report(result, stopped, start_step, time.monotonic() - started)
     return result

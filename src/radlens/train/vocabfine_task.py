@@ -45,3 +45,16 @@ class VocabFineTask(FindingScoresTask):
         if stage == "train":
             return Step(loss, {"logit_scale": self.model.logit_scale})
         return Step(loss, keep={"scores": logits.float().softmax(-1)[..., 0].cpu(), "targets": batch["targets"].cpu()})
+
+
+class PairScorer(torch.nn.Module):
+    """``forward(images)`` -> (B, F) present-minus-absent logits of a :class:`VocabFineTask`, whose sigmoid is
+    P(present) (the softmax over each pair), so :func:`radlens.train.multilabel.predict_scores` scores it."""
+
+    def __init__(self, task: VocabFineTask) -> None:
+        super().__init__()
+        self.task = task
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        logits = self.task.pair_logits(images)
+        return logits[..., 0] - logits[..., 1]

@@ -7,10 +7,14 @@ import json
 from pathlib import Path
 
 import numpy as np
-from support.layouts import write_bids, write_ctrate
+import pytest
+from support.layouts import tree_state, write_bids, write_ctrate
 
 from radlens.cli import main
+from radlens.common.atomic import read_marker
+from radlens.errors import ConfigError, InputError
 from radlens.prepare.exporters.m3d import export_m3d
+from radlens.prepare.exporters.mrclip import export_mrclip
 from radlens.prepare.pipeline import default_config, prepare_dataset
 
 
@@ -32,6 +36,8 @@ def test_m3d_round_trip(tmp_path: Path) -> None:
         sid = row["series_id"][len(row["patient_id"]) + 1 :]  # "<patient>_<series>"
         np.testing.assert_array_equal(back.array(row["series_id"]), ds.array(sid))
         assert (row["text"], row["split"], row["patient_id"]) == (orig.loc[sid, "text"], orig.loc[sid, "split"], orig.loc[sid, "patient_id"])
+    # The patient comes back from each entry's patient_id key, not from the folder names.
+    assert {e["patient_id"] for v in listing.values() for e in v} == set(ds.series["patient_id"])
 
 
 def test_ct_values_are_mapped_to_unit_range(tmp_path: Path) -> None:
@@ -46,3 +52,32 @@ def test_ct_values_are_mapped_to_unit_range(tmp_path: Path) -> None:
     # HU/1000 in [-1, 1] -> [0, 1]: air (-1000 HU) is 0.
     assert np.isclose(img.min(), 0.0) and img.max() <= 1.0
     assert (tmp_path / "m3d" / first["text"]).read_text().startswith("Findings of")
+
+
+def test_export_never_writes_into_the_prepared_dataset(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``export m3d X X`` (or into a folder inside X, or around it) is refused before anything is written."""
+    write_bids(tmp_path / "bids", subjects=1)
+    ds = prepare_dataset("bids", tmp_path / "bids", tmp_path / "prepared", dataclasses.replace(default_config("bids"), dims=3))
+    before = tree_state(ds.path)
+    for out, words in ((ds.path, "is the prepared dataset folder"), (ds.path / "m3d", "is inside the prepared dataset folder"),
+                       (tmp_path, "holds the prepared dataset folder")):
+        assert main(["export", "m3d", str(ds.path), str(out)]) == 2
+        assert f"output {out.resolve()} {words} {ds.path.resolve()}: radlens never writes" in capsys.readouterr().err
+        with pytest.raises(ConfigError, match="radlens never writes"):
+            export_mrclip(ds.path, out)
+    assert tree_state(ds.path) == before and json.loads((ds.path / "dataset.json").read_text())["dims"] == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bids", "prepared"]
+
+
+def test_export_is_staged_and_rerunnable(tmp_path: Path) -> None:
+    """The folder appears whole (with radlens' marker); a rerun replaces it; a folder of someone else's files is refused."""
+    write_bids(tmp_path / "bids", subjects=1)
+    ds = prepare_dataset("bids", tmp_path / "bids", tmp_path / "prepared", dataclasses.replace(default_config("bids"), dims=3))
+    export_m3d(ds.path, tmp_path / "m3d")
+    assert read_marker(tmp_path / "m3d") is not None and (tmp_path / "m3d" / "dataset.json").is_file()
+    export_m3d(ds.path, tmp_path / "m3d")  # a rerun replaces what radlens wrote
+    (tmp_path / "theirs").mkdir()
+    (tmp_path / "theirs" / "notes.txt").write_text("mine")
+    with pytest.raises(InputError, match="holds files radlens did not write"):
+        export_m3d(ds.path, tmp_path / "theirs")
+    assert [p.name for p in (tmp_path / "theirs").iterdir()] == ["notes.txt"]

@@ -5,11 +5,19 @@ CSV's folder) and ``text`` are required; optional ``label`` (integer class/proto
 ``patient_id``, ``study_id``, ``split`` (kept as given), ``modality``; any other column holding
 only 0/1 is a finding label column. Missing required columns are an error before any work.
 
+The CSV's folder is the source: every listed path (image or mask) must lie inside it (no ``..``,
+no absolute path elsewhere; see :mod:`radlens.prepare.importers.paths`) and tables record it
+relative to that folder. The series id is that relative path without its suffix, ``/`` -> ``_``;
+two rows giving one id (the same file twice, ``a/b.png`` and ``a_b.png``, ``x.png`` and
+``x.jpg``) are refused, naming both rows. These table problems stop the command before any work,
+rows counted from 1 below the header.
+
 Images are 2D files (PNG/JPEG/BMP/TIFF: 8/16-bit values are scaled by their white level to
 [0, 1]; ``.npy`` slices as stored; one slice per row)
-or volumes (anything :func:`radlens.io.reader.read_volume` reads). Without ``patient_id`` a
-row's patient is the image's folder (slices of one series sit in one folder, as the MR-CLIP
-export writes them), or the file stem for images directly next to the CSV.
+or volumes (anything :func:`radlens.io.reader.read_volume` reads). A row's patient is its
+``patient_id`` (radlens' MR-CLIP export writes one); without it, ``PrepareConfig.patient_from``
+decides: by default the image's folder (or the file stem for images directly next to the CSV),
+``parent`` for the folder above, or a regular expression on the relative path.
 
 Masks: an optional ``mask`` (or ``mask_path``) column gives each row's label map, a path like the
 image's (empty: no mask): NIfTI for volumes, PNG/``.npy`` holding label ids for 2D images, in the
@@ -60,10 +68,11 @@ def _finding_columns(df: Any, used: set[str]) -> tuple[str, ...]:
 
 
 def discover(root: Path, cfg: PrepareConfig) -> Discovery:
-    """One item per CSV row; the header is checked before anything else."""
+    """One item per CSV row; the header, paths, ids and patients are checked before anything else."""
     import pandas as pd
 
-    from radlens.prepare.importers.tables import find_table, read_table
+    from radlens.prepare.importers.paths import listed_path, patient_of, patient_rule, stem
+    from radlens.prepare.importers.tables import binary_labels, find_table, integer_value, read_table
 
     table = find_table(root)
     df = read_table(table)
@@ -80,39 +89,50 @@ def discover(root: Path, cfg: PrepareConfig) -> Discovery:
         from radlens.prepare.masks import read_label_table
 
         scheme = read_label_table(labels_file)
+    rule = patient_rule(cfg.patient_from)
     items: list[SeriesItem] = []
     failures: list[Failure] = []
-    seen: set[str] = set()
-    for _, row in df.iterrows():
-        raw = str(row[image_col])
-        path = (base / raw).resolve()
-        if not path.exists():
-            failures.append(Failure(raw, "discover", "no such file"))
-            continue
-        rel = path.relative_to(base).as_posix() if path.is_relative_to(base) else str(path)
-        series_id = rel.split(".")[0].replace("/", "_")
-        if series_id in seen:
-            failures.append(Failure(raw, "discover", "listed twice"))
-            continue
-        seen.add(series_id)
+    rows_of: dict[str, int] = {}
+    for n, (_, row) in enumerate(df.iterrows(), start=1):
+        where = f"row {n}"
+        path, rel = listed_path(base, row[image_col], table, f"{where} {image_col}")
+        series_id = stem(rel).replace("/", "_")
+        if series_id in rows_of:
+            raise InputError(table, f"rows {rows_of[series_id]} and {n} give the same series id {series_id!r} "
+                                    f"(row {n}: {rel}); list each image once, under names that differ after "
+                                    "dropping the suffix and replacing '/' with '_'")
+        rows_of[series_id] = n
         mask = None
         if mask_col is not None and pd.notna(row[mask_col]) and str(row[mask_col]).strip():
-            mask = (base / str(row[mask_col]).strip()).resolve()
-            if not mask.is_file():
-                failures.append(Failure(raw, "discover", f"mask {row[mask_col]}: no such file"))
-                continue
-        parent = Path(rel).parent.as_posix()
-        patient = str(row["patient_id"]) if "patient_id" in df.columns else (parent if parent != "." else series_id)
-        fields: dict[str, Any] = {f: int(row[f]) for f in findings}
-        if "label" in df.columns and pd.notna(row["label"]):
-            fields["label"] = int(row["label"])
+            mask = listed_path(base, row[mask_col], table, f"{where} {mask_col}")[0]
+        if "patient_id" in df.columns and pd.notna(row["patient_id"]) and str(row["patient_id"]).strip():
+            patient = str(row["patient_id"]).strip().replace("/", "_")
+        else:
+            patient = patient_of(rule, cfg.patient_from, rel, table, where)
+        if not path.exists():
+            failures.append(Failure(rel, "discover", "no such file"))
+            continue
+        if mask is not None and not mask.is_file():
+            failures.append(Failure(rel, "discover", f"mask {row[mask_col]}: no such file"))
+            continue
+        label = integer_value(row["label"]) if "label" in df.columns and pd.notna(row["label"]) else None
+        if label is None and "label" in df.columns and pd.notna(row["label"]):
+            failures.append(Failure(rel, "discover", f"{table.name} row {n}: label {row['label']!r} is not an integer class id"))
+            continue
+        try:
+            fields: dict[str, Any] = binary_labels(row, findings, f"{table.name} row {n}")
+        except InputError as err:
+            failures.append(Failure(rel, "discover", str(err)))
+            continue
+        if label is not None:
+            fields["label"] = label
         if "split" in df.columns and pd.notna(row["split"]):
             fields["split_given"] = str(row["split"])
         items.append(
             SeriesItem(
                 series_id=series_id,
-                patient_id=patient.replace("/", "_"),
-                study_id=str(row["study_id"]) if "study_id" in df.columns else patient.replace("/", "_"),
+                patient_id=patient,
+                study_id=str(row["study_id"]) if "study_id" in df.columns and pd.notna(row["study_id"]) else patient,
                 source_path=rel,
                 inputs=(str(path), *((str(mask), *((str(labels_file),) if scheme else ())) if mask else ())),
                 mask=str(mask) if mask is not None else None,

@@ -1,20 +1,23 @@
 """A folder tree of DICOM series: 3D volumes (or 2D slices) with PHI-filtered metadata from the tags.
 
 Series are grouped by SeriesInstanceUID wherever their files lie (a folder holding several
-series gives several items). Ids are pseudonyms, never DICOM identifiers: patient
-``"p" + sha1(salt + PatientID)[:10]``, study ``"st" + sha1(salt + StudyInstanceUID)[:10]``,
-series ``"s" + sha1(salt + SeriesInstanceUID)[:12]``, with ``PrepareConfig.pseudonym_salt``.
-The same salt gives the same ids on every run; the DICOM PatientID/PatientName never reach the
-tables, the card, the captions or the console.
+series gives several items). Ids are keyed pseudonyms, never DICOM identifiers: patient
+``"p" + HMAC-SHA256(key, PatientID)[:16]``, study ``"st" + HMAC(key, StudyInstanceUID)[:16]``,
+series ``"s" + HMAC(key, SeriesInstanceUID)[:16]`` (hex digits), with the key of
+:func:`radlens.io.phi.load_phi_key` (``PrepareConfig.phi_key_file``). The same key gives the
+same ids on every run; without the key they cannot be traced back. The DICOM PatientID/PatientName
+never reach the tables, the card, the captions or the console, and source paths are recorded
+without patient folders and identifying names (:mod:`radlens.prepare.identity`).
 """
 
 from __future__ import annotations
 
-import hashlib
+import dataclasses
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 from radlens.errors import InputError
+from radlens.io.phi import IDENTITY_TAGS, PhiKey, identity_tokens
 from radlens.prepare.dataset import Discovery, Failure, SeriesItem
 
 if TYPE_CHECKING:
@@ -23,9 +26,13 @@ if TYPE_CHECKING:
 
 PROTOCOL_LABELS = True
 NOTES = (
-    "ids are pseudonyms: patient_id = 'p' + sha1(salt + PatientID)[:10], study_id = 'st' + sha1(salt + StudyInstanceUID)[:10], "
-    "series_id = 's' + sha1(salt + SeriesInstanceUID)[:12]; DICOM identifiers are not stored",
+    "ids are keyed pseudonyms: patient_id = 'p' + HMAC-SHA256(key, PatientID)[:16], study_id = 'st' + "
+    "HMAC-SHA256(key, StudyInstanceUID)[:16], series_id = 's' + HMAC-SHA256(key, SeriesInstanceUID)[:16]; the key is "
+    "kept outside the outputs (pseudonym_key_fingerprint tells keys apart); DICOM identifiers are not stored",
+    "source_path: the patient's own folder is replaced by its pseudonym and identifying values in names by '*'",
 )
+# Header tags read at discovery: ids, and the values whose appearance in a path is identifying.
+_DISCOVERY_TAGS = ["PatientID", "StudyInstanceUID", "Modality", *IDENTITY_TAGS]
 
 
 def default_config() -> PrepareConfig:
@@ -35,9 +42,9 @@ def default_config() -> PrepareConfig:
     return PrepareConfig(dims=3)
 
 
-def pseudonym(prefix: str, value: str, salt: str, length: int) -> str:
-    """A stable pseudonymous id: ``prefix`` + the first ``length`` hex digits of sha1(salt + value)."""
-    return prefix + hashlib.sha1(f"{salt}{value}".encode()).hexdigest()[:length]
+def pseudonym(prefix: str, value: str, key: PhiKey) -> str:
+    """A stable pseudonymous id: ``prefix`` + 16 hex digits of HMAC-SHA256(key, value)."""
+    return key.pseudonym(prefix, value)
 
 
 def _common_folder(root: Path, paths: list[Path]) -> str:
@@ -58,26 +65,32 @@ def discover(root: Path, cfg: PrepareConfig) -> Discovery:
     import pydicom
 
     from radlens.io.dicom import find_series
+    from radlens.io.phi import load_phi_key
+    from radlens.prepare.identity import PatientTree
 
+    key = load_phi_key(cfg.phi_key_file)
     series, skipped = find_series(root)
-    failures = [Failure(Path(p).relative_to(root).as_posix(), "discover", reason) for p, reason in skipped]
+    tree = PatientTree()
     items: list[SeriesItem] = []
-    salt = cfg.pseudonym_salt
     for uid, paths in sorted(series.items(), key=lambda kv: str(kv[1][0])):
-        header = pydicom.dcmread(paths[0], stop_before_pixels=True, specific_tags=["PatientID", "StudyInstanceUID", "Modality"])
-        patient = pseudonym("p", str(header.get("PatientID", "") or ""), salt, 10)
+        header = pydicom.dcmread(paths[0], stop_before_pixels=True, specific_tags=_DISCOVERY_TAGS)
+        patient = pseudonym("p", str(header.get("PatientID", "") or ""), key)
         study_uid = str(header.get("StudyInstanceUID", "") or uid)
+        folder = _common_folder(root, paths)
+        tree.add(folder, patient, identity_tokens(header))
         items.append(
             SeriesItem(
-                series_id=pseudonym("s", uid, salt, 12),
+                series_id=pseudonym("s", uid, key),
                 patient_id=patient,
-                study_id=pseudonym("st", study_uid, salt, 10),
-                source_path=_common_folder(root, paths),
+                study_id=pseudonym("st", study_uid, key),
+                source_path=folder,
                 inputs=tuple(str(p) for p in sorted(paths)),
                 modality=str(header.get("Modality", "") or "") or None,
             )
         )
-    return Discovery(items, failures)
+    items = [dataclasses.replace(item, source_path=tree.series_path(item.source_path, item.patient_id)) for item in items]
+    failures = [Failure(tree.failure_path(Path(p).relative_to(root).as_posix()), "discover", reason) for p, reason in skipped]
+    return Discovery(items, failures, phi_key_fingerprint=key.fingerprint)
 
 
 def load(item: SeriesItem, cfg: PrepareConfig) -> Volume:

@@ -7,15 +7,19 @@ the files carry neither spacing nor orientation, so both are unknown and the car
 :mod:`radlens.prepare.exporters.m3d` writes the inverse, so export -> import is exact.
 
 Splits come from ``dataset.json`` (``train``/``validation``/``test``; other keys such as
-``test1k`` only add samples not listed already). M3D has no patient ids: the first path
-component is the patient when samples are nested (``<patient>/<series>/img.npy``, what the
-exporter writes), otherwise each sample is its own patient.
+``test1k`` only add samples not listed already). M3D has no patient ids, so each sample folder
+is its own patient (the tutorial's ``data_folder/000007/img.npy`` -> patient ``data_folder_000007``)
+unless an entry carries a ``patient_id`` key (radlens' exporter writes one) or the user gives a
+grouping rule, ``PrepareConfig.patient_from`` (``parent``: the folder above the sample folder; or a
+regular expression, see :mod:`radlens.prepare.importers.paths`). Paths must stay inside the folder
+(no ``..``, no absolute path elsewhere): ``dataset.json`` is refused otherwise, naming the entry.
+The series id is the sample folder's path with ``/`` -> ``_``; two entries that give one id are refused.
 """
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -31,7 +35,7 @@ SPLIT_KEYS = ("train", "validation", "test")
 NOTES = (
     "M3D img.npy (1, D, H, W) read as (1, X, Y, Z) = img.transpose(0, 3, 2, 1); spacing and orientation "
     "unknown (1 mm identity affine assumed)",
-    "M3D has no patient ids: the first path component is the patient when samples are nested",
+    "M3D has no patient ids: an entry's patient_id key, else patient_from (default: each sample folder is one patient)",
 )
 D_H_W_TO_X_Y_Z = (0, 3, 2, 1)
 
@@ -44,12 +48,15 @@ def default_config() -> PrepareConfig:
     return PrepareConfig(dims=3, split=SplitConfig(keep_existing=True, existing_col="split_given"))
 
 
-def _entries(root: Path) -> list[tuple[str, dict[str, Any]]]:
+def _entries(root: Path) -> list[tuple[str, int, Any]]:
+    """``(split key, index in that list, entry)`` of every sample ``dataset.json`` lists."""
     path = root / "dataset.json"
     if not path.is_file():
         raise InputError(root, "no dataset.json (an M3D folder lists its samples there)")
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise InputError(path, f"not UTF-8 text: {err}") from None
     except json.JSONDecodeError as err:
         raise InputError(path, f"malformed JSON: {err}") from None
     if not isinstance(data, dict):
@@ -59,42 +66,61 @@ def _entries(root: Path) -> list[tuple[str, dict[str, Any]]]:
     for key in keys:
         if not isinstance(data[key], list):
             raise InputError(path, f"{key!r} must be a list of samples")
-        out.extend((key, entry) for entry in data[key])
+        out.extend((key, i, entry) for i, entry in enumerate(data[key]))
     return out
 
 
 def discover(root: Path, cfg: PrepareConfig) -> Discovery:
-    """One item per sample of ``dataset.json``."""
+    """One item per sample of ``dataset.json``; paths, patients and ids are checked before any work."""
+    from radlens.prepare.importers.paths import listed_path, patient_of, patient_rule
+
     if not root.is_dir():
         raise InputError(root, "an M3D input must be a folder")
+    listing = root / "dataset.json"
+    rule = patient_rule(cfg.patient_from)
     items: list[SeriesItem] = []
     failures: list[Failure] = []
     seen: set[str] = set()
-    for split, entry in _entries(root):
+    ids: dict[str, str] = {}
+    for split, i, entry in _entries(root):
+        where = f"{split}[{i}]"
         image = entry.get("image") if isinstance(entry, dict) else None
         text_file = entry.get("text") if isinstance(entry, dict) else None
         if not isinstance(image, str) or not isinstance(text_file, str):
-            failures.append(Failure(f"dataset.json:{split}", "discover", f"sample without image/text paths: {entry!r}"))
+            failures.append(Failure(f"dataset.json:{where}", "discover", f"sample without image/text paths: {entry!r}"))
             continue
-        if image in seen:
+        image_path, image_rel = listed_path(root, image, listing, f"{where} image")
+        text_path, text_rel = listed_path(root, text_file, listing, f"{where} text")
+        if image_rel in seen:
             continue
-        seen.add(image)
-        image_path, text_path = root / image, root / text_file
-        missing = [p for p in (image_path, text_path) if not p.is_file()]
+        seen.add(image_rel)
+        folder = PurePosixPath(image_rel).parent
+        sample = "_".join(folder.parts) or PurePosixPath(image_rel).stem
+        if sample in ids:
+            raise InputError(listing, f"{ids[sample]} and {where} both give the series id {sample!r} "
+                                      f"({sample!r} from two sample paths); rename one folder")
+        ids[sample] = where
+        given = entry.get("patient_id")
+        if given is not None and (not isinstance(given, (str, int)) or not str(given).strip()):
+            raise InputError(listing, f"{where}: patient_id must be a non-empty string, got {given!r}")
+        patient = str(given).strip() if given is not None else patient_of(rule, cfg.patient_from, image_rel, listing, where)
+        missing = [rel for p, rel in ((image_path, image_rel), (text_path, text_rel)) if not p.is_file()]
         if missing:
-            failures.append(Failure(image, "discover", f"no such file: {missing[0].relative_to(root).as_posix()}"))
+            failures.append(Failure(image_rel, "discover", f"no such file: {missing[0]}"))
             continue
-        parts = Path(image).parent.parts
-        sample = "_".join(parts) or Path(image).stem
-        patient = parts[0] if len(parts) >= 2 else sample
+        try:
+            text = text_path.read_text(encoding="utf-8").strip()
+        except UnicodeDecodeError as err:
+            failures.append(Failure(image_rel, "discover", f"{text_rel} is not UTF-8 text: {err}"))
+            continue
         items.append(
             SeriesItem(
                 series_id=sample,
                 patient_id=patient,
                 study_id=sample,
-                source_path=image,
+                source_path=image_rel,
                 inputs=(str(image_path), str(text_path)),
-                text=text_path.read_text(encoding="utf-8").strip(),
+                text=text,
                 fields={"split_given": split},
             )
         )

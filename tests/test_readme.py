@@ -1,0 +1,37 @@
+"""The README's walkthrough runs top to bottom, at tiny sizes, exactly as a user would type it.
+
+`RADLENS_WALKTHROUGH=full` runs it at the README's own sizes instead (by hand: minutes, not seconds).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import time
+
+from support.walkthrough import README, commands, tiny
+
+from radlens.cli import main
+
+
+def test_walkthrough_parses_and_every_tiny_rule_applies() -> None:
+    lines = commands(README.read_text())
+    assert len(lines) >= 10
+    _, unused = tiny(lines)
+    assert not unused, f"tiny-size rules that match no README command (README changed?): {sorted(unused)}"
+
+
+def test_readme_walkthrough_runs_in_order(tmp_path, monkeypatch, capsys) -> None:
+    full = os.environ.get("RADLENS_WALKTHROUGH") == "full"
+    lines = commands(README.read_text())
+    if not full:
+        lines, _ = tiny(lines)
+    monkeypatch.chdir(tmp_path)
+    for line in lines:
+        start = time.perf_counter()
+        status = main(shlex.split(line)[1:])
+        printed = capsys.readouterr()
+        if full:  # the step times the README states
+            with capsys.disabled():
+                print(f"\n[{time.perf_counter() - start:6.1f} s] {line}")
+        assert status == 0, f"{line}\n{printed.out[-2000:]}\n{printed.err[-2000:]}"
