@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
             # bare "error: 'train'" instead of naming the key.
             result = auto_cli(target, args=rest, as_positional=True, prog=f"radlens {' '.join(path)}")
         else:
-            result = auto_cli(commands, args=args, as_positional=True, description=DESCRIPTION,
+            result = auto_cli(commands, args=args, as_positional=True, prog="radlens", description=DESCRIPTION,
                               version=radlens.__version__)
     except (InputError, ConfigError) as err:
         print(f"radlens: error: {err}", file=sys.stderr)

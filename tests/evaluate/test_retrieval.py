@@ -171,9 +171,17 @@ def bundle_2d(prepared_2d: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     return save_bundle(model, tmp_path_factory.mktemp("bundle") / "tiny", preprocessing_from_card(card))
 
 
-def test_cli_trace_writes_top_k_tables_and_grids(prepared_2d: Path, bundle_2d: Path, tmp_path: Path) -> None:
+def test_cli_trace_writes_top_k_tables_and_grids(prepared_2d: Path, bundle_2d: Path, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     from PIL import Image
 
+    from radlens.common import montage
+
+    titles: dict[str, list[str]] = {}
+    real = montage.save_montage
+    monkeypatch.setattr(montage, "save_montage",
+                        lambda images, names, path, **kw: titles.setdefault(Path(path).name, list(names)) and real(
+                            images, names, path, **kw))
     out = tmp_path / "eval"
     assert main(["evaluate", "retrieval", str(bundle_2d), str(prepared_2d), str(out), "--trace",
                  "--trace_k", "3", "--trace_queries", "2"]) == 0
@@ -203,6 +211,24 @@ def test_cli_trace_writes_top_k_tables_and_grids(prepared_2d: Path, bundle_2d: P
     for name in ("trace_t2i.png", "trace_v2v.png"):
         width, height = Image.open(out / name).size
         assert width > height > 0  # 2 query rows of 1 + 3 pictures
+    shown = "\n".join(titles["trace_t2i.png"]).replace("\n", "")
+    assert all(sid in shown for sid in trace.loc[trace["direction"] == "t2i", "retrieved_id"])  # ids in full
+    queries = [t for t in titles["trace_t2i.png"] if t.startswith("query")]
+    assert len(queries) == 2 and queries[0] != queries[1]  # the two captions differ in TE/TR and description
+    assert "Echo Time" in queries[0] or "Repetition Time" in queries[0]
+
+
+def test_query_titles_show_what_differs() -> None:
+    from radlens.evaluate.retrieval_trace import differing_parts, text_parts
+
+    t1, t2 = caption(PROTOCOLS[0]), caption(PROTOCOLS[1])
+    assert ("Echo Time", "0.01") in text_parts(t1) and ("", "plane axial") in text_parts(t1)
+    assert differing_parts([t1, t2]) == [["Description t1_se", "Echo Time 0.01", "Repetition Time 0.5"],
+                                         ["Description t2_tse", "Echo Time 0.1", "Repetition Time 4.0"]]
+    report = "Heart size is normal. Small pleural effusion on the left. No nodule."
+    other = "Heart size is normal. No pleural effusion. No nodule."
+    assert differing_parts([report, other]) == [["Small pleural effusion on the left."], ["No pleural effusion."]]
+    assert differing_parts([report]) == [["Heart size is normal.", "Small pleural effusion on the left.", "No nodule."]]
 
 
 def test_findings_dataset_reports_volume_map_and_shared_findings(tmp_path: Path) -> None:

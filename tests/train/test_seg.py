@@ -97,5 +97,5 @@ def test_a_3d_segmenter_trains_on_volumes(tmp_path_factory: pytest.TempPathFacto
                     trainer=quick_trainer(max_steps=2, val_every_n_steps=2, accelerator="cpu"))
     model = load_model(run, kind="segmenter")
     assert model.config["spatial_dims"] == 3
-    volume = torch.from_numpy(np.asarray(volumes.array(volumes.series["series_id"].iloc[0])))[None].float()
+    volume = torch.from_numpy(np.array(volumes.array(volumes.series["series_id"].iloc[0])))[None].float()
     assert model.segment(volume).shape == (1, 24, 28, 24)

@@ -7,11 +7,14 @@ own scan left out, as in MAP@K). Items are slices (2D, ``slice_id``) or volumes 
 ``series_id``); volumes are series; texts are ``text-{j}``, listed in ``trace_texts.csv``.
 ``same_label`` is empty when either side is unlabelled; ``shared_findings`` (finding datasets)
 counts the positive findings both sides have. The grids show, per sampled query, the query
-(a text over the first image that carries it, or a volume's middle slice) then its top k.
+(a text over the middle slice of the first series that carries it, or a volume's middle slice) then
+its top k, every id in full. Captions of one template differ in a few fields only, so a text query's
+title shows what sets it apart from the other queries of the grid (:func:`differing_parts`).
 """
 
 from __future__ import annotations
 
+import re
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,6 +114,44 @@ def _picture(dataset: ClipDataset, row: int, whole_series: bool = False) -> np.n
     return np.rot90(volume[:, :, volume.shape[2] // 2])
 
 
+def _wrap_id(item_id: str, width: int = 34) -> str:
+    """An id in full, broken over lines of ``width`` characters."""
+    return "\n".join(textwrap.wrap(item_id, width, break_long_words=True, break_on_hyphens=False)) or item_id
+
+
+# A caption group "Name (Field A, Field B): (value a, value b)", as in MR-CLIP's captions.
+_GROUP = re.compile(r"([A-Za-z][\w ]*?) \(([^()]*)\): \(([^()]*)\)")
+
+
+def text_parts(text: str) -> list[tuple[str, str]]:
+    """A text as ``(field, value)`` parts: caption groups give one part per named field, the text between
+    them one unnamed part per comma-separated piece; a text without groups (a report) one per sentence."""
+    parts: list[tuple[str, str]] = []
+    last = 0
+    for match in _GROUP.finditer(text):
+        names, values = [s.strip() for s in match.group(2).split(",")], [s.strip() for s in match.group(3).split(",")]
+        parts += [("", p.strip()) for p in text[last:match.start()].split(",") if p.strip()]
+        if len(names) == len(values):
+            parts += list(zip(names, values))
+        else:
+            parts.append(("", match.group(0)))
+        last = match.end()
+    rest = text[last:]
+    if last:
+        parts += [("", p.strip()) for p in rest.split(",") if p.strip()]
+    else:
+        parts += [("", s.strip()) for s in re.split(r"(?<=[.!?;])\s+", rest) if s.strip()]
+    return parts
+
+
+def differing_parts(texts: list[str]) -> list[list[str]]:
+    """Per text, its parts (:func:`text_parts`) that are not the same in every text, as ``field value``
+    strings in text order; a lone text (nothing to differ from) keeps all its parts."""
+    parted = [text_parts(t) for t in texts]
+    common = set.intersection(*(set(p) for p in parted)) if len(parted) > 1 else set()
+    return [[f"{name} {value}".strip() for name, value in parts if (name, value) not in common] for parts in parted]
+
+
 def _mark(hit: dict[str, object]) -> str:
     """What a grid title says about a hit: same text, same label, other label (or nothing)."""
     import pandas as pd
@@ -123,10 +164,11 @@ def _mark(hit: dict[str, object]) -> str:
 
 
 def _grid(
-    path: Path, dataset: ClipDataset, table: pd.DataFrame, queries: list[tuple[str, str, int]],
+    path: Path, dataset: ClipDataset, table: pd.DataFrame, queries: list[tuple[str, str, int, bool]],
     rows_of: dict[str, int], whole_series: bool,
 ) -> Path:
-    """One grid row per query (id, title, picture row): the query, then its retrieved items in rank order.
+    """One grid row per query (id, title, picture row, picture of its whole series): the query, then its
+    retrieved items in rank order (``whole_series``: each hit's series' middle slice).
 
     Queries with fewer hits than the longest list (a gallery shrunk by their own scan) are left out.
     """
@@ -134,15 +176,15 @@ def _grid(
 
     images, titles = [], []
     columns = 1 + int(table["rank"].max())
-    for query_id, title, row in queries:
+    for query_id, title, row, query_series in queries:
         hits = table[table["query_id"] == query_id]
         if len(hits) < columns - 1:
             continue
-        images.append(_picture(dataset, row, whole_series))
+        images.append(_picture(dataset, row, query_series))
         titles.append(title)
         for hit in hits.to_dict("records"):
             images.append(_picture(dataset, rows_of[hit["retrieved_id"]], whole_series))
-            titles.append(f"#{hit['rank']} {hit['retrieved_id'][-18:]}\n{hit['similarity']:.2f} {_mark(hit)}")
+            titles.append(f"#{hit['rank']} {_wrap_id(hit['retrieved_id'])}\n{hit['similarity']:.2f} {_mark(hit)}")
     return save_montage(images, titles, path, columns=columns)
 
 
@@ -150,9 +192,16 @@ def _sample(n: int, size: int, rng: np.random.Generator) -> np.ndarray:
     return np.sort(rng.choice(n, size=min(size, n), replace=False))
 
 
-def _title(text: str) -> str:
-    """A query text shortened to two lines of a grid title."""
-    return "\n".join(textwrap.wrap("query: " + textwrap.shorten(text, 72, placeholder=" ..."), 40)[:2])
+def _titles(text_ids: list[str], texts: list[str], width: int = 34, lines: int = 7) -> list[str]:
+    """Grid titles of text queries: the text id, then what sets the text apart from the others shown
+    (:func:`differing_parts`), wrapped to ``width`` and cut at ``lines`` lines."""
+    out = []
+    for text_id, parts in zip(text_ids, differing_parts(texts)):
+        wrapped = textwrap.wrap("; ".join(parts), width, break_long_words=True) or ["(the same text)"]
+        if len(wrapped) > lines - 1:
+            wrapped = [*wrapped[: lines - 2], wrapped[lines - 2][: width - 4] + " ..."]
+        out.append("\n".join([f"query {text_id}:", *wrapped]))
+    return out
 
 
 def write_trace(
@@ -185,12 +234,16 @@ def write_trace(
     written = [folder / "trace.csv", folder / "trace_texts.csv"]
     rng = np.random.default_rng(seed)
     picks = _sample(len(gallery), n_queries, rng)
-    queries = [(texts.ids[j], _title(dataset.texts[gallery[j]]), int(gallery[j])) for j in picks]
+    titles = _titles([str(texts.ids[j]) for j in picks], [dataset.texts[gallery[j]] for j in picks])
+    # The query picture is the middle slice of the first series carrying the text (not its first slice,
+    # which in 2D is an edge slice), the hits the retrieved items themselves.
+    queries = [(texts.ids[j], title, int(gallery[j]), True) for j, title in zip(picks, titles)]
     item_rows = {v: i for i, v in enumerate(items.ids)}
     written.append(_grid(folder / "trace_t2i.png", dataset, t2i, queries, item_rows, whole_series=False))
     if len(v2v):
         ids = volumes.side.ids
-        queries = [(ids[j], f"query {ids[j][-18:]}", int(volumes.first[j])) for j in _sample(len(ids), n_queries, rng)]
+        queries = [(ids[j], f"query {_wrap_id(ids[j])}", int(volumes.first[j]), True)
+                   for j in _sample(len(ids), n_queries, rng)]
         volume_rows = {v: int(r) for v, r in zip(ids, volumes.first)}
         written.append(_grid(folder / "trace_v2v.png", dataset, v2v, queries, volume_rows, whole_series=True))
     return written

@@ -453,9 +453,10 @@ def read_dicom_series(
     """Read one DICOM series (a folder, one file, or a list of files) into a RAS+ :class:`Volume`.
 
     A folder holding several series needs ``series_uid`` (the real UID or the pseudonym that
-    the error message lists). RescaleSlope/Intercept are applied; a CT series with a rescale
-    is in Hounsfield units (``hu=True``). Metadata is PHI-filtered and holds the geometry
-    warnings in ``extra["geometry"]``.
+    the error message lists); a folder holding a damaged DICOM file is refused (the series may
+    be incomplete), files that are not DICOM are skipped. RescaleSlope/Intercept are applied; a
+    CT series with a rescale is in Hounsfield units (``hu=True``). Metadata is PHI-filtered and
+    holds the geometry warnings in ``extra["geometry"]``; unevenly spaced slices are refused.
     """
     files = _select(paths, series_uid)
     source = files[0].parent if len(files) > 1 else files[0]

@@ -37,8 +37,10 @@ DEFLATE_MAX_RATIO = 1032
 
 
 def _nibabel_errors() -> tuple[type[BaseException], ...]:
-    """What nibabel, gzip and zlib raise on damaged files (found by fuzzing nibabel's own test
-    files, ``tests/io/test_fuzz.py``): caught around the nibabel calls only."""
+    """What nibabel, gzip and zlib raise on damaged files, caught around the nibabel calls only:
+    ImageFileError (not a NIfTI/MGH file), HeaderDataError (a header nibabel cannot use; both seen
+    in ``tests/io/test_fuzz.py``), EOFError/zlib.error/OSError (truncated or corrupt gzip),
+    ValueError (data shorter than declared), struct.error (a short header)."""
     import nibabel as nib
 
     return (

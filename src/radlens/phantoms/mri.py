@@ -10,7 +10,6 @@ same seed gives the same arrays whatever the number of worker processes.
 from __future__ import annotations
 
 import dataclasses
-import json
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
@@ -250,5 +249,5 @@ def phantom_mri(
     cfg = dataclasses.replace(phantom, subjects=subjects, seed=seed, dicom=dicom or phantom.dicom,
                               preview=preview or phantom.preview)
     truth = generate_mri_phantom(Path(out), cfg, workers=workers)
-    print(json.dumps({"out": str(out), "series": len(truth), "subjects": int(truth["subject"].nunique())}))
+    print(f"phantom mri: {truth['subject'].nunique()} subjects, {len(truth)} series -> {out}")
     return 0

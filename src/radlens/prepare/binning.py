@@ -56,10 +56,15 @@ BIN_COLUMNS = {"EchoTime": "TE_bin", "RepetitionTime": "TR_bin", "InversionTime"
 class BinningConfig:
     """How TE, TR and TI are binned (times in seconds).
 
-    ``te_bins``/``tr_bins`` equal-width bins over ``te_range``/``tr_range``; TI uses the fixed
-    ``ti_edges`` (n+1 increasing edges for n bins; the last may be ``inf``). With
-    ``method="quantile"`` TE and TR edges are instead fitted to the data's quantiles (same bin
-    counts); the TI edges stay fixed because they mark physical contrasts.
+    Attributes:
+        te_bins: number of echo-time bins (MR-CLIP: 20).
+        te_range: [low, high] echo time in seconds the equal-width TE bins cover (MR-CLIP: 0-0.2).
+        tr_bins: number of repetition-time bins (MR-CLIP: 20).
+        tr_range: [low, high] repetition time in seconds the equal-width TR bins cover (MR-CLIP: 0-10).
+        ti_edges: n+1 increasing inversion-time edges in seconds for n bins (the last may be inf);
+            fixed, because they mark physical contrasts.
+        method: equal (equal-width TE/TR bins over their ranges) or quantile (TE/TR edges at the data's
+            quantiles, same bin counts).
     """
 
     te_bins: int = 20

@@ -54,9 +54,12 @@ FIELD_NAMES: tuple[str, ...] = SCAFFOLD_FIELDS + AcquisitionMetadata.field_names
 class CaptionConfig:
     """Caption template and value formatting.
 
-    ``template`` names fields in braces (``{EchoTime}``); valid names are :data:`FIELD_NAMES`.
-    ``anatomy`` fills ``{anatomy}``; ``time_unit`` is the unit TE/TR/TI are written in;
-    ``decimals`` is the rounding of every number.
+    Attributes:
+        template: the caption with fields in braces, e.g. {EchoTime}; valid names are plane, anatomy and
+            every acquisition metadata field (default: MR-CLIP's template).
+        anatomy: the text that fills {anatomy}.
+        time_unit: the unit TE, TR and TI are written in (s or ms).
+        decimals: digits every number is rounded to.
     """
 
     template: str = MRCLIP_TEMPLATE

@@ -36,7 +36,14 @@ MIN_BODY_FRACTION = 0.10
 class IntensityConfig:
     """CT: clip HU to ``ct_window`` and map to ``ct_output`` ("hu/1000" is CT-CLIP's
     "clip to [-1000, 1000], divide by 1000"). MRI: map the ``mri_percentiles`` of the
-    ``mri_mask`` voxels to [0, 1] and clip."""
+    ``mri_mask`` voxels to [0, 1] and clip.
+
+    Attributes:
+        ct_window: CT: the HU range [low, high] kept; values outside are clipped to it.
+        ct_output: CT: what the window maps to: 0,1 or -1,1, or hu/1000 (HU divided by 1000).
+        mri_percentiles: MRI: the percentiles [low, high] of the masked voxels that map to 0 and 1.
+        mri_mask: MRI: the voxels the percentiles are taken over: nonzero or all.
+    """
 
     ct_window: tuple[float, float] = (-1000.0, 1000.0)
     ct_output: CtOutput = "-1,1"

@@ -54,7 +54,12 @@ NOMINAL_TESLA = (0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.55, 0.6, 0.7, 1.0, 1.2, 1.5, 
 
 @dataclass(frozen=True)
 class LabelConfig:
-    """Columns that make up a protocol key, in key order."""
+    """Columns that make up a protocol key, in key order.
+
+    Attributes:
+        fields: series columns joined into the protocol key, in order (bins: TE_bin, TR_bin, TI_bin);
+            scanner and sequence fields are normalised first (see the module docstring).
+    """
 
     fields: tuple[str, ...] = (
         "plane",

@@ -38,7 +38,7 @@ class SliceConfig:
             floor-to-99th-percentile range (0: anything above the minimum, noise included).
         position_window: keep slices whose relative position along the slicing axis (0..1, from
             the R/A/S axis' opposite end) lies in this range.
-        slice_shape: (H, W) each slice is resized to fit, keeping its physical aspect, then padded.
+        slice_shape: the size [H, W] each slice is resized to fit, keeping its physical aspect, then padded.
         every: keep every k-th slice index.
     """
 

@@ -37,11 +37,16 @@ _SLAB_VOXELS = 2_000_000
 class SpatialConfig:
     """How a volume is brought to a model's grid.
 
-    ``target_spacing`` in mm (None: keep); ``crop_foreground`` crops to the bounding box of
-    voxels above ``body_threshold_hu`` ("body", CT) or of non-zero voxels ("nonzero") before
-    anything else; ``box`` (``x0, y0, z0, x1, y1, z1``, half-open, RAS+ voxel grid) crops to a
-    fixed box instead. ``shape`` is the final spatial shape, reached by centre crop/pad with
-    ``pad_value`` ("crop_pad", CT-CLIP) or by interpolating the whole volume ("resize", M3D).
+    Attributes:
+        target_spacing: voxel spacing [x, y, z] in mm to resample to (none: keep the stored spacing).
+        crop_foreground: before anything else, crop to the bounding box of voxels above
+            body_threshold_hu (body, CT) or of non-zero voxels (nonzero); none: no crop.
+        body_threshold_hu: HU above which a voxel counts as body for crop_foreground body.
+        box: crop to a fixed box [x0, y0, z0, x1, y1, z1] (half-open, RAS+ voxel grid) instead.
+        shape: final spatial shape [x, y, z] (none: whatever resampling gives).
+        shape_mode: crop_pad reaches shape by centre crop/pad (CT-CLIP), resize by interpolating the
+            whole volume (M3D).
+        pad_value: value of padded voxels in crop_pad mode (in the volume's units before intensity).
     """
 
     target_spacing: tuple[float, float, float] | None = None

@@ -41,11 +41,16 @@ SPLIT_ALIASES = {"train": "train", "training": "train", "valid": "validation", "
 
 @dataclass(frozen=True)
 class SplitConfig:
-    """Split ratios (train, validation, test), seed, stratification and k-fold.
+    """Split ratios (train, validation, test), seed, stratification and k-fold; always by patient.
 
-    ``keep_existing``: rows whose ``existing_col`` holds a split (``train``, ``valid``/``val``/
-    ``validation``, ``test``) keep it; only patients without one are assigned. ``folds``: the
-    number of cross-validation folds :func:`add_splits` assigns (0: none, ``fold`` = -1).
+    Attributes:
+        ratios: fractions of patients in train, validation and test (summing to 1).
+        seed: seed of the patient shuffle.
+        stratify: balance the splits by each patient's labels (findings or protocol labels) where there are.
+        folds: cross-validation folds assigned as the fold column (0: none, fold -1).
+        keep_existing: rows whose existing_col holds a split (train, valid/val/validation, test) keep it;
+            only patients without one are assigned.
+        existing_col: the column read by keep_existing.
     """
 
     ratios: tuple[float, float, float] = (0.7, 0.15, 0.15)
