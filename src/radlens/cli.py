@@ -97,6 +97,12 @@ def _commands() -> dict[str, Any]:
     commands["export"]["nnunet"] = nnunet
     commands.setdefault("train", {})["seg"] = train_seg
     commands.setdefault("evaluate", {})["seg"] = evaluate_seg
+    from radlens.synth.command import synth
+
+    commands["synth"] = synth
+    from radlens.evaluate.synth import evaluate_synth
+
+    commands.setdefault("evaluate", {})["synth"] = evaluate_synth
     return commands
 
 

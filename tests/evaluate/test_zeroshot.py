@@ -76,7 +76,7 @@ def prompt_file(tmp_path_factory) -> Path:
     return path
 
 
-def test_zeroshot_cli_end_to_end(prepared, bundle, prompt_file, tmp_path):
+def test_zeroshot_cli_end_to_end(prepared, bundle, prompt_file, tmp_path, capsys):
     out = tmp_path / "zs"
     argv = ["evaluate", "zeroshot", str(bundle), str(prepared), str(out), "--split", "test",
             "--prompts", str(prompt_file), "--n_bootstrap", "30", "--seed", "7", "--device", "cpu"]
@@ -92,6 +92,9 @@ def test_zeroshot_cli_end_to_end(prepared, bundle, prompt_file, tmp_path):
     assert {"auroc", "auprc", "f1", "specificity", "threshold", "ci"} <= set(card)
     assert card["threshold_source"] in ("validation", "default") and metrics["threshold"]["split"] == "validation"
     assert metrics["bootstrap"]["n_requested"] == 30 and "macro" in metrics and "weighted" in metrics
+    assert metrics["macro"]["over"] == FINDINGS and metrics["left_out"] == {} and metrics["n_cases"] == 6
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith("zero-shot on test: macro AUROC ") and f"over {len(FINDINGS)} findings; 6 scans from" in line
     run = json.loads((out / "run.json").read_text())
     assert run["seed"] == 7 and run["radlens_version"] and run["config"]["split"] == "test"
     assert (out / "roc.png").read_bytes()[:4] == b"\x89PNG"

@@ -102,7 +102,9 @@ def test_cli_end_to_end(prepared, bundle, tmp_path):
     assert pred.set_index("series_id").loc["sub-004_p1", "true"] == "T2w"
     m = json.loads((out / "metrics.json").read_text())
     assert m["mode"] == "classes" and m["label_column"] == "contrast" and m["unit"] == "series" and m["n_series"] == 11
-    assert m["classes"] == CONTRASTS and m["classes_absent"] == ["PDw", "T2*w", "STIR"] and "PDw" in m["note"]
+    assert m["classes"] == CONTRASTS and m["classes_absent"] == ["PDw", "T2*w", "STIR"] and "PDw" in m["notes"][0]
+    assert m["left_out"] == {c: "no series in split 'test'" for c in ("PDw", "T2*w", "STIR")}
+    assert m["over"] == CONTRASTS and "only 4 patient(s)" in " ".join(m["notes"])
     assert m["excluded"] == {"dwi": 1}
     assert {"accuracy", "balanced_accuracy", "macro_auroc", "ci", "chance", "per_class", "confusion_matrix"} <= set(m)
     assert m["chance"]["balanced_accuracy"] == pytest.approx(1 / 3) and m["chance"]["accuracy"] == pytest.approx(4 / 11)

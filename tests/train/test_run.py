@@ -138,3 +138,17 @@ def test_training_console_is_quiet(prepared_2d: Path, micro_model: str, tmp_path
     assert "train: 100%" in text.replace("\r", "\n")  # the bar counts steps (4/4), not epochs
     lightning_warnings = [w for w in caught if "lightning" in str(w.filename) or issubclass(w.category, DeprecationWarning)]
     assert not lightning_warnings, [str(w.message) for w in lightning_warnings]
+
+
+def test_trainer_help_names_the_time_format_and_each_tasks_monitor(capsys: pytest.CaptureFixture[str]) -> None:
+    from radlens.train.clip_task import ClipTask
+    from radlens.train.moco_task import MocoTask
+    from radlens.train.multilabel import FindingScoresTask
+
+    with pytest.raises(SystemExit):
+        main(["train", "clip", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "DD:HH:MM:SS" in text and "exp(-d^2 / 2 sigma^2)" in text  # --trainer.max_time, --loss.sigma
+    assert ClipTask.metrics[0] in text and "val/{i2t,t2i}_{R@1,R@5,R@10,mean_rank,median_rank}" in text
+    for task in (MocoTask, FindingScoresTask):
+        assert all(name in text for name in task.metrics), task

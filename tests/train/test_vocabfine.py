@@ -27,7 +27,12 @@ def _pair_loss(bundle: Path, prepared: Path) -> float:
         return float(task.step(collate_findings([ds[i] for i in range(len(ds))]), "val").loss)
 
 
-def test_vocabfine_lowers_the_pair_loss_and_bundle_works_in_zeroshot(tmp_path: Path) -> None:
+def test_vocabfine_lowers_the_pair_loss_and_bundle_works_in_zeroshot(tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    import pandas as pd
+
     from radlens.evaluate.zeroshot import ZeroShotClassifier
     from radlens.models.bundle import load_bundle
     from radlens.train.vocabfine import prompt_set, train_vocabfine
@@ -43,6 +48,16 @@ def test_vocabfine_lowers_the_pair_loss_and_bundle_works_in_zeroshot(tmp_path: P
     classifier = ZeroShotClassifier(model, prompt_set(FINDINGS, None, prepared))
     probs = classifier.predict(torch.randn(4, *model.input_shape))
     assert probs.shape == (4, len(FINDINGS)) and ((probs >= 0) & (probs <= 1)).all()
+    # It ends as ClassFine and the labeller do: test metrics with thresholds chosen on validation, in eval/.
+    metrics = json.loads((run / "eval" / "metrics.json").read_text())
+    assert set(metrics["per_finding"]) == set(FINDINGS) and metrics["split"] == "test"
+    assert metrics["threshold"]["split"] == "validation" and metrics["macro"]["over"]
+    thresholds = json.loads((run / "best" / "bundle.json").read_text())["extra"]["vocabfine"]["thresholds"]
+    assert {f: metrics["per_finding"][f]["threshold"] for f in FINDINGS} == thresholds
+    predictions = pd.read_csv(run / "eval" / "predictions.csv")
+    assert [f"score:{f}" for f in FINDINGS] == [c for c in predictions.columns if c.startswith("score:")]
+    out = capsys.readouterr().out
+    assert "VocabFine zero-shot on test: macro AUROC" in out and f"-> {run / 'eval'}" in out
 
 
 def test_prompt_file_must_cover_the_findings(tmp_path: Path) -> None:

@@ -63,7 +63,8 @@ def weights_digest(module: nn.Module) -> str:
 
 @dataclass
 class Generator:
-    """What sampling needs: the networks, the prompt template, the image shape of training.
+    """What sampling needs: the networks, the prompt template, the image shape of training (and the bundle's
+    ``preprocessing``: what the training slices looked like).
 
     ``prompts`` is None for a bundle trained without prompts metadata; ``contrast_fields`` holds, per
     contrast class of the training data, typical TE/TR/TI (ms) and flip angle for target prompts.
@@ -79,6 +80,7 @@ class Generator:
     contrast_fields: dict[str, dict[str, Any]] = field(default_factory=dict)
     bundle: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    preprocessing: dict[str, Any] = field(default_factory=dict)
 
     def to(self, device: torch.device | str) -> Generator:
         """Move the networks to ``device`` (in place); returns self."""
@@ -183,4 +185,5 @@ def load_generator(bundle: str | os.PathLike[str], ldm: str | os.PathLike[str] |
         prompts=PromptTemplate.from_dict(prompts) if prompts.get("template") else None, image_shape=image_shape,
         labels={int(k): str(v) for k, v in (prompts.get("labels") or {}).items()},
         contrast_fields=dict(prompts.get("contrast_fields") or {}), bundle=folder, extra=extra,
+        preprocessing=dict(index.get("preprocessing") or {}),
     )

@@ -86,7 +86,7 @@ def train_controlnet(
         raise InputError(generator.bundle, "is a ControlNet bundle: train a ControlNet on the LDM bundle it came from")
     if generator.prompts is None:
         raise InputError(generator.bundle, "records no prompt template (extra.prompts): train it with `radlens train ldm`")
-    check_vae_fits_data(generator.vae, ldm, dataset)
+    check_vae_fits_data(generator.vae, generator.preprocessing, ldm, dataset)
     labels = dataset.labels
     if not [k for k in labels if k > 0]:
         raise InputError(dataset.path, "has no mask labels: a ControlNet learns from the masks of the source slices")
@@ -105,6 +105,6 @@ def train_controlnet(
     counts = [sum(1 for s, _ in datamodule.train_set.items if s == i) for i in range(len(sources))]
     facts = {"prompts": generator.extra.get("prompts", {}), "train_items": {"source": counts[0], "target": sum(counts[1:])},
              "controlnet": {"source": source, "target": target or [], "labels": {str(k): v for k, v in labels.items()},
-                            "mask_encoding": mask_encoding, "ldm_bundle": str(generator.bundle.resolve() if generator.bundle else ldm),
+                            "mask_encoding": mask_encoding, "ldm_bundle": str(Path(generator.bundle or ldm).resolve()),
                             "unet_sha256": weights_digest(generator.unet)}}
     return run(ControlNetTask(parts, optim), datamodule, trainer, run_dir, resume, config, seed, facts).folder

@@ -90,10 +90,17 @@ def generation_data(prepared: PreparedDataset, sources: Sequence[ItemSource], da
     return module
 
 
-def check_vae_fits_data(vae: Any, bundle: str, prepared: PreparedDataset) -> None:
-    """InputError when ``prepared`` holds other images than the autoencoder bundle was trained on (modality,
-    intensity normalisation), or slices whose sides its down-sampling does not divide."""
-    pre = getattr(vae, "preprocessing", None) or {}
+def load_autoencoder(bundle: str) -> tuple[Any, dict[str, Any]]:
+    """The autoencoder of a VAE, LDM or ControlNet bundle (or run folder) and that bundle's preprocessing."""
+    from radlens.models.bundle import read_index, resolve_bundle
+    from radlens.models.generator import load_part
+
+    return load_part(bundle, "vae"), read_index(resolve_bundle(bundle)).get("preprocessing") or {}
+
+
+def check_vae_fits_data(vae: Any, pre: dict[str, Any], bundle: str, prepared: PreparedDataset) -> None:
+    """InputError when ``prepared`` holds other images than the autoencoder bundle was trained on (``pre``, its
+    preprocessing: modality, intensity normalisation), or slices whose sides its down-sampling does not divide."""
     card, where = prepared.card, prepared.path / "dataset.json"
     for key in ("modality", "intensity"):
         if pre.get(key) is not None and card.get(key) is not None and json.dumps(pre[key]) != json.dumps(card[key]):

@@ -33,11 +33,13 @@ class GenerationDataConfig:
 
 @dataclass
 class VAELossConfig:
-    """The autoencoder's loss: ``MSE(reconstruction, image) + kl_weight * KL(q(z|x) || N(0, I))``, the KL
-    summed over latent elements and averaged over the batch (Stable Diffusion's and MRGen's form).
+    """The autoencoder's loss: ``MSE(reconstruction, image) + kl_weight * KL(q(z|x) || N(0, I))``, the MSE per
+    pixel and the KL per latent element, both averaged (so the weight means the same at any image size; with the
+    KL summed over a 16x64x64 latent, 1e-4 would outweigh the MSE and pull the latents to the prior).
 
     Attributes:
-        kl_weight: weight of the KL term (1e-4: a nearly deterministic autoencoder whose latents stay near unit scale).
+        kl_weight: weight of the per-element KL term (1e-4: a light pull toward N(0, 1); the latent scale is
+            estimated after training anyway).
     """
 
     kl_weight: float = 1e-4

@@ -44,7 +44,8 @@ def train_ldm(
     Args:
         prepared: the prepared dataset folder (2D slices of one shape, with a contrast column for the default prompts).
         out: the run folder (config, logs, checkpoints, ``best/`` and ``last/`` bundles).
-        vae: the autoencoder bundle (or run folder) of ``radlens train vae``; required.
+        vae: the autoencoder: the bundle (or run folder) of ``radlens train vae``, or an LDM/ControlNet bundle whose
+            autoencoder to reuse; required.
         unet: registry name or JSON file of a ``diffusion_unet`` config (``tiny-ldm-unet``, ``mrgen-unet``).
         text: the frozen text tower: ``minilm`` (packaged), a BERT-family model folder, or a radlens CLIP
             (or text tower) bundle.
@@ -60,11 +61,19 @@ def train_ldm(
 
     from radlens.data.generation import ItemSource
     from radlens.data.generation_prompts import PromptBuilder, PromptTemplate
-    from radlens.models.bundle import load_model
     from radlens.models.generator import GenerativeParts
     from radlens.models.registry import build_model
     from radlens.train.diffusion_task import LatentDiffusionTask
-    from radlens.train.generative import check_vae_fits_data, component_spec, data_checks, generation_data, image_shape, open_slices, text_tower
+    from radlens.train.generative import (
+        check_vae_fits_data,
+        component_spec,
+        data_checks,
+        generation_data,
+        image_shape,
+        load_autoencoder,
+        open_slices,
+        text_tower,
+    )
     from radlens.train.run import resolve_resume, run
 
     validate(optim, trainer, [*data_checks(data), (vae is not None, "--vae (the bundle of `radlens train vae`) is required"),
@@ -76,8 +85,8 @@ def train_ldm(
     dataset = open_slices(prepared)
     template = PromptTemplate.from_config(prompts)
     builder = PromptBuilder(dataset, template)
-    autoencoder = load_model(vae, kind="autoencoder_kl")
-    check_vae_fits_data(autoencoder, vae, dataset)
+    autoencoder, vae_preprocessing = load_autoencoder(vae)
+    check_vae_fits_data(autoencoder, vae_preprocessing, vae, dataset)
     sources = [ItemSource(tuple(contrasts) if contrasts else None)]
     datamodule = generation_data(dataset, sources, data, seed, builder, prompts.dropout)
     tower = text_tower(text)

@@ -26,10 +26,10 @@ from radlens.train.task import Step, TaskModule
 
 
 def kl_divergence(mu: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-    """KL(N(mu, sigma^2) || N(0, 1)) summed over each item's latent elements, averaged over the batch."""
+    """KL(N(mu, sigma^2) || N(0, 1)) per latent element, averaged over elements and batch (like the per-pixel MSE,
+    so that the KL weight means the same at any image size)."""
     mu, sigma = mu.float(), sigma.float()
-    per_item = 0.5 * (mu.pow(2) + sigma.pow(2) - 2 * torch.log(sigma.clamp(min=1e-12)) - 1).flatten(1).sum(1)
-    return per_item.mean()
+    return (0.5 * (mu.pow(2) + sigma.pow(2) - 2 * torch.log(sigma.clamp(min=1e-12)) - 1)).mean()
 
 
 class VAETask(TaskModule):

@@ -273,5 +273,7 @@ def test_refusals(prepared: PreparedDataset, tmp_path: Path) -> None:
         export_nnunet(prepared.path, tmp_path / "x", dataset_id=1000)
     with pytest.raises(ConfigError, match="name 'my data'"):
         export_nnunet(prepared.path, tmp_path / "x", name="my data")
+    with pytest.raises(InputError, match="no training case"):
+        export_nnunet(prepared.path, tmp_path / "x", splits=("test",), test_split="test")
     with pytest.raises(InputError, match=r"no masked series .* of contrast \['FLAIR'\]"):
         export_nnunet(prepared.path, tmp_path / "x", contrasts=("FLAIR",))

@@ -299,6 +299,8 @@ def export_nnunet(
     if dim == 2 and len(mapping) > 256:
         raise ConfigError(f"{len(mapping)} labels do not fit a uint8 PNG label map (nnU-Net's 2D writer); export with --dim 3")
     cases = _cases(ds, options)
+    if not any(c.folder == "Tr" for c in cases):
+        raise InputError(ds.path, f"no training case: every chosen case is in the test split {test_split!r} (imagesTs)")
     folder = Path(out) / dataset_folder_name(dataset_id, name)
     fingerprint = _fingerprint(ds, options)
     provenance = {"format": FORMAT, "fingerprint": fingerprint, "source": str(ds.path.resolve()), "options": asdict(options),
