@@ -47,7 +47,7 @@ def results_markdown(result: dict[str, Any], command: str, wall: float) -> str:
         f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()} with {os.cpu_count()} CPU cores (shared), one torch thread; "
         f"wall time {wall / 60:.1f} min. Command: `{command}`.", "",
         f"Phantom: {size['subjects']} subjects, one T1w and one T2w 2D spin-echo series each, {size['slice_shape'][0]}x"
-        f"{size['slice_shape'][1]} axial slices (every {size['every']}th, 30-85% up the head), split by patient "
+        f"{size['slice_shape'][1]} axial slices (every k-th, k = {size['every']}; 30-85% up the head), split by patient "
         f"{size['split']}; {result['test_patients']} test subjects. Training steps: VAE {size['vae_steps']}, LDM "
         f"{size['ldm_steps']}, ControlNet {size['controlnet_steps']}, each segmenter {size['seg_steps']} (seg-unet-tiny; "
         f"at most {size['stage_seconds']} s per stage). Synthesis: {size['candidates']} candidates per T1w mask "

@@ -37,9 +37,9 @@ def test_prompts_have_mrgens_parts_from_metadata_and_mask_labels(builder: Prompt
     t2 = builder.prompt("sub-001_T2w", [4, 2])  # label order, renamed by the table; no TI on a spin echo: part dropped
     assert t2.startswith("T2w brain MRI, fat high signal, water high signal") and t2.endswith("TR 4500 ms, axial brain, grey matter, lesion")
     assert "TI" not in t2 and builder.prompt("sub-001_T2w").endswith("axial brain")  # no structure: no structures part
+    common = {"inversion_time": None, "flip_angle": "90", "modality": "MRI", "body_part": "brain"}
     assert builder.typical_fields(["sub-001_T1w", "sub-002_T1w", "sub-001_T2w"]) == {
-        "T1w": {"echo_time": "12", "repetition_time": "500", "inversion_time": None, "flip_angle": "90"},
-        "T2w": {"echo_time": "100", "repetition_time": "4500", "inversion_time": None, "flip_angle": "90"}}
+        "T1w": {"echo_time": "12", "repetition_time": "500", **common}, "T2w": {"echo_time": "100", "repetition_time": "4500", **common}}
     template = builder.template
     assert PromptTemplate.from_dict(json.loads(json.dumps(template.to_dict()))) == template  # travels in bundles
     assert template.render({"contrast": "FLAIR", "modality": "MRI", "body_part": "brain", "inversion_time": 2500.0,

@@ -35,7 +35,7 @@ def test_a_controlnet_bundle_samples_on_its_own(bundles: dict[str, Path]) -> Non
     gen = load_generator(bundles["cn"])
     assert gen.controlnet is not None and gen.image_shape == (32, 32) and gen.bundle == bundles["cn"]
     assert not any(p.requires_grad for p in gen.unet.parameters()) and not gen.unet.training
-    prompt = gen.prompt("T2w", ["GM", "lesion"], plane="axial", body_part="brain")
+    prompt = gen.prompt("T2w", ["GM", "lesion"], plane="axial")  # modality, body part, TE/TR: typical of T2w in training
     assert prompt.startswith("T2w brain MRI, fat high signal") and "TE 100 ms, TR 4500 ms, axial brain, grey matter, lesion" in prompt
     mask = torch.zeros(1, 1, 32, 32, dtype=torch.long)
     images = sample(gen.vae, gen.unet, gen.controlnet, gen.encode([prompt]), mask, seed=0, steps=2)

@@ -72,5 +72,6 @@ def save_ldm_bundle(folder: Path, prepared: Path, text: Any = None, seed: int = 
     parts = GenerativeParts({"vae": tiny_vae(seed), "unet": unet if unet is not None else tiny_unet(seed, nudge=0.05),
                              "text": text if text is not None else frozen_minilm()})
     prompts = {**PromptTemplate.from_config(PromptConfig()).to_dict(), "labels": preprocessing(prepared)["labels"],
-               "contrast_fields": {"T2w": {"echo_time": "100", "repetition_time": "4500", "inversion_time": None}}}
+               "contrast_fields": {"T2w": {"echo_time": "100", "repetition_time": "4500", "inversion_time": None,
+                                           "modality": "MRI", "body_part": "brain"}}}
     return save_bundle(parts, folder, preprocessing(prepared), {"prompts": prompts})

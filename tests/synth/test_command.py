@@ -157,5 +157,9 @@ def test_bad_inputs_are_refused_before_any_work(inputs: dict[str, Path], tmp_pat
     with pytest.raises(InputError, match=r"slices of shape \[16, 16\], but the generator .* makes \[32, 32\] images"):
         _synth({**inputs, "prepared": other}, tmp_path / "e")
     assert not any((tmp_path / name).exists() for name in "abcde")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("a user's file")
+    with pytest.raises(InputError, match="holds files radlens synth did not write"):
+        _synth(inputs, tmp_path / "mine")
     with pytest.raises(InputError, match="no candidate passed the filter for any of the 2 masks"):
         _synth(inputs, tmp_path / "f", filter=FilterConfig(label_threshold=1.5, mean_threshold=1.5), limit=2)

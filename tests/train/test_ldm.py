@@ -52,13 +52,14 @@ def test_the_bundle_holds_what_sampling_needs(ldm_run: Path) -> None:
     assert index["components"] == {"vae": "autoencoder_kl", "unet": "diffusion_unet", "text": "minilm"}
     prompts = index["extra"]["prompts"]
     assert prompts["template"] == list(DEFAULT_TEMPLATE) and prompts["labels"]["2"] == "GM"
-    assert prompts["contrast_fields"]["T2w"]["echo_time"] == "100" and "T1w" in prompts["attributes"]
+    assert prompts["contrast_fields"]["T2w"]["echo_time"] == "100" and prompts["contrast_fields"]["T1w"]["body_part"] == "brain"
+    assert "T1w" in prompts["attributes"]
     assert any(p.startswith("T2w brain MRI, fat high signal") for p in index["extra"]["example_prompts"])
     gen = load_generator(ldm_run)
     unet = gen.unet.config
     assert unet["sample_size"] == [8, 8] and unet["cross_attention_dim"] == 384 and unet["in_channels"] == 4
     assert float(gen.vae.scale_factor) == 1.5  # the frozen autoencoder, as given
-    images = sample(gen.vae, gen.unet, None, gen.encode([gen.prompt("T1w", plane="axial", body_part="brain")]), seed=0, steps=3)
+    images = sample(gen.vae, gen.unet, None, gen.encode([gen.prompt("T1w", plane="axial")]), seed=0, steps=3)
     assert images.shape == (1, 1, 32, 32) and torch.isfinite(images).all()
     last = torch.load(ldm_run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert not [k for k in last["state_dict"] if k.startswith(("model.vae.", "model.text."))]  # frozen parts left out

@@ -48,7 +48,7 @@ COLUMNS: dict[str, tuple[str, str]] = {
 }
 DERIVED = ("attributes", "structures")
 FIELDS = (*COLUMNS, *DERIVED)
-_MODALITY = {"MR": "MRI", "MRI": "MRI", "CT": "CT"}
+MODALITY_WORDS = {"MR": "MRI", "MRI": "MRI", "CT": "CT"}  # a card/series modality as prompts write it
 
 
 @dataclass
@@ -203,7 +203,7 @@ class PromptBuilder:
             elif kind == "lower":
                 out[name] = str(value).strip().lower()
             elif kind == "modality":
-                out[name] = _MODALITY.get(str(value), str(value))
+                out[name] = MODALITY_WORDS.get(str(value), str(value))
             elif kind == "number":
                 out[name] = f"{float(value):.4g}"
             else:
@@ -233,8 +233,10 @@ class PromptBuilder:
         return self.template.render({**self.fields(series_id), "structures": self.structure_names(present)})
 
     def typical_fields(self, series_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
-        """Per contrast class of ``series_ids``: the median TE/TR/TI (ms) and flip angle, for writing a
-        target-modality prompt without a dataset (stored in bundles)."""
+        """Per contrast class of ``series_ids``: the median TE/TR/TI (ms) and flip angle and the most common
+        modality and body part, for writing a target-modality prompt without a dataset (stored in bundles)."""
+        from collections import Counter
+
         import numpy as np
 
         by_contrast: dict[str, list[dict[str, Any]]] = {}
@@ -248,5 +250,8 @@ class PromptBuilder:
                 values = [float(r[name]) for r in rows if r[name] is not None]
                 number = "{:.0f}" if name != "flip_angle" else "{:.4g}"  # as :meth:`fields` writes them
                 typical[name] = number.format(float(np.median(values))) if values else None
+            for name in ("modality", "body_part"):
+                found = Counter(r[name] for r in rows if r[name] is not None).most_common(1)
+                typical[name] = found[0][0] if found else None
             out[contrast] = typical
         return out

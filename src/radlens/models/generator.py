@@ -96,12 +96,16 @@ class Generator:
         return encode_prompts(self.text, prompts, next(self.unet.parameters()).device)
 
     def prompt(self, contrast: str, structures: list[str] | None = None, **fields: Any) -> str:
-        """A prompt in the training template for ``contrast`` (its typical TE/TR/TI unless given in
-        ``fields``), with the label names ``structures``; other fields (plane, body_part, ...) as given."""
+        """A prompt in the training template for ``contrast``: its typical TE/TR/TI, modality and body part in the
+        training data unless ``fields`` gives them, the label names ``structures``, other fields (``plane``, ...)
+        as given; a field without a value drops its part, as in training."""
         if self.prompts is None:
             raise ConfigError(f"{self.bundle}: the bundle records no prompt template")
+        from radlens.data.generation_prompts import MODALITY_WORDS
+
         values = {**self.contrast_fields.get(contrast, {}), "contrast": contrast, **fields, "structures": structures or []}
-        values.setdefault("modality", "MRI")
+        if not values.get("modality") and self.preprocessing.get("modality"):
+            values["modality"] = MODALITY_WORDS.get(self.preprocessing["modality"], self.preprocessing["modality"])
         return self.prompts.render(values)
 
 

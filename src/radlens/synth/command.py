@@ -61,6 +61,14 @@ def _load_segmenter(path: str, ds: PreparedDataset) -> Segmenter:
     return model.eval()
 
 
+def _check_out(out: Path) -> None:
+    """InputError unless OUT is missing, empty, or an output of ``radlens synth`` (a rerun or another shard)."""
+    if out.exists() and not out.is_dir():
+        raise InputError(out, "is a file, not an output folder")
+    if out.is_dir() and any(out.iterdir()) and not ((out / STATE).is_file() or list(out.glob("synth-shard-*.json"))):
+        raise InputError(out, "holds files radlens synth did not write; choose another output folder")
+
+
 def _digest(generator: Generator, segmenter: Segmenter | None, settings: dict[str, Any]) -> str:
     """Hash of what decides every image and score: the networks' weights and prompts, and the settings."""
     from radlens.models.generator import weights_digest
@@ -199,6 +207,7 @@ def synthesize(
     ds = PreparedDataset(data)
     out = Path(out).resolve()
     check_apart(ds.path.resolve(), out)
+    _check_out(out)
     gen = load_generator(generator)
     if gen.controlnet is None:
         raise InputError(gen.bundle or generator, "has no ControlNet: synthesis needs the bundle of `radlens train controlnet`")

@@ -15,6 +15,7 @@ every radlens command reads it):
   that kept it; -1 unfiltered), ``filter_label_threshold``/``filter_mean_threshold`` (of that level),
   ``agreement_mean_dice``/``agreement_mean_iou`` and ``agreement`` (JSON per label name: dice, iou);
 - ``extras/candidates.parquet``: every candidate of every mask (kept or not) with its seed and scores;
+- ``arrays/`` and ``masks/`` hold only the listed series (files of an earlier run with other settings are removed);
 - the card: the source card's preprocessing (``config``, ``intensity``, ``array_shape``, ``labels``), the
   source ``{"kind": "synth", "path": DATA}`` and a ``synth`` section (generator, segmenter, settings, counts).
 """
@@ -126,6 +127,11 @@ def assemble(out: Path, ds: PreparedDataset, masks: Sequence[SourceMask], record
     write_parquet_atomic(out / EXTRAS / CANDIDATES, _candidates_frame(candidate_rows))
     card = _card(ds, series, slices, synth_card)
     write_tables(out, series, slices, [], card)
+    listed = {Path(p).name for p in (*series["array_path"], *series["mask_path"])}
+    for folder in (ARRAYS, MASKS):  # series an earlier run with other settings wrote
+        for stale in (out / folder).glob("*.npy"):
+            if stale.name not in listed:
+                stale.unlink()
     return card
 
 

@@ -103,8 +103,8 @@ def train_ldm(
               "prompts": as_dict(prompts), "data": as_dict(data), "optim": as_dict(optim), "trainer": as_dict(trainer),
               "seed": seed, "resume": resume}
     train = datamodule.train_set
-    facts = {"vae_bundle": str(Path(vae).resolve()), "train_items": len(train), "example_prompts": sorted(set(
-                 train.prompts.prompt(sid) for sid in train.series_ids))[:5] if train.prompts else [],
+    examples = sorted({builder.prompt(sid) for sid in train.series_ids})[:5]  # one per series, without structures
+    facts = {"vae_bundle": str(Path(vae).resolve()), "train_items": len(train), "example_prompts": examples,
              "prompts": {**template.to_dict(), "labels": dataset.card.get("labels", {}),
                          "contrast_fields": builder.typical_fields(train.series_ids)}}
     return run(LatentDiffusionTask(parts, optim), datamodule, trainer, run_dir, resume, config, seed, facts).folder
