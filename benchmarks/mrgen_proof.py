@@ -36,6 +36,11 @@ def _fmt(value: float | None, digits: int = 3) -> str:
     return "n/a" if value is None or value != value else f"{value:.{digits}f}"
 
 
+def _present(result: dict[str, Any], label: str) -> str:
+    first = result["dice"][next(iter(result["dice"]))]
+    return str((first.get("cases_present") or {}).get(label, "n/a"))
+
+
 def results_markdown(result: dict[str, Any], command: str, wall: float) -> str:
     """The results file: setup, the Dice table, the contrast check, FID, synthesis counts and wall times."""
     from radlens.demo_mrgen import mrgen_table
@@ -56,6 +61,13 @@ def results_markdown(result: dict[str, Any], command: str, wall: float) -> str:
         "## Dice on the real T2w series of the held-out subjects", "",
         "| " + " | ".join(table[0]) + " |", "|" + " --- |" * len(table[0]),
         *("| " + " | ".join(row.values()) + " |" for row in table), "",
+        "Paired differences in mean Dice (same test series; mean over cases, patient-bootstrap 95% CI):", "",
+        *(f"- {name}: {_fmt(d['mean'])} ({_fmt(d['ci']['low'])} to {_fmt(d['ci']['high'])})" for name, d in result["differences"].items()),
+        "",
+        "Mean Dice is over the four foreground labels per case; a label absent from both truth and prediction scores 1 "
+        f"(`evaluate seg`'s convention): the lesion is present in {_present(result, 'lesion')} of the "
+        f"{result['dice'][next(iter(result['dice']))]['n_cases']} test series, so a segmenter that never predicts one "
+        "scores 1 on the others. No segmenter finds CSF (thin at 32x32).", "",
         f"Synthesis: {synth['kept']} images kept from {synth['masks']} T1w masks ({synth['skipped_near_empty']} near-empty "
         f"skipped); masks by filter level: {synth['masks_by_level']}.", "",
     ]

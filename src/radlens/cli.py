@@ -53,7 +53,7 @@ def _commands() -> dict[str, Any]:
     from radlens.train.labeller import label_reports, train_labeller
     from radlens.train.mil import train_mil
     from radlens.train.moco import train_moco
-    from radlens.train.probe_train import train_classfine
+    from radlens.train.classfine import train_classfine
     from radlens.train.vocabfine import train_vocabfine
 
     commands.setdefault("train", {})["classfine"] = train_classfine

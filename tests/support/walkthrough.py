@@ -18,13 +18,17 @@ SECTION = "Walkthrough"
 
 # README text -> tiny replacement. Regexes over the joined command line.
 TINY: dict[str, str] = {
-    r"--subjects \d+": "--subjects 3",
-    r"--patients \d+": "--patients 12",
+    r"--subjects \d+": "--subjects 4",
+    r"--patients \d+": "--patients 24",
     r"--trainer\.max_time \S+": "--trainer.max_steps 2",
     r"--trainer\.max_steps \d+": "--trainer.max_steps 2",
+    r"--trainer\.val_every_n_steps \d+": "--trainer.val_every_n_steps 1",
     r"--workers \d+": "--workers 1",
     r"--folds \d+": "--folds 2",
-    r"--epochs \d+": "--epochs 1",
+    r"--candidates \d+": "--candidates 2",
+    r"--keep \d+": "--keep 1 --select first",  # a generator trained 2 steps passes no agreement filter
+    r"--sampler\.steps \d+": "--sampler.steps 2",
+    r"--limit \d+": "--limit 40",
 }
 
 

@@ -23,7 +23,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def run(setup: dict[str, Path]) -> Path:
-    from radlens.train.probe_train import train_classfine
+    from radlens.train.classfine import train_classfine
 
     return train_classfine(
         str(setup["bundle"]), str(setup["prepared"]), str(setup["root"] / "run"), FindingDataConfig(batch_size=8),
@@ -63,7 +63,7 @@ def test_encoder_stays_frozen_and_bundle_reloads(run: Path, setup: dict[str, Pat
 
 
 def test_bad_input_fails_before_any_work(setup: dict[str, Path], tmp_path: Path) -> None:
-    from radlens.train.probe_train import train_classfine
+    from radlens.train.classfine import train_classfine
 
     prepared, bundle = str(setup["prepared"]), str(setup["bundle"])
     with pytest.raises(InputError, match="unknown finding"):
