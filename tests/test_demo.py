@@ -32,6 +32,10 @@ def test_quick_demo_runs_every_stage_and_writes_the_report(tmp_path, capsys) -> 
     for tag in ("random", "moco", "lecl"):
         mil = json.loads((out / "lesions" / "mil" / tag / "metrics.json").read_text())
         assert mil["test"]["ensemble"]["per_finding"]
+    # The MRGen stage: synthetic T2w images from T1w masks, segmenters scored on real T2w, its report section.
+    assert "MRGen mean Dice on real T2w" in printed and "MRGen: synthetic T2w" in report
+    mrgen = json.loads((out / "mrgen" / "mrgen.json").read_text())
+    assert mrgen["synth"]["kept"] > 0 and all(0.0 <= arm["mean_dice"] <= 1.0 for arm in mrgen["dice"].values())
     # PHI of pydicom's sample files never reaches the prepared tables or the report.
     series = pd.read_parquet(out / "prepared" / "samples-dicom" / "series.parquet")
     for phi in ("CompressedSamples", "JFK IMAGING"):

@@ -50,10 +50,10 @@ def _commands() -> dict[str, Any]:
 
     commands["embed-merge"] = embed_merge  # joins the folders of `embed ... --shard i/n`
     from radlens.evaluate.probe import evaluate_probe
+    from radlens.train.classfine import train_classfine
     from radlens.train.labeller import label_reports, train_labeller
     from radlens.train.mil import train_mil
     from radlens.train.moco import train_moco
-    from radlens.train.classfine import train_classfine
     from radlens.train.vocabfine import train_vocabfine
 
     commands.setdefault("train", {})["classfine"] = train_classfine

@@ -10,7 +10,10 @@
    report retrieval and zero-shot findings.
 6. The CLEAR / LeCL chain on 2D CT slices (:mod:`radlens.demo_lesions`): MoCo v3 and LeCL slice
    encoders, bags of slice embeddings, attention-MIL in patient-level cross-validation.
-7. ``OUT/report.html`` gathers cards, training curves, metrics and figures.
+7. The MRGen chain on the MRI phantom (:mod:`radlens.demo_mrgen`): autoencoder, latent diffusion and
+   mask ControlNet make T2w images from T1w tissue masks, filtered by a segmenter's agreement; a
+   segmenter trained on them is scored on real T2w images of held-out subjects.
+8. ``OUT/report.html`` gathers cards, training curves, metrics and figures.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from radlens.demo_lesions import LesionChainSize, lesion_chain, lesion_section, lesion_table
+from radlens.demo_mrgen import mrgen_section, mrgen_table, run_chain
 from radlens.report.html import Section
 
 
@@ -220,29 +224,33 @@ def demo(out: Path = Path("demo-out"), quick: bool = False, seed: int = 0, worke
     size = QUICK if quick else FULL
     out = Path(out)
     started = time.monotonic()
-    _say("1/7 preparing the real sample scans shipped with nilearn and pydicom")
+    _say("1/8 preparing the real sample scans shipped with nilearn and pydicom")
     for card in prepare_sample_scans(out, workers):
         print(json.dumps({k: card[k] for k in ("source", "modality", "dims", "array_shape", "counts")}, indent=1))
-    _say(f"2/7 generating phantoms: {size.mri_subjects} MRI subjects, {size.ct_patients} CT patients")
+    _say(f"2/8 generating phantoms: {size.mri_subjects} MRI subjects, {size.ct_patients} CT patients")
     mri_raw, ct_raw = generate_phantoms(out, size, seed, workers)
-    _say("3/7 preparing the phantoms")
+    _say("3/8 preparing the phantoms")
     mri_prep, ct_prep = prepare_phantoms(out, mri_raw, ct_raw, workers)
-    _say(f"4/7 training a tiny 2D metadata-CLIP on MRI slices ({size.mri_seconds} s budget)")
+    _say(f"4/8 training a tiny 2D metadata-CLIP on MRI slices ({size.mri_seconds} s budget)")
     mri_run = train(mri_prep, out / "runs" / "mri-clip", MRI, size.mri_seconds, size, seed)
     _say(f"      training a tiny 3D report-CLIP on CT volumes ({size.ct_seconds} s budget)")
     ct_run = train(ct_prep, out / "runs" / "ct-clip", CT, size.ct_seconds, size, seed,
                    text_column="report_findings")
-    _say("5/7 evaluating on held-out patients")
+    _say("5/8 evaluating on held-out patients")
     results = evaluate(out / "results", mri_prep, mri_run, ct_prep, ct_run, size, seed)
-    _say("6/7 lesion-aware slice encoders and attention-MIL on CT slices (CLEAR / LeCL)")
+    _say("6/8 lesion-aware slice encoders and attention-MIL on CT slices (CLEAR / LeCL)")
     lesions = lesion_chain(ct_raw, out / "lesions", size.lesions, seed, workers)
-    _say("7/7 writing the report")
+    _say("7/8 MRGen: T1w masks -> synthetic T2w images -> a segmenter for T2w (MRI phantom)")
+    mrgen = run_chain(None, out / "mrgen", quick=quick, seed=seed)
+    _say("8/8 writing the report")
     headline = headline_numbers(results)
     for row in lesion_table(lesions):
         headline[f"CT MIL test macro AUROC, {row['slice encoder']} slice features"] = row["test macro AUROC (95% CI)"]
+    for row in mrgen_table(mrgen):
+        headline[f"MRGen mean Dice on real T2w, segmenter trained on {row['segmenter trained on']}"] = row["mean Dice (95% CI)"]
     report = write_report(out / "report.html", "radlens demo", headline,
                           [*report_sections(out, mri_raw, ct_raw, mri_run, ct_run, results),
-                           lesion_section(lesions, size.lesions)])
+                           lesion_section(lesions, size.lesions), mrgen_section(mrgen)])
     for key, value in headline.items():
         print(f"  {key}: {value}")
     _say(f"done in {time.monotonic() - started:.0f} s; report: {report.resolve()}")

@@ -81,10 +81,10 @@ def trajectories(root: Path, stop_at: int | None = None) -> dict[str, list[float
 
     from radlens.data.datasets import ClipDataConfig
     from radlens.data.labelled import FindingDataConfig
+    from radlens.train.classfine import train_classfine
     from radlens.train.clip import train_clip
     from radlens.train.config import LossConfig, OptimConfig
     from radlens.train.labeller import train_labeller
-    from radlens.train.classfine import train_classfine
     from radlens.train.vocabfine import train_vocabfine
     from train.conftest import MICRO  # type: ignore[import-not-found]
 

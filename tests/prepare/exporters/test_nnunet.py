@@ -180,9 +180,9 @@ def test_2d_png_export_passes_nnunet_integrity_checks(exported: Path, prepared: 
     assert len(test) == int((slices["split"] == "test").sum()) and test["image"].str.startswith("imagesTs/").all()
     assert sorted(os.listdir(exported / "labelsTs")) == sorted(Path(p).name for p in test["label"])
     # Pixels: the prepared slice mapped [0, 1] -> 0..255, the mask as uint8 label ids (never 0/255).
-    lookup = slices.set_index("slice_id")
+    slice_ids = slices.set_index(["series_id", "row"])["slice_id"]
     for row in cases.sample(6, random_state=0).itertuples():
-        slice_id = f"{row.series_id}:{int(lookup.loc[lookup['series_id'] == row.series_id].set_index('row').loc[row.slice, 'slice_index'])}"
+        slice_id = slice_ids[(row.series_id, int(row.slice))]
         image, label = Image.open(exported / row.image), Image.open(exported / row.label)
         assert image.mode == "L" and label.mode == "L" and image.size == label.size == (32, 32)
         np.testing.assert_array_equal(np.asarray(image), to_uint8(np.asarray(prepared.slice(slice_id))))
