@@ -35,7 +35,31 @@ PLANES = ("axial", "coronal", "sagittal")
 
 @dataclass(frozen=True)
 class MRIPhantomConfig:
-    """Everything that decides what the MRI phantom contains; the seed makes it reproducible."""
+    """Everything that decides what the MRI phantom contains; the seed makes it reproducible.
+
+    Attributes:
+        subjects: number of subjects (sub-001, sub-002, ...).
+        seed: seeds anatomy, protocols, noise and messiness; the same seed gives the same files.
+        series_per_subject: series acquired per subject (one session).
+        sequences: sequence families to draw from: T1_SE, T2_FSE, PD_FSE, FLAIR, STIR, T2STAR_GRE, T1_GRE3D, MPRAGE.
+        field_strengths: field strengths in tesla to draw the scanner from.
+        resolution: grid of the subject maps in mm (1-4); 3D series are isotropic at this size.
+        slice_thickness: range in mm of the slice thickness of 2D acquisitions.
+        snr: range of the mean brain signal over the noise sigma (Rician noise).
+        bias_strength: amplitude of the smooth multiplicative bias field.
+        rotation_deg: largest random head rotation per subject, in degrees.
+        scale: largest random head scaling per subject (0.1 = +-10%).
+        warp_mm: amplitude in mm of the smooth random warp of each subject's anatomy.
+        lesion_probability: chance that a subject has white-matter lesions (0 disables lesions and lesion masks).
+        tissue_maps: write a tissue label map per series (<stem>_dseg.nii.gz) and dseg.tsv at the root.
+        max_lesions: most lesions per subject.
+        scalp: add a scalp and skull layer around the brain.
+        reorient: random axis flips and in-plane swaps in the stored voxel order (the affine stays correct).
+        any_axis_rate: share of series stored with the slice axis anywhere, as after a reorienting tool.
+        messiness: how often sidecar fields go missing or are written in vendor variants.
+        dicom: also write each series as DICOM (MR Image Storage, synthetic identity).
+        preview: write preview.png with every contrast and the lesions outlined.
+    """
 
     subjects: int = 6
     seed: int = 0

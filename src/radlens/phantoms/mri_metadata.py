@@ -64,7 +64,15 @@ class Scanner:
 
 @dataclass(frozen=True)
 class MessinessRates:
-    """How often a sidecar field goes missing, a description is wrong/ambiguous, a name or list is non-canonical."""
+    """How often a sidecar field goes missing, a description is wrong/ambiguous, a name or list is non-canonical.
+
+    Attributes:
+        missing_field: chance that each optional sidecar field is left out.
+        wrong_description: chance that SeriesDescription names another contrast.
+        ambiguous_description: chance that SeriesDescription names no contrast at all.
+        vendor_variant: chance that a vendor or model name is written in a variant spelling.
+        joined_list: chance that a list field (ScanningSequence, ...) is written as one joined string.
+    """
 
     missing_field: float = 0.05
     wrong_description: float = 0.05
