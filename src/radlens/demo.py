@@ -45,7 +45,7 @@ class DemoSize:
 
 
 FULL = DemoSize(mri_subjects=40, ct_patients=200, mri_seconds=75, ct_seconds=75, max_steps=100_000, n_bootstrap=500,
-                lesions=LesionChainSize(series=120, moco_seconds=45, moco_max_steps=100_000, mil_steps=100, folds=5,
+                lesions=LesionChainSize(series=120, moco_seconds=35, moco_max_steps=100_000, mil_steps=100, folds=5,
                                         n_bootstrap=500))
 QUICK = DemoSize(mri_subjects=3, ct_patients=12, mri_seconds=8, ct_seconds=8, max_steps=12, n_bootstrap=50,
                  lesions=LesionChainSize(series=None, moco_seconds=5, moco_max_steps=4, mil_steps=6, folds=2,
