@@ -55,7 +55,7 @@ def test_dice_is_computed_per_case_on_the_restacked_slices(evaluated: tuple[Path
     assert sorted(cases["series_id"]) == test_series and len(test_series) == 2
     model = load_model(bundle, kind="segmenter")
     for row in cases.itertuples():
-        stack, truth = np.asarray(prepared.array(row.series_id)), np.asarray(prepared.mask(row.series_id))
+        stack, truth = np.array(prepared.array(row.series_id)), np.asarray(prepared.mask(row.series_id))
         # One slice at a time, stacked again: the whole stack is one case (a 3D Dice).
         pred = np.stack([model.segment(torch.from_numpy(s)[None, None].float())[0].numpy() for s in stack])
         np.testing.assert_array_equal(np.load(out / "masks" / f"{row.series_id}.npy"), pred)
