@@ -1,8 +1,8 @@
-"""Export a prepared dataset with masks as an nnU-Net v2 raw dataset (``OUT/DatasetXXX_Name/``).
+"""Export a prepared dataset with masks as an nnU-Net v2 raw dataset (``OUT/Dataset{id:03d}_{name}/``).
 
 Layout (nnU-Net's ``dataset_format.md``; ``radlens prepare nnunet`` reads it back)::
 
-    OUT/DatasetXXX_Name/
+    OUT/Dataset{id:03d}_{name}/
       dataset.json            channel_names, labels (name -> consecutive id, background 0), numTraining,
                               file_ending, name, description (+ overwrite_image_reader_writer for PNG)
       imagesTr/{case}_0000{ending}   labelsTr/{case}{ending}
@@ -83,7 +83,7 @@ class Case:
 
 
 def dataset_folder_name(dataset_id: int, name: str) -> str:
-    """``DatasetXXX_Name`` (nnU-Net's naming); ConfigError for an id outside 1..999 or an unsafe name."""
+    """``Dataset{id:03d}_{name}`` (nnU-Net's naming); ConfigError for an id outside 1..999 or an unsafe name."""
     if not 1 <= dataset_id <= 999:
         raise ConfigError(f"dataset_id must be 1..999 (nnU-Net's three digits), got {dataset_id}")
     if not _NAME.match(name):
@@ -276,7 +276,7 @@ def export_nnunet(
     channel_name: str | None = None,
     description: str | None = None,
 ) -> Path:
-    """Write ``OUT/DatasetXXX_Name`` from the prepared dataset ``prepared``; returns the dataset folder."""
+    """Write ``OUT/Dataset{id:03d}_{name}`` from the prepared dataset ``prepared``; returns the dataset folder."""
     from tqdm import tqdm
 
     from radlens.io.prepared import SPLITS, PreparedDataset
@@ -354,12 +354,12 @@ def nnunet(
     channel_name: str | None = None,
     description: str | None = None,
 ) -> int:
-    """Export a prepared dataset with masks as an nnU-Net v2 raw dataset OUT/DatasetXXX_Name (PNG slices or NIfTI volumes).
+    """Export a prepared dataset with masks as an nnU-Net v2 raw dataset OUT/Dataset{id:03d}_{name} (PNG slices or NIfTI volumes).
 
     Args:
         prepared: a prepared dataset folder with masks (2D or 3D).
         out: the nnU-Net raw folder (nnUNet_raw) the dataset folder is written into.
-        dataset_id: nnU-Net dataset id, 1..999 (the XXX of DatasetXXX_Name).
+        dataset_id: nnU-Net dataset id, 1..999 (the 001 of Dataset001_Name).
         name: dataset name (letters, digits, '_', '-').
         dim: 2 writes one PNG per slice (MRGen's route), 3 one NIfTI per series (default: the dataset's dims).
         test_split: this split goes to imagesTs/labelsTs instead of imagesTr/labelsTr (e.g. test).

@@ -1,4 +1,4 @@
-"""nnU-Net v2 raw datasets (``DatasetXXX_Name/``): images with their label maps.
+"""nnU-Net v2 raw datasets (``Dataset{id:03d}_{name}/``): images with their label maps.
 
 Layout (``/work/shared/FORMATS.md``): ``imagesTr/{case}_{channel:04d}{file_ending}`` (4-digit channel
 index), ``labelsTr/{case}{file_ending}`` (consecutive integer labels from 0), optional
