@@ -192,9 +192,9 @@ def _contrast_check(model: Any, prompts: str, classes: Sequence[str] | None, gen
     """Zero-shot contrast of each generated image vs the contrast asked for, and the same classifier on REAL's
     images of those classes (the reference); the predicted class per generated image."""
     from radlens.evaluate.embed import encode_images
-    from radlens.evaluate.zeroshot_classes import ClassZeroShotClassifier, dataset_caption_config
     from radlens.metrics.generation import bootstrap_mean
     from radlens.models.prompts import load_class_prompts
+    from radlens.models.zeroshot import ClassZeroShotClassifier, dataset_caption_config
 
     def run(batch: np.ndarray) -> np.ndarray:
         return encode_images(model, batch, device)

@@ -15,67 +15,15 @@ the classes): see :mod:`radlens.evaluate.zeroshot_classes`.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
 
 from radlens.errors import ConfigError, InputError
-from radlens.models.prompts import (
-    PromptSet,
-    check_findings,
-    encode_prompt_groups,
-    load_prompts,
-    packaged_prompt_sets,
-    read_prompt_spec,
-)
-
-if TYPE_CHECKING:
-    import torch
-
-    from radlens.models.clip import CLIPModel
+from radlens.models.prompts import check_findings, load_prompts, packaged_prompt_sets, read_prompt_spec
+from radlens.models.zeroshot import ZeroShotClassifier
 
 Split = Literal["train", "validation", "test"]
-
-
-class ZeroShotClassifier:
-    """P(finding present) for image embeddings, from prompt embeddings encoded once.
-
-    ``text_embeddings`` is the cached (F, 2, D) tensor: [:, 0] present, [:, 1] absent, each the
-    re-normalised mean of its phrasings. A softmax over two logits is the sigmoid of their
-    difference, so the pair folds into one (D, F) matrix ``scale * (present - absent)`` and a
-    volume costs one image pass plus one small matmul (numpy: no thread-pool start-up per call).
-    """
-
-    def __init__(self, model: CLIPModel, prompts: PromptSet, batch_size: int = 64) -> None:
-        import torch
-
-        self.model, self.prompts = model, prompts
-        self.findings = prompts.findings
-        with torch.inference_mode():
-            self.text_embeddings = self._encode_prompts(batch_size)
-            self.logit_scale = float(model.logit_scale)
-        pair = self.text_embeddings.double().cpu().numpy()
-        self._weights = self.logit_scale * (pair[:, 0] - pair[:, 1]).T
-
-    def _encode_prompts(self, batch_size: int) -> torch.Tensor:
-        """Encode every phrasing once (batched), then average per finding and side: (F, 2, D)."""
-        groups = [side for pair in zip(self.prompts.present, self.prompts.absent) for side in pair]
-        return encode_prompt_groups(self.model, groups, batch_size).reshape(len(self.findings), 2, -1)
-
-    def probabilities(self, image_embeddings: torch.Tensor | np.ndarray) -> np.ndarray:
-        """(B, D) L2-normalised image embeddings -> (B, F) P(present) = softmax over each pair."""
-        import torch
-
-        emb = image_embeddings.detach().cpu().numpy() if torch.is_tensor(image_embeddings) else image_embeddings
-        margin = np.asarray(emb, dtype=np.float64) @ self._weights
-        return 1.0 / (1.0 + np.exp(-margin))
-
-    def predict(self, images: torch.Tensor) -> np.ndarray:
-        """(B, C, *spatial) model-ready images -> (B, F) P(present): one image pass."""
-        import torch
-
-        with torch.inference_mode():
-            return self.probabilities(self.model.encode_image(images))
 
 
 def scan_labels(ds: Any, findings: Sequence[str], split: str) -> Any:

@@ -8,7 +8,7 @@ the model's own temperature (``logit_scale``).
 
 The class prompts come from a ``mode: classes`` prompt file (:mod:`radlens.models.prompts`, which
 describes the format); caption *fields* prompts are rendered with the evaluated dataset's caption
-config (:func:`dataset_caption_config`), so that a model trained on metadata captions (MR-CLIP)
+config (:func:`radlens.models.zeroshot.dataset_caption_config`), so that a model trained on metadata captions (MR-CLIP)
 reads prompts in its training template.
 """
 
@@ -18,63 +18,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from radlens.errors import ConfigError, InputError
-from radlens.models.prompts import ClassPrompts, encode_prompt_groups, load_class_prompts
+from radlens.errors import InputError
+from radlens.models.prompts import load_class_prompts
+from radlens.models.zeroshot import ClassZeroShotClassifier, dataset_caption_config
 
 if TYPE_CHECKING:
     import pandas as pd
-    import torch
 
     from radlens.io.prepared import PreparedDataset
-    from radlens.models.clip import CLIPModel
-    from radlens.prepare.captions import CaptionConfig
 
 # Excluded-label key for series whose label column is empty.
 MISSING = "(missing)"
-
-
-class ClassZeroShotClassifier:
-    """P(class | image) for image embeddings, from class embeddings encoded once.
-
-    ``text_embeddings`` is the cached (C, D) tensor, each row the re-normalised mean of the
-    class's prompt embeddings; probabilities are ``softmax(logit_scale * image @ text.T)``.
-    """
-
-    def __init__(self, model: CLIPModel, prompts: ClassPrompts, batch_size: int = 64) -> None:
-        import torch
-
-        self.model, self.prompts, self.classes = model, prompts, prompts.classes
-        with torch.inference_mode():
-            self.text_embeddings = encode_prompt_groups(model, prompts.prompts, batch_size)
-            self.logit_scale = float(model.logit_scale)
-        self._weights = self.logit_scale * self.text_embeddings.double().cpu().numpy().T
-
-    def probabilities(self, image_embeddings: torch.Tensor | np.ndarray) -> np.ndarray:
-        """(B, D) L2-normalised image embeddings -> (B, C) class probabilities (rows sum to 1)."""
-        from scipy.special import softmax
-
-        emb = image_embeddings.detach().cpu().numpy() if hasattr(image_embeddings, "detach") else image_embeddings
-        return softmax(np.asarray(emb, dtype=np.float64) @ self._weights, axis=1)
-
-    def predict(self, images: torch.Tensor) -> np.ndarray:
-        """(B, C_in, *spatial) model-ready images -> (B, C) class probabilities: one image pass."""
-        import torch
-
-        with torch.inference_mode():
-            return self.probabilities(self.model.encode_image(images))
-
-
-def dataset_caption_config(ds: PreparedDataset) -> CaptionConfig:
-    """The caption config the dataset's captions were made with (its card), else MR-CLIP's default."""
-    from radlens.prepare.captions import CaptionConfig
-
-    values = (ds.card.get("config") or {}).get("caption")
-    if not isinstance(values, dict):
-        return CaptionConfig()
-    try:
-        return CaptionConfig(**values)
-    except (TypeError, ConfigError) as err:
-        raise InputError(ds.path / "dataset.json", f"config.caption is not a caption config ({err})") from err
 
 
 def series_class_labels(

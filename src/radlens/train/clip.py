@@ -10,14 +10,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from radlens.data.datasets import ClipDataConfig
-from radlens.errors import InputError
+from radlens.errors import ConfigError, InputError
+from radlens.train.clip_zeroshot import METRICS, ZeroShotValConfig
 from radlens.train.config import LossConfig, OptimConfig, TrainerConfig, as_dict, validate
 from radlens.train.run import resolve_resume, run
 
 if TYPE_CHECKING:
     from radlens.data.datasets import ClipDataset
+    from radlens.data.modules import ImageTextDataModule
     from radlens.io.prepared import PreparedDataset
     from radlens.models.clip import CLIPModel
+    from radlens.train.clip_zeroshot import ZeroShotValidation
 
 _TOKENIZE_CHUNK = 512
 TOKENIZER = "tokenizer"
@@ -31,6 +34,7 @@ def train_clip(
     optim: OptimConfig = OptimConfig(),
     trainer: TrainerConfig = TrainerConfig(),
     loss: LossConfig = LossConfig(),
+    val_zeroshot: ZeroShotValConfig = ZeroShotValConfig(),
     seed: int = 0,
     resume: str | None = None,
     init_from: str | None = None,
@@ -45,6 +49,8 @@ def train_clip(
         optim: AdamW + warm-up/cosine schedule.
         trainer: devices, strategy, precision, steps, time budget, validation and checkpoint intervals.
         loss: contrastive loss mode and its parameters.
+        val_zeroshot: score every validation pass zero-shot with a prompt set, so that
+            --trainer.monitor val/zeroshot_auroc (or val/zeroshot_bacc) keeps the checkpoint best at the task.
         seed: seeds weights, batch order and augmentation.
         resume: ``latest`` (``OUT/checkpoints/last.ckpt``) or a checkpoint path to continue from.
         init_from: a model bundle folder to start from instead of a fresh ``model``.
@@ -63,6 +69,9 @@ def train_clip(
         (0.0 <= data.caption_dropout <= 1.0, f"data.caption_dropout must be in [0, 1], got {data.caption_dropout}"),
         (0.0 <= data.sentence_dropout < 1.0, f"data.sentence_dropout must be in [0, 1), got {data.sentence_dropout}"),
     ])
+    wanted = (trainer.monitor or "").removeprefix("val/")
+    if wanted in METRICS.values() and not val_zeroshot.prompts:
+        raise ConfigError(f"trainer.monitor {trainer.monitor!r} needs --val_zeroshot.prompts (the prompt set to score with)")
     run_dir = Path(out)
     ckpt_path = resolve_resume(run_dir, resume)
     pl.seed_everything(seed, workers=True, verbose=False)
@@ -77,13 +86,29 @@ def train_clip(
     _keep_tokenizer(clip, run_dir / TOKENIZER, reuse=ckpt_path is not None or follower)
     check_inputs(clip, dataset, [s for s in (datamodule.train_set, datamodule.val_set) if s is not None])
     datamodule.tokenize = clip.tokenize
+    zeroshot = _zeroshot_validation(datamodule, val_zeroshot, wanted)
 
     config = {
         "prepared": str(prepared), "out": str(out), "data": as_dict(data), "model": model, "optim": as_dict(optim),
-        "trainer": as_dict(trainer), "loss": as_dict(loss), "seed": seed, "resume": resume, "init_from": init_from,
+        "trainer": as_dict(trainer), "loss": as_dict(loss),
+        "val_zeroshot": as_dict(val_zeroshot), "seed": seed, "resume": resume, "init_from": init_from,
     }
-    run(ClipTask(clip, loss, optim), datamodule, trainer, run_dir, resume, config, seed)
+    run(ClipTask(clip, loss, optim, zeroshot), datamodule, trainer, run_dir, resume, config, seed)
     return run_dir
+
+
+def _zeroshot_validation(datamodule: ImageTextDataModule, cfg: ZeroShotValConfig, monitor: str) -> ZeroShotValidation | None:
+    """The zero-shot scorer of the validation split (None without ``val_zeroshot.prompts``)."""
+    if not cfg.prompts:
+        return None
+    from radlens.train.clip_zeroshot import ZeroShotValidation
+
+    if datamodule.val_set is None:
+        raise ConfigError("val_zeroshot needs a validation split; this dataset has none")
+    scorer = ZeroShotValidation(datamodule.val_set, cfg)
+    if monitor in METRICS.values() and monitor != scorer.metric:
+        raise ConfigError(f"trainer.monitor val/{monitor} does not fit prompt set {cfg.prompts!r}, which logs val/{scorer.metric}")
+    return scorer
 
 
 def _model(name: str, init_from: str | None, texts: list[str]) -> CLIPModel:
