@@ -4,6 +4,7 @@ patient and stratified, each fold starts from fresh weights, outputs parse, bad 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -198,6 +199,32 @@ def test_clinical_csv_labels_per_patient_with_empty_cells_and_unlabelled_bags(tm
     assert not predictions["patient_id"].isin(unlabelled).any()
     assert predictions[predictions["fold"] == "0"]["case_id"].is_unique
     assert json.loads((out / "run.json").read_text())["head_config"]["kind"] == "pma_mil"
+
+
+def test_console_line_names_labels_left_out_and_what_the_macro_is_over(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    from radlens.train.mil import _print, train_mil
+
+    data = write_cohort(tmp_path / "bags", n_cv=16, n_test=6, seed=1)
+    table = data["table"].assign(upper=lambda t: np.where(t["split"] == "test", 0, t["upper"]))
+    table.to_csv(data["root"] / "bags.csv", index=False)  # no test bag is positive for "upper"
+    n_test = int((table["split"] == "test").sum())
+    out = train_mil(str(data["root"]), out=str(tmp_path / "mil"), head="mean", folds=2, n_bootstrap=10, batch_size=4,
+                    **quick(max_steps=10))
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert re.match(r"train mil: validation macro AUROC \d\.\d{3} \+- \d\.\d{3} \(mean \+- sd over 2 folds\) "
+                    r"over 2 labels; test ensemble macro AUROC \d\.\d{3} \(95% CI \d\.\d{3}-\d\.\d{3}\) ", line), line
+    assert (f"over 1 of 2 labels; left out: upper (no positive case among {n_test} bags); {n_test} bags from 6 "
+            f"patient(s) -> {out}") in line
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["test"]["ensemble"]["left_out"]) == {"upper"}
+    assert metrics["test"]["ensemble"]["macro"]["over"] == ["lesion"]
+    # A validation fold without a positive "upper" bag is named with its fold.
+    fold = metrics["validation"]["per_fold"][1]["per_finding"]["upper"]
+    fold["n_positive"] = 0
+    _print(metrics, out)
+    line = capsys.readouterr().out
+    assert f"over 1-2 of 2 labels per fold; left out: upper in fold 1 (no positive case among {fold['n']} bags)" in line
 
 
 # Bad input: each is refused by an InputError naming the file, before any fold trains.

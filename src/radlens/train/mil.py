@@ -265,6 +265,7 @@ def evaluate_cases(cases: pd.DataFrame, reference: pd.DataFrame, labels: list[st
             result[kind]["ci"] = None
         result["bootstrap"] = {**parts[labels[0]]["bootstrap"], "n_used_macro": 0}
         result["threshold"] = parts[labels[0]]["threshold"]
+        result["n_cases"] = int(len(cases))
         result["note"] = "labels with empty cells are evaluated on the cases where they are known; no CI for the means"
     if scores_only:
         keep = set(SCORE_METRICS) | {"n", "n_positive", "prevalence"}
@@ -345,7 +346,7 @@ def _finish(cohort: Cohort, fold_runs: list[dict[str, Any]], attrs: dict[str, An
     shown = attention[attention["split"] == ("test" if len(cohort.test) else "validation")]
     save_attention_figure(shown, bags, out_dir / "attention.png", find_prepared(bags, attrs, cohort.bags_file.parent))
     write_json_atomic(out_dir / "metrics.json", metrics)
-    _print(metrics)
+    _print(metrics, out_dir)
 
 
 def _attention(fold_runs: list[dict[str, Any]], cohort: Cohort) -> pd.DataFrame:
@@ -363,9 +364,50 @@ def _attention(fold_runs: list[dict[str, Any]], cohort: Cohort) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
-def _print(metrics: dict[str, Any]) -> None:
-    val = metrics["validation"]["mean_sd"]["macro"]["auroc"]
-    line = f"train mil: validation macro AUROC {val['mean']} +- {val['sd']} over {metrics['folds']} folds"
+def _print(metrics: dict[str, Any], out_dir: Path) -> None:
+    """The console line: rounded macro AUROCs, over how many labels, which were left out and why
+    (:mod:`radlens.metrics.explain`'s wording), for validation (mean +- sd over folds) and the test ensemble."""
+    from radlens.metrics.explain import macro_line
+
+    labels, unit = metrics["labels"], metrics["unit"]
+    line = f"train mil: {_validation_line(metrics)}"
     if metrics["test"] is not None:
-        line += f"; test ensemble macro AUROC {metrics['test']['ensemble']['macro']['auroc']}"
-    print(line)
+        ensemble = metrics["test"]["ensemble"]
+        left_out = _left_out(ensemble, labels, unit)
+        shaped = {"macro": {**ensemble["macro"], "over": [c for c in labels if c not in left_out]},
+                  "left_out": left_out, "n_cases": ensemble["n_cases"],
+                  "bootstrap": {"n_patients": metrics["counts"]["patients_test"]}}
+        line += f"; test ensemble {macro_line(shaped, what='labels', unit=f'{unit}s')}"
+    print(f"{line} -> {out_dir}")
+
+
+def _left_out(result: dict[str, Any], labels: list[str], unit: str) -> dict[str, str]:
+    """Labels whose AUROC is undefined in one evaluation (:func:`evaluate_cases`), with the reason in
+    :func:`radlens.metrics.explain.undefined_reason`'s words, counted over the cases where each is known."""
+    from radlens.metrics.explain import undefined_reason
+
+    out = {}
+    for c in labels:
+        n, n_pos = int(result["per_finding"][c]["n"]), int(result["per_finding"][c]["n_positive"])
+        why = undefined_reason(np.arange(n) < n_pos, unit)
+        if why is not None:
+            out[c] = why
+    return out
+
+
+def _validation_line(metrics: dict[str, Any]) -> str:
+    """``validation macro AUROC 0.812 +- 0.035 (mean +- sd over 3 folds) over 2 labels``, with the labels a fold left out."""
+    labels, unit = metrics["labels"], metrics["unit"]
+    summary = metrics["validation"]["mean_sd"]["macro"]["auroc"]
+    folds = [_left_out(fold, labels, unit) for fold in metrics["validation"]["per_fold"]]
+    value = "n/a" if summary["mean"] is None else f"{summary['mean']:.3f}"
+    if summary["sd"] is not None:
+        value += f" +- {summary['sd']:.3f}"
+    n_folds = summary["n_folds"] if summary["n_folds"] == metrics["folds"] else f"{summary['n_folds']} of {metrics['folds']}"
+    text = f"validation macro AUROC {value} (mean +- sd over {n_folds} folds)"
+    kept = sorted({len(labels) - len(left) for left in folds})
+    if kept == [len(labels)]:
+        return f"{text} over {len(labels)} labels"
+    span = str(kept[0]) if len(kept) == 1 else f"{kept[0]}-{kept[-1]}"
+    gone = [f"{c} in fold {k} ({why})" for k, left in enumerate(folds) for c, why in left.items()]
+    return f"{text} over {span} of {len(labels)} labels per fold; left out: {', '.join(gone)}"
