@@ -9,6 +9,7 @@ import os
 import shlex
 import time
 
+import pytest
 from support.walkthrough import README, commands, tiny
 
 from radlens.cli import main
@@ -34,3 +35,11 @@ def test_readme_walkthrough_runs_in_order(tmp_path, monkeypatch, capsys) -> None
         with capsys.disabled():  # each step's time (at full size: the times the README states)
                 print(f"\n[{time.perf_counter() - start:6.1f} s] {line}")
         assert status == 0, f"{line}\n{printed.out[-2000:]}\n{printed.err[-2000:]}"
+
+
+@pytest.mark.parametrize("line", commands(README.read_text(), section=None))
+def test_every_readme_command_parses_with_the_current_cli(line: str, capsys) -> None:
+    """Every ``radlens`` line of the README (walkthrough or not) is accepted by the CLI as written."""
+    with pytest.raises(SystemExit) as exit_info:
+        main([*shlex.split(line)[1:], "--print_config"])
+    assert exit_info.value.code == 0, f"{line}\n{capsys.readouterr().err[-1500:]}"

@@ -40,16 +40,20 @@ def section_text(readme: str, heading: str = SECTION) -> str:
     return match.group(1)
 
 
-def commands(readme: str) -> list[str]:
-    """The section's ``radlens`` command lines in order, continuations joined, comments removed."""
+def commands(readme: str, section: str | None = SECTION) -> list[str]:
+    """The ``radlens`` command lines of a section (``None``: the whole README) in order, continuations
+    joined, comments removed. In the walkthrough every line must be a radlens command."""
     out: list[str] = []
-    for block in re.findall(r"^```bash\n(.*?)^```", section_text(readme), flags=re.M | re.S):
+    text = readme if section is None else section_text(readme, section)
+    for block in re.findall(r"^```bash\n(.*?)^```", text, flags=re.M | re.S):
         joined = re.sub(r"\\\n\s*", " ", block)
         for line in joined.splitlines():
             words = shlex.split(line, comments=True)
             if not words:
                 continue
             if words[0] != "radlens":
+                if section is None:
+                    continue
                 raise AssertionError(f"walkthrough line is not a radlens command: {line!r}")
             out.append(shlex.join(words))
     return out
