@@ -3,9 +3,10 @@ deterministic WordPiece vocabulary a from-scratch tower is trained with."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import string
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -90,10 +91,26 @@ def load_pretrained(source: str, weights: bool = True) -> tuple[nn.Module, Any]:
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local)
         if weights:
-            return AutoModel.from_pretrained(source, local_files_only=local), tokenizer
+            with _quiet_local_load(os.path.isdir(source)):
+                return AutoModel.from_pretrained(source, local_files_only=local), tokenizer
         return AutoModel.from_config(AutoConfig.from_pretrained(source, local_files_only=local)), tokenizer
     except OSError as err:
         raise InputError(source, f"cannot load a text encoder from here ({err.__class__.__name__}: {err})") from err
+
+
+@contextlib.contextmanager
+def _quiet_local_load(local: bool) -> Iterator[None]:
+    """No per-tensor "Loading weights" bar when a model is read from a local folder (a download keeps its bar)."""
+    from transformers.utils import logging as hf_logging
+
+    shown = hf_logging.is_progress_bar_enabled()
+    if local and shown:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if local and shown:
+            hf_logging.enable_progress_bar()
 
 
 TEXT_KINDS = ("minilm", "pretrained", "scratch")
