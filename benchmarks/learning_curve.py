@@ -70,7 +70,7 @@ def subset(prepared: Path, out: Path, n_train: int) -> Path:
     return out
 
 
-def train_arm(modality: str, data: Path, run: Path, minutes: float, seed: int, val_every: int) -> float:
+def train_arm(modality: str, data: Path, run: Path, minutes: float, seed: int, val_every: int, model: str | None) -> float:
     """Train the demo's recipe for ``minutes``; every validated checkpoint is kept. Returns the start time."""
     from radlens.data.augment import AugmentConfig
     from radlens.data.datasets import ClipDataConfig
@@ -87,7 +87,7 @@ def train_arm(modality: str, data: Path, run: Path, minutes: float, seed: int, v
     train_clip(
         str(data), str(run),
         data=ClipDataConfig(text_column=setup["text_column"], batch_size=min(recipe.batch_size, n_train), augment=AugmentConfig(enabled=False)),
-        model=recipe.model, optim=OptimConfig(lr=recipe.lr, warmup_steps=10),
+        model=model or recipe.model, optim=OptimConfig(lr=recipe.lr, warmup_steps=10),
         trainer=TrainerConfig(max_steps=1_000_000, max_time=time.strftime("00:%H:%M:%S", time.gmtime(minutes * 60)),
                               accelerator="cpu", devices=1, val_every_n_steps=val_every, checkpoint_every_n_steps=val_every,
                               monitor=recipe.monitor, log_every_n_steps=10, progress_bar=False),
@@ -148,7 +148,8 @@ def score(modality: str, bundle: Path, prepared: Path, out: Path, n_bootstrap: i
     zs, rt = out / "zeroshot", out / "retrieval"
     if not (zs / "metrics.json").is_file():
         zeroshot(str(bundle), str(prepared), str(zs), split="test", prompts=setup["prompts"],
-                 label_column=setup["label_column"], n_bootstrap=n_bootstrap, device="cpu", overwrite=True)
+                 label_column=setup["label_column"], n_bootstrap=n_bootstrap, batch_size=32, device="cpu",
+                 overwrite=True)
     if not (rt / "metrics.json").is_file():
         evaluate_retrieval(str(bundle), str(prepared), str(rt), split="test", text_column=setup["text_column"],
                            device="cpu", overwrite=True)
@@ -165,7 +166,7 @@ def score(modality: str, bundle: Path, prepared: Path, out: Path, n_bootstrap: i
 
 def run_arm(args: argparse.Namespace) -> Path:
     work = Path(args.work)
-    name = f"{args.modality}-{args.train_patients}-s{args.seed}"
+    name = f"{args.modality}-{args.train_patients}-s{args.seed}{'-' + args.tag if args.tag else ''}"
     data = subset(Path(args.prepared), work / f"data-{args.modality}-{args.train_patients}", args.train_patients)
     run = work / f"run-{name}"
     stamp = run / "started.txt"
@@ -173,7 +174,7 @@ def run_arm(args: argparse.Namespace) -> Path:
         shutil.rmtree(run, ignore_errors=True)  # an unfinished run of this script: its own folder
         run.mkdir(parents=True)
         stamp.write_text(str(time.time()))
-        train_arm(args.modality, data, run, args.minutes, args.seed, args.val_every)
+        train_arm(args.modality, data, run, args.minutes, args.seed, args.val_every, args.model)
         (run / "finished.txt").write_text("done")
     started = float(stamp.read_text())
     val = validations(run, started)
@@ -188,7 +189,8 @@ def run_arm(args: argparse.Namespace) -> Path:
             points.append({"budget_min": budget, "rule": rule, "step": step,
                            **score(args.modality, bundle, Path(args.prepared), target, args.n_bootstrap)})
             print(json.dumps(points[-1]), flush=True)
-    result = {"modality": args.modality, "train_patients": args.train_patients, "seed": args.seed,
+    result = {"modality": args.modality, "train_patients": args.train_patients, "seed": args.seed, "tag": args.tag,
+              "model": args.model or "the demo recipe's",
               "minutes": args.minutes, "threads": os.environ.get("OMP_NUM_THREADS"),
               "validations": val.drop(columns=["checkpoint"]).reset_index().to_dict(orient="records"), "points": points}
     path = work / f"curve-{name}.json"
@@ -203,7 +205,8 @@ def table(work: Path) -> str:
         res = json.loads(path.read_text())
         what = ("zero-shot macro AUROC (12 findings)", "report->volume R@5") if res["modality"] == "ct" else (
             "zero-shot contrast balanced accuracy", "label-level R@1")
-        lines += [f"\n**{res['modality'].upper()}, {res['train_patients']} training patients, seed {res['seed']}**\n",
+        variant = f", {res['tag']} ({res['model']})" if res.get("tag") else ""
+        lines += [f"\n**{res['modality'].upper()}, {res['train_patients']} training patients, seed {res['seed']}{variant}**\n",
                   f"| budget | rule | step | {what[0]} (95% CI) | {what[1]} (chance) |", "| ---: | --- | ---: | --- | --- |"]
         for p in res["points"]:
             lo, hi = p["zeroshot_ci"]
@@ -222,6 +225,8 @@ def main() -> None:
     parser.add_argument("--budgets", default="1,3,10", help="budgets (minutes) at which checkpoints are chosen")
     parser.add_argument("--val_every", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--model", help="another model than the recipe's (registry name or JSON config)")
+    parser.add_argument("--tag", default="", help="names the variant in the file names and the table")
     parser.add_argument("--n_bootstrap", type=int, default=500)
     parser.add_argument("--table", help="print the markdown tables of the curve files in this folder and exit")
     args = parser.parse_args()
