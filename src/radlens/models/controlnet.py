@@ -16,6 +16,7 @@ A label of -1 (unknown, an item without a mask) counts as background, like an em
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -131,7 +132,14 @@ def controlnet_for(unet: Any, downsample_factor: int, num_labels: int, mask_enco
         raise ConfigError(f"conditioning_channels {channels} halve the mask {len(channels) - 1} times, but the autoencoder "
                           f"down-samples by {downsample_factor}: give log2({downsample_factor}) + 1 entries")
     net = MaskControlNet(**shared, num_labels=num_labels, mask_encoding=mask_encoding, conditioning_channels=channels)
-    _, copied, _ = copy_model_state(net, unet, inplace=True)
+    # MONAI logs every copy at INFO through its own handler ("'dst' model updated: ..."): not for the console.
+    monai_log = logging.getLogger("monai.networks.utils")
+    level = monai_log.level
+    monai_log.setLevel(logging.WARNING)
+    try:
+        _, copied, _ = copy_model_state(net, unet, inplace=True)
+    finally:
+        monai_log.setLevel(level)
     if not copied:
         raise ConfigError("no UNet weight fits the ControlNet: the two architectures differ")
     return net
