@@ -314,8 +314,13 @@ def evaluate_findings(
 
 
 def mean_auroc(targets: np.ndarray, scores: np.ndarray) -> float:
-    """Mean AUROC over the findings (columns) that have both classes (NaN when none has)."""
-    values = [score_metrics(targets[:, f], scores[:, f])["auroc"] for f in range(targets.shape[1])]
+    """Mean AUROC over the findings (columns) that have both classes (NaN when none has); a NaN
+    target (label unknown) leaves that case out of its finding."""
+    targets = np.asarray(targets, dtype=np.float64)
+    values = []
+    for f in range(targets.shape[1]):
+        known = np.isfinite(targets[:, f])
+        values.append(score_metrics(targets[known, f], scores[known, f])["auroc"])
     finite = [v for v in values if np.isfinite(v)]
     return float(np.mean(finite)) if finite else float("nan")
 

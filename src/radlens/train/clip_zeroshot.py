@@ -81,14 +81,13 @@ class ZeroShotValidation:
             raise InputError(ds.path / "series.parquet", f"the validation split has {len(present)} of the classes of "
                                                          f"{cfg.prompts!r} in column {cfg.label_column!r}; need at least 2")
         self.classes = prompts.subset(present)
-        known = names.isin(present).to_numpy()
-        self.keep = known
+        self.keep = names.isin(present).to_numpy()
         codes = names.map({c: i for i, c in enumerate(self.classes.classes)})
-        self.truth = codes[known].groupby(self.items["series_id"].to_numpy()[known], sort=False).first()
+        self.truth = codes[self.keep].groupby(self.items["series_id"].to_numpy()[self.keep], sort=False).first()
 
     def __call__(self, model: CLIPModel, embeddings: np.ndarray, index: np.ndarray) -> dict[str, float]:
         """The zero-shot metric of the validation items ``index`` (positions in the split) with ``embeddings``."""
-        from radlens.metrics.findings import aggregate_scans
+        from radlens.metrics.findings import aggregate_scans, mean_auroc
 
         if self.mode == "pairs":
             names = list(self.pairs.findings)
@@ -96,7 +95,7 @@ class ZeroShotValidation:
             table[names] = ZeroShotClassifier(model, self.pairs).probabilities(embeddings)
             per_series = aggregate_scans(table, names, by="series_id", keep=("scan_id",))
             scores = aggregate_scans(per_series, names, by="scan_id", keep=()).set_index("scan_id")
-            return {self.metric: _defined_auroc(self.truth.loc[scores.index].to_numpy(), scores[names].to_numpy())}
+            return {self.metric: mean_auroc(self.truth.loc[scores.index].to_numpy(), scores[names].to_numpy())}
         names = list(self.classes.classes)
         keep = self.keep[index]
         table = self.items.iloc[index[keep]].reset_index(drop=True)
@@ -108,15 +107,3 @@ class ZeroShotValidation:
         truth = self.truth.loc[scores.index].to_numpy()
         # Balanced accuracy: mean recall over the classes present (sklearn's definition, without its warnings).
         return {self.metric: float(np.mean([np.mean(predicted[truth == c] == c) for c in np.unique(truth)]))}
-
-
-def _defined_auroc(y: np.ndarray, s: np.ndarray) -> float:
-    """Mean AUROC over the findings with both classes among the cases whose label is known (NaN if none)."""
-    from radlens.metrics.findings import score_metrics
-
-    values = []
-    for f in range(y.shape[1]):
-        known = np.isfinite(y[:, f])
-        values.append(score_metrics(y[known, f], s[known, f])["auroc"])
-    finite = [v for v in values if np.isfinite(v)]
-    return float(np.mean(finite)) if finite else float("nan")
