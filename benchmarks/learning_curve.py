@@ -70,8 +70,12 @@ def subset(prepared: Path, out: Path, n_train: int) -> Path:
     return out
 
 
-def train_arm(modality: str, data: Path, run: Path, minutes: float, seed: int, val_every: int, model: str | None) -> float:
-    """Train the demo's recipe for ``minutes``; every validated checkpoint is kept. Returns the start time."""
+def train_arm(modality: str, data: Path, run: Path, minutes: float, seed: int, val_every: int, model: str | None,
+              augment: bool = False) -> float:
+    """Train the demo's recipe for ``minutes``; every validated checkpoint is kept. Returns the start time.
+
+    ``augment``: small affines and intensity changes on the training images, never a left-right flip
+    (reports name the side of a finding)."""
     from radlens.data.augment import AugmentConfig
     from radlens.data.datasets import ClipDataConfig
     from radlens.demo import CT, MRI
@@ -86,7 +90,8 @@ def train_arm(modality: str, data: Path, run: Path, minutes: float, seed: int, v
     started = time.time()
     train_clip(
         str(data), str(run),
-        data=ClipDataConfig(text_column=setup["text_column"], batch_size=min(recipe.batch_size, n_train), augment=AugmentConfig(enabled=False)),
+        data=ClipDataConfig(text_column=setup["text_column"], batch_size=min(recipe.batch_size, n_train),
+                            augment=AugmentConfig(enabled=augment, flip_prob=0.0)),
         model=model or recipe.model, optim=OptimConfig(lr=recipe.lr, warmup_steps=10),
         trainer=TrainerConfig(max_steps=1_000_000, max_time=time.strftime("00:%H:%M:%S", time.gmtime(minutes * 60)),
                               accelerator="cpu", devices=1, val_every_n_steps=val_every, checkpoint_every_n_steps=val_every,
@@ -174,7 +179,7 @@ def run_arm(args: argparse.Namespace) -> Path:
         shutil.rmtree(run, ignore_errors=True)  # an unfinished run of this script: its own folder
         run.mkdir(parents=True)
         stamp.write_text(str(time.time()))
-        train_arm(args.modality, data, run, args.minutes, args.seed, args.val_every, args.model)
+        train_arm(args.modality, data, run, args.minutes, args.seed, args.val_every, args.model, args.augment)
         (run / "finished.txt").write_text("done")
     started = float(stamp.read_text())
     val = validations(run, started)
@@ -190,7 +195,7 @@ def run_arm(args: argparse.Namespace) -> Path:
                            **score(args.modality, bundle, Path(args.prepared), target, args.n_bootstrap)})
             print(json.dumps(points[-1]), flush=True)
     result = {"modality": args.modality, "train_patients": args.train_patients, "seed": args.seed, "tag": args.tag,
-              "model": args.model or "the demo recipe's",
+              "model": args.model or "the demo recipe's", "augment": args.augment,
               "minutes": args.minutes, "threads": os.environ.get("OMP_NUM_THREADS"),
               "validations": val.drop(columns=["checkpoint"]).reset_index().to_dict(orient="records"), "points": points}
     path = work / f"curve-{name}.json"
@@ -226,6 +231,7 @@ def main() -> None:
     parser.add_argument("--val_every", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--model", help="another model than the recipe's (registry name or JSON config)")
+    parser.add_argument("--augment", action="store_true", help="findings-safe augmentation (affine, intensity; no flips)")
     parser.add_argument("--tag", default="", help="names the variant in the file names and the table")
     parser.add_argument("--n_bootstrap", type=int, default=500)
     parser.add_argument("--table", help="print the markdown tables of the curve files in this folder and exit")

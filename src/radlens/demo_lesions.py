@@ -19,8 +19,8 @@ from typing import Any
 from radlens.errors import InputError
 from radlens.report.html import Section
 
-# A small strided-free 2D ResNet-10: cheap enough for a CPU budget of minutes on 64 x 64 slices.
-ENCODER = {"kind": "resnet", "input_shape": [64, 64], "depth": 10, "width_factor": 0.25, "stem_stride": 1}
+# A small 2D ResNet-10 (a quarter of the widths), cheap enough for a CPU budget of minutes.
+ENCODER = {"kind": "resnet", "depth": 10, "width_factor": 0.25}
 # Focal findings the CT phantom draws with masks, by their label id in the phantom's masks/labels.json.
 ENDPOINTS = {"Lung nodule": 10, "Lung opacity": 11, "Consolidation": 16, "Lymphadenopathy": 7}
 ENCODERS = ("random init", "MoCo v3", "LeCL")
@@ -28,7 +28,8 @@ ENCODERS = ("random init", "MoCo v3", "LeCL")
 
 @dataclass(frozen=True)
 class LesionChainSize:
-    """How big each step is: series prepared (None: all), seconds per encoder, MIL steps and folds."""
+    """How big each step is: series prepared (None: all), seconds per encoder, MIL steps and folds, and the
+    slice grid (``slice_px`` square pixels of ``slice_mm``; the encoder's stem strides by ``stem_stride``)."""
 
     series: int | None
     moco_seconds: int
@@ -37,6 +38,9 @@ class LesionChainSize:
     folds: int
     n_bootstrap: int
     mil_batch_size: int = 8
+    slice_px: int = 64
+    slice_mm: float = 5.0
+    stem_stride: int = 1
 
 
 def _say(text: str) -> None:
@@ -44,7 +48,8 @@ def _say(text: str) -> None:
 
 
 def prepare_slices(ct_raw: Path, out: Path, size: LesionChainSize, workers: int, seed: int = 0) -> Path:
-    """64 x 64 axial slices at 5 mm with the phantom's finding masks (per-slice boxes)."""
+    """Axial slices (``size.slice_px`` square at ``size.slice_mm``, 5 mm apart) with the phantom's finding masks
+    (per-slice boxes)."""
     import dataclasses
 
     from radlens.prepare.pipeline import default_config, prepare_dataset
@@ -52,8 +57,9 @@ def prepare_slices(ct_raw: Path, out: Path, size: LesionChainSize, workers: int,
 
     cfg = default_config("ct-rate")
     # radlens' own patient split (not CT-RATE's train/valid folders), so that a --limit keeps test patients.
-    cfg = dataclasses.replace(cfg, dims=2, spatial=dataclasses.replace(cfg.spatial, target_spacing=(5.0, 5.0, 5.0), shape=(64, 64, 48)),
-                              slicing=dataclasses.replace(cfg.slicing, slice_shape=(64, 64)),
+    px, mm = size.slice_px, size.slice_mm
+    cfg = dataclasses.replace(cfg, dims=2, spatial=dataclasses.replace(cfg.spatial, target_spacing=(mm, mm, 5.0), shape=(px, px, 48)),
+                              slicing=dataclasses.replace(cfg.slicing, slice_shape=(px, px)),
                               split=SplitConfig(ratios=(0.6, 0.1, 0.3), seed=seed))
     return prepare_dataset("ct-rate", ct_raw, out, cfg, workers=workers, limit=size.series).path
 
@@ -67,7 +73,7 @@ def train_encoders(prepared: Path, runs: Path, size: LesionChainSize, seed: int)
 
     runs.mkdir(parents=True, exist_ok=True)
     encoder = runs / "encoder.json"
-    encoder.write_text(json.dumps(ENCODER))
+    encoder.write_text(json.dumps({**ENCODER, "input_shape": [size.slice_px] * 2, "stem_stride": size.stem_stride}))
     budget = time.strftime("%H:%M:%S", time.gmtime(size.moco_seconds))
     trainer = TrainerConfig(max_steps=size.moco_max_steps, max_time=f"00:{budget}", accelerator="cpu", devices=1,
                             val_every_n_steps=min(50, size.moco_max_steps), checkpoint_every_n_steps=100_000,

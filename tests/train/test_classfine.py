@@ -62,6 +62,20 @@ def test_encoder_stays_frozen_and_bundle_reloads(run: Path, setup: dict[str, Pat
     assert encoder.embed_dim == model.clip.embed_dim and encoder.preprocessing == model.preprocessing
 
 
+def test_train_encoder_fine_tunes_the_image_tower_only(setup: dict[str, Path]) -> None:
+    from radlens.train.classfine import train_classfine
+
+    run = train_classfine(
+        str(setup["bundle"]), str(setup["prepared"]), str(setup["root"] / "finetune"), FindingDataConfig(batch_size=8),
+        train_encoder=True, optim=OptimConfig(lr=1e-3, warmup_steps=2), trainer=quick_trainer(max_steps=20), n_bootstrap=20,
+    )
+    before, after = _weights(setup["bundle"]), _weights(run / "best")
+    changed = {k.split(".")[0] for k in before if not torch.equal(before[k], after[f"clip.{k}"])}
+    assert changed == {"image", "image_proj"}  # the text tower and the temperature stay as they were
+    metrics = json.loads((run / "eval" / "metrics.json").read_text())
+    assert metrics["per_finding"]["Pleural effusion"]["auroc"] > 0.9
+
+
 def test_bad_input_fails_before_any_work(setup: dict[str, Path], tmp_path: Path) -> None:
     from radlens.train.classfine import train_classfine
 

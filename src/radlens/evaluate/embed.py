@@ -44,7 +44,8 @@ def _dataclass_from(cls: type, values: dict[str, Any]) -> Any:
 
 def resolve_model(bundle: str | os.PathLike[str] | CLIPModel) -> CLIPModel:
     """A CLIPModel in eval mode from a bundle folder / run folder / registry name / hub id, or the model
-    itself. A ClassFine bundle gives its (frozen, unchanged) CLIP encoder with the bundle's preprocessing."""
+    itself. A ClassFine bundle gives its CLIP encoder (fine-tuned if it was trained with ``train_encoder``) with
+    the bundle's preprocessing."""
     from radlens.models.bundle import load_model
 
     if hasattr(bundle, "encode_image"):

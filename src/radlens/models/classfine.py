@@ -1,4 +1,5 @@
-"""ClassFine: a frozen CLIP image encoder + a trainable linear (or small MLP) head, one logit per finding.
+"""ClassFine: a CLIP image encoder (frozen, or fine-tuned with ``train_encoder``) + a linear (or small MLP)
+head, one logit per finding.
 
 A component (kind ``classfine``): its bundle holds the CLIP encoder's config and files nested
 under ``clip/`` and all weights; the validation thresholds chosen after training travel in the
@@ -21,12 +22,14 @@ FEATURES = ("embedding", "pooled")
 
 @component("classfine", family="probe")
 class ClassFineModel(nn.Module):
-    """Logits ``(B, F)`` from images: frozen CLIP features -> head.
+    """Logits ``(B, F)`` from images: CLIP image features -> head.
 
     ``features``: ``embedding`` (the L2-normalised CLIP image embedding, the zero-shot space) or
     ``pooled`` (the image tower's output before the projection). ``hidden`` > 0 makes the head a
-    two-layer MLP. The encoder stays in eval mode (no dropout, frozen statistics) even when the
-    module is put in training mode.
+    two-layer MLP. By default the encoder is frozen and stays in eval mode (no dropout, frozen
+    statistics) even when the module is put in training mode. ``train_encoder`` fine-tunes the image
+    tower (and, for ``embedding``, its projection) with the head: full supervised fine-tuning from
+    the CLIP initialisation; the text tower stays frozen and unused.
     """
 
     def __init__(
@@ -36,6 +39,7 @@ class ClassFineModel(nn.Module):
         features: str = "embedding",
         hidden: int = 0,
         dropout: float = 0.0,
+        train_encoder: bool = False,
     ) -> None:
         super().__init__()
         if features not in FEATURES:
@@ -43,7 +47,7 @@ class ClassFineModel(nn.Module):
         if hidden < 0 or not 0.0 <= dropout < 1.0:
             raise ConfigError(f"head: hidden must be >= 0 and dropout in [0, 1), got {hidden}, {dropout}")
         self.clip, self.findings, self.features = clip, list(findings), features
-        self.hidden, self.dropout = hidden, dropout
+        self.hidden, self.dropout, self.train_encoder = hidden, dropout, train_encoder
         width = clip.embed_dim if features == "embedding" else clip.image.width
         n = len(self.findings)
         self.head = (
@@ -51,16 +55,21 @@ class ClassFineModel(nn.Module):
             if hidden else nn.Sequential(nn.Dropout(dropout), nn.Linear(width, n))
         )
         self.clip.requires_grad_(False)
+        if train_encoder:
+            self.clip.image.requires_grad_(True)
+            self.clip.image_proj.requires_grad_(features == "embedding")
         self.clip.eval()
 
     def train(self, mode: bool = True) -> ClassFineModel:
         super().train(mode)
         self.clip.eval()
+        if self.train_encoder:
+            self.clip.image.train(mode)
         return self
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """Frozen features ``(B, width)`` (no graph is kept)."""
-        with torch.no_grad():
+        """Image features ``(B, width)``; a frozen encoder keeps no graph."""
+        with torch.set_grad_enabled(self.train_encoder and torch.is_grad_enabled()):
             return self.clip.encode_image(images) if self.features == "embedding" else self.clip.image(images)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:

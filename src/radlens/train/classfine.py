@@ -23,6 +23,7 @@ def train_classfine(
     features: Literal["embedding", "pooled"] = "embedding",
     hidden: int = 0,
     dropout: float = 0.0,
+    train_encoder: bool = False,
     optim: OptimConfig | None = None,
     trainer: TrainerConfig | None = None,
     evaluate: bool = True,
@@ -31,16 +32,18 @@ def train_classfine(
     seed: int = 0,
     resume: str | None = None,
 ) -> Path:
-    """Train a ClassFine head (linear or MLP) on a frozen CLIP image encoder; returns the run folder.
+    """Train a ClassFine head (linear or MLP) on a CLIP image encoder, frozen or fine-tuned; returns the run folder.
 
     Args:
-        bundle: CLIP bundle folder (or run folder, registry name, hub id) whose image encoder is frozen.
+        bundle: CLIP bundle folder (or run folder, registry name, hub id) whose image encoder is used.
         prepared: prepared dataset with finding labels (train, validation and, to evaluate, test splits).
         out: the run folder (config, logs, checkpoints, ``best/`` and ``last/`` bundles, ``eval/``).
         data: findings (default: all in the card), batches, augmentation.
         features: ``embedding`` (CLIP space) or ``pooled`` (image tower before the projection).
         hidden: hidden width of a two-layer MLP head (0: a linear head).
         dropout: dropout before the head's layers.
+        train_encoder: fine-tune the image tower with the head (full supervised fine-tuning from the CLIP
+            weights; a lower ``optim.lr``, e.g. 1e-4, suits it) instead of keeping it frozen.
         optim: AdamW + warm-up/cosine for the head (default: lr 1e-3, weight decay 1e-4, 10 warm-up steps).
         trainer: steps, time budget, devices, precision, validation/checkpoint intervals (monitor: val/loss).
         evaluate: score the test split with thresholds chosen on validation (needs a test split).
@@ -70,10 +73,10 @@ def train_classfine(
     datamodule = LabelledImageDataModule(dataset, findings, data.batch_size, data.eval_batch_size, data.num_workers,
                                          data.augment if data.augment.enabled else None, seed)
     config = {"bundle": bundle, "prepared": prepared, "out": out, "data": as_dict(data), "features": features,
-              "hidden": hidden, "dropout": dropout, "optim": as_dict(optim), "trainer": as_dict(trainer_cfg),
+              "hidden": hidden, "dropout": dropout, "train_encoder": train_encoder, "optim": as_dict(optim), "trainer": as_dict(trainer_cfg),
               "evaluate": evaluate, "threshold_method": threshold_method, "n_bootstrap": n_bootstrap, "seed": seed,
               "resume": resume}
-    model = ClassFineModel(clip, findings, features, hidden, dropout)
+    model = ClassFineModel(clip, findings, features, hidden, dropout, train_encoder)
     task = MultiLabelTask(model, positive_weights(datamodule.train_set.targets), optim)
     device, batch = device_of(), data.eval_batch_size or data.batch_size
     sets = {"validation": datamodule.val_set}
