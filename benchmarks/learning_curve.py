@@ -139,7 +139,8 @@ def bundle_of(run: Path, checkpoint: str, out: Path) -> Path:
         return out
     model = load_model(run / "last", kind="clip")
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
-    model.load_state_dict({k.removeprefix("model."): v for k, v in state.items()})
+    # A checkpoint leaves out the frozen parts of the text tower; they are the ones ``last/`` holds.
+    model.load_state_dict({**model.state_dict(), **{k.removeprefix("model."): v for k, v in state.items()}})
     meta = json.loads((run / "last" / "bundle.json").read_text())
     return save_bundle(model, out, meta["preprocessing"], {"checkpoint": checkpoint})
 

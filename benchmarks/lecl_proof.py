@@ -26,6 +26,7 @@ def main() -> None:
     parser.add_argument("--patients", type=int, default=120)
     parser.add_argument("--seconds", type=int, default=240, help="CPU budget of each self-supervised encoder")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--val_every", type=int, default=50, help="validation interval of the encoders (steps)")
     parser.add_argument("--mil_steps", type=int, default=300, help="training steps of each MIL fold")
     parser.add_argument("--slice_px", type=int, default=64, help="square slice size in pixels")
     parser.add_argument("--slice_mm", type=float, default=5.0, help="in-plane pixel spacing (the phantom's is 3.5 mm)")
@@ -35,7 +36,8 @@ def main() -> None:
     if not raw.exists():
         phantom_ct(raw, patients=args.patients, seed=args.seed, workers=2)
     size = LesionChainSize(series=None, moco_seconds=args.seconds, moco_max_steps=100_000, mil_steps=args.mil_steps, folds=5,
-                           n_bootstrap=500, slice_px=args.slice_px, slice_mm=args.slice_mm, stem_stride=args.stem_stride)
+                           n_bootstrap=500, slice_px=args.slice_px, slice_mm=args.slice_mm, stem_stride=args.stem_stride,
+                           moco_val_every=args.val_every)
     table = lesion_table(lesion_chain(raw, args.out, size, seed=args.seed, workers=2))
     print("| " + " | ".join(table[0]) + " |")
     print("|" + " --- |" * len(table[0]))

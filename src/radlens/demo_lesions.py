@@ -29,7 +29,8 @@ ENCODERS = ("random init", "MoCo v3", "LeCL")
 @dataclass(frozen=True)
 class LesionChainSize:
     """How big each step is: series prepared (None: all), seconds per encoder, MIL steps and folds, and the
-    slice grid (``slice_px`` square pixels of ``slice_mm``; the encoder's stem strides by ``stem_stride``)."""
+    slice grid (``slice_px`` square pixels of ``slice_mm``; the encoder's stem strides by ``stem_stride``) and
+    how often the encoders validate (``moco_val_every`` steps: validation time counts against the budget)."""
 
     series: int | None
     moco_seconds: int
@@ -41,6 +42,7 @@ class LesionChainSize:
     slice_px: int = 64
     slice_mm: float = 5.0
     stem_stride: int = 1
+    moco_val_every: int = 50
 
 
 def _say(text: str) -> None:
@@ -76,7 +78,7 @@ def train_encoders(prepared: Path, runs: Path, size: LesionChainSize, seed: int)
     encoder.write_text(json.dumps({**ENCODER, "input_shape": [size.slice_px] * 2, "stem_stride": size.stem_stride}))
     budget = time.strftime("%H:%M:%S", time.gmtime(size.moco_seconds))
     trainer = TrainerConfig(max_steps=size.moco_max_steps, max_time=f"00:{budget}", accelerator="cpu", devices=1,
-                            val_every_n_steps=min(50, size.moco_max_steps), checkpoint_every_n_steps=100_000,
+                            val_every_n_steps=min(size.moco_val_every, size.moco_max_steps), checkpoint_every_n_steps=100_000,
                             progress_bar=False)
     lesions = sorted(ENDPOINTS.values())
     variants = {"MoCo v3": (MocoDataConfig(batch_size=64), MocoLossConfig()),

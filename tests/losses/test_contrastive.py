@@ -146,6 +146,7 @@ def _rank_worker(rank: int, world: int, store: str, out: str) -> None:
             dist.all_reduce(scale_grad)
             results[mode] = (value / world, i.grad / world, t.grad / world, scale_grad / world)
         torch.save(results, f"{out}/rank{rank}.pt")
+        dist.barrier()  # no rank tears gloo down while the other still talks to it (an abort at exit otherwise)
     finally:
         dist.destroy_process_group()
 

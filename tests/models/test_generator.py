@@ -11,9 +11,9 @@ from support.prepared_generation import write_generation_prepared
 
 from radlens.errors import ConfigError, InputError
 from radlens.models.bundle import load_model, read_index, save_bundle
-from radlens.models.components import build
+from radlens.models.components import build, weights_digest
 from radlens.models.controlnet import controlnet_for
-from radlens.models.generator import GenerativeParts, load_generator, load_part, weights_digest
+from radlens.models.generator import GenerativeParts, load_generator, load_part
 from radlens.models.sampling import sample
 
 

@@ -186,3 +186,31 @@ def test_findings_loss_trains_a_3d_report_clip(tmp_path: Path) -> None:
     losses = _train_losses(run)
     assert losses.iloc[-1] < losses.iloc[0]
     assert yaml.safe_load((run / "config.yaml").read_text())["loss"]["mode"] == "findings"
+
+
+def test_checkpoints_leave_out_the_frozen_layers_of_a_pretrained_tower(prepared_2d: Path, tmp_path: Path) -> None:
+    """MiniLM with its top layer trained: checkpoints keep that layer and the image side, not the frozen
+    embeddings and five lower layers (their SHA-256 instead); a run killed after step 2 resumes from that
+    checkpoint to the same losses."""
+    from support.trajectories import interrupted_at, train_losses
+
+    from radlens.data.datasets import ClipDataConfig
+    from radlens.train.clip import train_clip
+    from train.conftest import MICRO  # type: ignore[import-not-found]
+
+    model = tmp_path / "minilm1.json"
+    model.write_text(json.dumps({**MICRO, "text": {"kind": "minilm", "trainable_layers": 1, "context_length": 64}}))
+    args = {"data": ClipDataConfig(batch_size=8), "model": str(model),
+            "trainer": quick_trainer(max_steps=4, val_every_n_steps=100, checkpoint_every_n_steps=2, log_every_n_steps=1)}
+    full = train_clip(str(prepared_2d), str(tmp_path / "full"), **args)
+    ckpt = torch.load(full / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    frozen = {"text.model.embeddings", *(f"text.model.encoder.layer.{i}" for i in range(5))}
+    assert set(ckpt["frozen_sha256"]) == frozen
+    assert not [k for k in ckpt["state_dict"] if k.startswith(tuple(f"model.{name}." for name in frozen))]
+    assert any(k.startswith("model.text.model.encoder.layer.5.") for k in ckpt["state_dict"])
+    assert (full / "checkpoints" / "last.ckpt").stat().st_size < (full / "last" / "model" / "model.safetensors").stat().st_size / 3
+    part = tmp_path / "part"
+    with interrupted_at(2):
+        train_clip(str(prepared_2d), str(part), **args)
+    train_clip(str(prepared_2d), str(part), **args, resume="latest")
+    assert train_losses(part)[-2:] == pytest.approx(train_losses(full)[-2:], rel=1e-5)  # steps 3 and 4, after the resume

@@ -12,8 +12,9 @@ from support.prepared_clip import quick_trainer
 from support.prepared_generation import write_generation_prepared
 
 from radlens.errors import ConfigError, InputError
+from radlens.models.components import weights_digest
 from radlens.models.controlnet import controlnet_for
-from radlens.models.generator import GenerativeParts, load_generator, load_part, weights_digest
+from radlens.models.generator import GenerativeParts, load_generator, load_part
 from radlens.models.sampling import sample
 from radlens.train.config import OptimConfig
 from radlens.train.controlnet import train_controlnet

@@ -152,7 +152,8 @@ def test_folds_are_by_patient_and_stratified(cv_run: Path, cohort: dict[str, Any
 
 
 def test_every_fold_starts_from_fresh_weights(cv_run: Path) -> None:
-    from radlens.train.mil_task import fresh_head, weights_digest
+    from radlens.models.components import weights_digest
+    from radlens.train.mil_task import fresh_head
 
     runs = [json.loads((cv_run / f"fold-{k}" / "run.json").read_text()) for k in range(3)]
     digests = [r["init_weights_sha256"] for r in runs]

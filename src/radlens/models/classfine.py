@@ -67,6 +67,10 @@ class ClassFineModel(nn.Module):
             self.clip.image.train(mode)
         return self
 
+    def fixed_parts(self) -> list[str]:
+        """A frozen encoder comes from its bundle unchanged: training leaves it out of checkpoints."""
+        return [] if self.train_encoder else ["clip"]
+
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """Image features ``(B, width)``; a frozen encoder keeps no graph."""
         with torch.set_grad_enabled(self.train_encoder and torch.is_grad_enabled()):

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from radlens.models.components import component
+from radlens.models.components import component, frozen_subtrees
 from radlens.models.image import ResNetEncoder, ViTEncoder
 from radlens.models.text import TextEncoder
 
@@ -48,6 +48,12 @@ class CLIPModel(nn.Module):
     def logit_scale(self) -> torch.Tensor:
         """``exp(t)`` clamped at ``max_logit_scale``."""
         return self.log_logit_scale.exp().clamp(max=self.max_logit_scale)
+
+    def fixed_parts(self) -> list[str]:
+        """The frozen modules of a pretrained text tower: training leaves them out of checkpoints (a
+        resumed run loads them again); a scratch tower's random weights are kept."""
+        kind = (getattr(self.text, "config", None) or {}).get("kind")
+        return frozen_subtrees(self.text, "text.") if kind in ("minilm", "pretrained") else []
 
     @property
     def input_shape(self) -> tuple[int, ...]:

@@ -32,9 +32,12 @@ import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from radlens.errors import ConfigError
+
+if TYPE_CHECKING:
+    from torch import nn
 
 T = TypeVar("T", bound=type)
 _KINDS: dict[str, Kind] = {}
@@ -207,3 +210,25 @@ def save_files(module: Any, folder: Path, _top: bool = True) -> None:
 def canonical(config: Mapping[str, Any]) -> str:
     """A config as sorted JSON, for comparing configs."""
     return json.dumps(config, sort_keys=True)
+
+
+def weights_digest(module: nn.Module) -> str:
+    """SHA-256 of a module's state (names, dtypes, shapes and bytes): equal digests, equal weights."""
+    import hashlib
+
+    import torch
+
+    digest = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        data = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{data.dtype}|{tuple(data.shape)}|".encode())
+        digest.update(data.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def frozen_subtrees(module: nn.Module, prefix: str = "") -> list[str]:
+    """Paths of the largest submodules of ``module`` whose parameters are all frozen (``prefix`` before each)."""
+    params = list(module.parameters())
+    if params and not any(p.requires_grad for p in params):
+        return [prefix.rstrip(".")]
+    return [path for name, child in module.named_children() for path in frozen_subtrees(child, f"{prefix}{name}.")]

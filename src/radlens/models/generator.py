@@ -20,7 +20,6 @@ bundles. :func:`load_part` gives one component of any of the three kinds.
 from __future__ import annotations
 
 import collections.abc
-import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +29,7 @@ import torch
 from torch import nn
 
 from radlens.errors import ConfigError, InputError
+from radlens.models.components import weights_digest
 
 if TYPE_CHECKING:
     from radlens.data.generation_prompts import PromptTemplate
@@ -49,16 +49,6 @@ class GenerativeParts(nn.ModuleDict):
 
 
 collections.abc.Mapping.register(GenerativeParts)
-
-
-def weights_digest(module: nn.Module) -> str:
-    """SHA-256 of a module's state (names, dtypes, shapes and bytes): equal digests, equal weights."""
-    digest = hashlib.sha256()
-    for name, tensor in module.state_dict().items():
-        data = tensor.detach().cpu().contiguous()
-        digest.update(f"{name}|{data.dtype}|{tuple(data.shape)}|".encode())
-        digest.update(data.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
 
 
 @dataclass

@@ -71,7 +71,7 @@ def _check_out(out: Path) -> None:
 
 def _digest(generator: Generator, segmenter: Segmenter | None, settings: dict[str, Any]) -> str:
     """Hash of what decides every image and score: the networks' weights and prompts, and the settings."""
-    from radlens.models.generator import weights_digest
+    from radlens.models.components import weights_digest
     from radlens.prepare.dataset import config_hash
 
     nets = {name: weights_digest(part) for name, part in (("vae", generator.vae), ("unet", generator.unet),

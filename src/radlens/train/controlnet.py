@@ -66,8 +66,9 @@ def train_controlnet(
     from radlens.data.generation import ItemSource
     from radlens.data.generation_prompts import PromptBuilder
     from radlens.errors import InputError
+    from radlens.models.components import weights_digest
     from radlens.models.controlnet import controlnet_for
-    from radlens.models.generator import GenerativeParts, check_fit, load_generator, weights_digest
+    from radlens.models.generator import GenerativeParts, check_fit, load_generator
     from radlens.train.diffusion_task import ControlNetTask
     from radlens.train.generative import check_vae_fits_data, data_checks, generation_data, image_shape, open_slices
     from radlens.train.run import resolve_resume, run

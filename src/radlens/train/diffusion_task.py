@@ -29,13 +29,10 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
-from radlens.errors import ConfigError
-from radlens.models.generator import GenerativeParts, weights_digest
+from radlens.models.generator import GenerativeParts
 from radlens.models.sampling import prompt_states
 from radlens.train.config import OptimConfig
 from radlens.train.task import Step, TaskModule
-
-_FROZEN_KEY = "frozen_sha256"
 
 
 class DiffusionTask(TaskModule):
@@ -50,7 +47,6 @@ class DiffusionTask(TaskModule):
             parts[name].requires_grad_(False).eval()
         parts[self.trainable].requires_grad_(True)
         self.scheduler = parts["unet"].train_scheduler()
-        self._digests: dict[str, str] | None = None
 
     def train(self, mode: bool = True) -> DiffusionTask:
         super().train(mode)
@@ -58,11 +54,8 @@ class DiffusionTask(TaskModule):
             self.model[name].eval()
         return self
 
-    def frozen_digests(self) -> dict[str, str]:
-        """SHA-256 of each frozen part's weights (computed once: they do not change)."""
-        if self._digests is None:
-            self._digests = {name: weights_digest(self.model[name]) for name in self.frozen}
-        return self._digests
+    def fixed_parts(self) -> list[str]:
+        return self.frozen
 
     @abc.abstractmethod
     def predict(self, noisy: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
@@ -86,27 +79,6 @@ class DiffusionTask(TaskModule):
         target = noise if self.scheduler.prediction_type == "epsilon" else self.scheduler.get_velocity(latents, noise, timesteps)
         prediction = self.predict(noisy, timesteps, context.to(noisy.dtype), batch)
         return Step(F.mse_loss(prediction.float(), target))
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_save_checkpoint(checkpoint)
-        prefixes = tuple(f"model.{name}." for name in self.frozen)
-        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith(prefixes)}
-        checkpoint[_FROZEN_KEY] = self.frozen_digests()
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_load_checkpoint(checkpoint)
-        saved, ours = checkpoint.get(_FROZEN_KEY) or {}, self.frozen_digests()
-        changed = sorted(name for name in saved if ours.get(name) != saved[name])
-        if changed:
-            raise ConfigError(f"the frozen {', '.join(changed)} of this run differ from the ones it was started with: "
-                              "resume with the same bundles (and text tower) as the interrupted run")
-
-    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
-        """Load weights, taking the frozen parts a checkpoint leaves out from this task's own."""
-        prefixes = tuple(f"model.{name}." for name in self.frozen)
-        full = {k: v for k, v in self.state_dict().items() if k.startswith(prefixes)}
-        full.update(state_dict)
-        return super().load_state_dict(full, strict=strict, assign=assign)
 
 
 class LatentDiffusionTask(DiffusionTask):

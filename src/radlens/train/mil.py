@@ -162,7 +162,8 @@ def _fold(cohort: Cohort, k: int, head_cfg: dict[str, Any], optim: OptimConfig, 
     from radlens.common.atomic import write_csv_atomic
     from radlens.data.modules import BagDataModule
     from radlens.models.bundle import load_model
-    from radlens.train.mil_task import MilTask, fresh_head, known_positive_weights, predict_bags, weights_digest
+    from radlens.models.components import weights_digest
+    from radlens.train.mil_task import MilTask, fresh_head, known_positive_weights, predict_bags
     from radlens.train.multilabel import device_of
     from radlens.train.run import CHECKPOINTS, LAST, run
 

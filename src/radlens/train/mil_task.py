@@ -7,8 +7,6 @@ bag (an empty cell of the clinical table) and takes no part in the loss or the m
 
 from __future__ import annotations
 
-import hashlib
-import json
 from typing import Any
 
 import numpy as np
@@ -98,16 +96,6 @@ def fresh_head(config: dict[str, Any], seed: int) -> nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return build(config)
-
-
-def weights_digest(model: nn.Module) -> str:
-    """SHA-256 of a module's state (names, shapes and values), to tell initialisations apart."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(json.dumps(list(tensor.shape)).encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
 
 
 def predict_bags(model: nn.Module, dataset: Any, batch_size: int = 8,

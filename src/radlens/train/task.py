@@ -7,6 +7,11 @@ AdamW with parameter groups (no weight decay on norms, biases, the temperature),
 + cosine decay stepped per optimiser step, logging, and the global RNG states in checkpoints, so
 that a resumed run draws the same dropout masks as an uninterrupted one. Gradient accumulation
 and clipping are Trainer settings (:class:`radlens.train.config.TrainerConfig`).
+
+Checkpoints leave out the parts of the model a task declares fixed (:meth:`TaskModule.fixed_parts`:
+pretrained or bundle-loaded weights that never change and are rebuilt the same when a run resumes,
+e.g. a frozen text tower or an LDM's VAE), keeping only their SHA-256: a run that keeps a checkpoint
+every few hundred steps does not write a frozen 100 MB text tower each time.
 """
 
 from __future__ import annotations
@@ -22,9 +27,12 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 
+from radlens.errors import ConfigError
+from radlens.models.components import weights_digest
 from radlens.train.config import OptimConfig
 
 _NO_DECAY_NAMES = ("bias", "norm", "logit_scale", "temperature")
+_FIXED_KEY = "frozen_sha256"
 
 
 def warmup_cosine(step: int, warmup: int, total: int, min_ratio: float) -> float:
@@ -74,6 +82,20 @@ class TaskModule(pl.LightningModule, abc.ABC):
         self.optim_cfg = optim or OptimConfig()
         self._val: list[dict[str, Any]] = []
         self._rng_to_restore: dict[str, Any] | None = None
+        self._fixed_digests: dict[str, str] | None = None
+
+    def fixed_parts(self) -> list[str]:
+        """Parts of ``self.model`` (module paths such as ``vae`` or ``text.model.embeddings``) whose weights
+        stay fixed for the whole run and are rebuilt the same when it resumes: what the model's own
+        ``fixed_parts()`` names (a pretrained frozen text tower, a frozen encoder from a bundle), if any."""
+        parts = getattr(self.model, "fixed_parts", None)
+        return list(parts()) if callable(parts) else []
+
+    def fixed_digests(self) -> dict[str, str]:
+        """SHA-256 of each fixed part's weights (computed once: they do not change)."""
+        if self._fixed_digests is None:
+            self._fixed_digests = {name: weights_digest(self.model.get_submodule(name)) for name in self.fixed_parts()}
+        return self._fixed_digests
 
     @classmethod
     def monitor_mode(cls, metric: str) -> str:
@@ -131,10 +153,27 @@ class TaskModule(pl.LightningModule, abc.ABC):
             "python": random.getstate(),
             **({"cuda": torch.cuda.get_rng_state_all()} if torch.cuda.is_available() else {}),
         }
+        if self.fixed_parts():
+            prefixes = tuple(f"model.{name}." for name in self.fixed_parts())
+            checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith(prefixes)}
+            checkpoint[_FIXED_KEY] = self.fixed_digests()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Applied when training starts: restoring happens before Lightning's own setup work.
         self._rng_to_restore = checkpoint.get("rng_states")
+        saved = checkpoint.get(_FIXED_KEY) or {}
+        ours = self.fixed_digests() if saved else {}
+        changed = sorted(name for name in saved if ours.get(name) != saved[name])
+        if changed:
+            raise ConfigError(f"the frozen {', '.join(changed)} of this run differ from the ones it was started with: "
+                              "resume with the same bundles and pretrained towers as the interrupted run")
+
+    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
+        """Load weights, taking the fixed parts a checkpoint leaves out from this task's own."""
+        prefixes = tuple(f"model.{name}." for name in self.fixed_parts())
+        full = {k: v for k, v in self.state_dict().items() if prefixes and k.startswith(prefixes)}
+        full.update(state_dict)
+        return super().load_state_dict(full, strict=strict, assign=assign)
 
     def on_train_start(self) -> None:
         states, self._rng_to_restore = self._rng_to_restore, None
