@@ -95,9 +95,10 @@ def train_encoders(prepared: Path, runs: Path, size: LesionChainSize, seed: int)
     return out
 
 
-def attention_on_lesions(mil: Path, prepared: Path) -> dict[str, float]:
+def attention_on_lesions(mil: Path, prepared: Path, lesion_ids: set[int] | None = None) -> dict[str, float]:
     """Over test bags holding both kinds of slice: the mean attention mass on slices with an endpoint's
-    lesion, and those slices' mean share of the bag (what uniform attention would give)."""
+    lesion (mask label ids ``lesion_ids``, default the focal endpoints'), and those slices' mean share of
+    the bag (what uniform attention would give)."""
     import h5py
     import numpy as np
     import pandas as pd
@@ -105,7 +106,7 @@ def attention_on_lesions(mil: Path, prepared: Path) -> dict[str, float]:
     from radlens.io.prepared import PreparedDataset
 
     present = PreparedDataset(prepared).slices.set_index("slice_id")["labels_present"]
-    lesion_ids = set(ENDPOINTS.values())
+    lesion_ids = set(ENDPOINTS.values()) if lesion_ids is None else lesion_ids
     attention = pd.read_csv(mil / "attention.csv")
     mass, share = [], []
     for (_, path), bag in attention[attention["split"] == "test"].groupby(["fold", "path"]):
