@@ -21,8 +21,12 @@ from radlens.report.html import Section
 
 # A small 2D ResNet-10 (a quarter of the widths), cheap enough for a CPU budget of minutes.
 ENCODER = {"kind": "resnet", "depth": 10, "width_factor": 0.25}
-# Focal findings the CT phantom draws with masks, by their label id in the phantom's masks/labels.json.
+# Focal findings the CT phantom draws with masks, by their label id in the phantom's masks/labels.json: the
+# lesions of LeCL's lesion-centred views, and the demo's MIL endpoints.
 ENDPOINTS = {"Lung nodule": 10, "Lung opacity": 11, "Consolidation": 16, "Lymphadenopathy": 7}
+# Larger findings the phantom also masks: MIL endpoints that pooled slice embeddings of a small encoder carry
+# (benchmarks/RESULTS.md, lecl_proof: the focal ones stay at chance for every encoder at CPU budgets).
+LARGE_ENDPOINTS = {"Cardiomegaly": 3, "Pleural effusion": 13, "Pericardial effusion": 4, "Emphysema": 8}
 ENCODERS = ("random init", "MoCo v3", "LeCL")
 
 
@@ -95,10 +99,10 @@ def train_encoders(prepared: Path, runs: Path, size: LesionChainSize, seed: int)
     return out
 
 
-def attention_on_lesions(mil: Path, prepared: Path, lesion_ids: set[int] | None = None) -> dict[str, float]:
+def attention_on_lesions(mil: Path, prepared: Path, lesion_ids: set[int]) -> dict[str, float]:
     """Over test bags holding both kinds of slice: the mean attention mass on slices with an endpoint's
-    lesion (mask label ids ``lesion_ids``, default the focal endpoints'), and those slices' mean share of
-    the bag (what uniform attention would give)."""
+    lesion (mask label ids ``lesion_ids``), and those slices' mean share of the bag (what uniform attention
+    would give)."""
     import h5py
     import numpy as np
     import pandas as pd
@@ -106,7 +110,6 @@ def attention_on_lesions(mil: Path, prepared: Path, lesion_ids: set[int] | None 
     from radlens.io.prepared import PreparedDataset
 
     present = PreparedDataset(prepared).slices.set_index("slice_id")["labels_present"]
-    lesion_ids = set(ENDPOINTS.values()) if lesion_ids is None else lesion_ids
     attention = pd.read_csv(mil / "attention.csv")
     mass, share = [], []
     for (_, path), bag in attention[attention["split"] == "test"].groupby(["fold", "path"]):
@@ -121,8 +124,12 @@ def attention_on_lesions(mil: Path, prepared: Path, lesion_ids: set[int] | None 
             "lesion_slice_share": float(np.mean(share)) if share else float("nan"), "bags": len(mass)}
 
 
-def lesion_chain(ct_raw: Path, out: Path, size: LesionChainSize, seed: int = 0, workers: int = 2) -> dict[str, Any]:
-    """Run the whole chain into ``out``; returns per encoder the test metrics (fold ensemble) and attention."""
+def lesion_chain(ct_raw: Path, out: Path, size: LesionChainSize, seed: int = 0, workers: int = 2,
+                 endpoints: dict[str, int] | None = None, mil_folder: str = "mil") -> dict[str, Any]:
+    """Run the whole chain into ``out``; returns per encoder the test metrics (fold ensemble) and attention.
+
+    ``endpoints`` (finding -> mask label id; default :data:`ENDPOINTS`) are the MIL labels, trained into
+    ``out/<mil_folder>/<encoder>``."""
     import dataclasses
 
     from radlens.evaluate.extract import extract_bags
@@ -135,33 +142,35 @@ def lesion_chain(ct_raw: Path, out: Path, size: LesionChainSize, seed: int = 0, 
                                   val_every_n_steps=min(MIL_TRAINER.val_every_n_steps, size.mil_steps),
                                   checkpoint_every_n_steps=min(MIL_TRAINER.checkpoint_every_n_steps, size.mil_steps))
     rows: dict[str, Any] = {}
-    endpoints: list[str] = []
+    wanted = endpoints or ENDPOINTS
+    usable: list[str] = []
     for name in ENCODERS:
         tag = name.split()[0].lower()
-        bags, mil = out / "bags" / tag, out / "mil" / tag
+        bags, mil = out / "bags" / tag, out / mil_folder / tag
         _say(f"{name}: bags of slice embeddings per study, then gated attention-MIL in {size.folds}-fold CV")
         extract_bags(encoders[name], str(prepared), str(bags), per="study", seed=seed)
-        endpoints = endpoints or usable_endpoints(bags / "bags.csv", size.folds)
+        usable = usable or usable_endpoints(bags / "bags.csv", size.folds, wanted)
         if not (mil / "metrics.json").is_file():
-            train_mil(str(bags), str(mil), head="gated_abmil", label_columns=endpoints, folds=size.folds,
+            train_mil(str(bags), str(mil), head="gated_abmil", label_columns=usable, folds=size.folds,
                       trainer=trainer, batch_size=size.mil_batch_size, n_bootstrap=size.n_bootstrap, seed=seed)
         metrics = json.loads((mil / "metrics.json").read_text())
-        rows[name] = {"test": (metrics.get("test") or {}).get("ensemble"), "attention": attention_on_lesions(mil, prepared),
-                      "mil": str(mil), "endpoints": endpoints}
-    (out / "lesions.json").write_text(json.dumps(rows, indent=2, default=str))
+        rows[name] = {"test": (metrics.get("test") or {}).get("ensemble"), "mil": str(mil), "endpoints": usable,
+                      "attention": attention_on_lesions(mil, prepared, {wanted[f] for f in usable})}
+    summary = out / ("lesions.json" if mil_folder == "mil" else f"lesions-{mil_folder}.json")
+    summary.write_text(json.dumps(rows, indent=2, default=str))
     return rows
 
 
-def usable_endpoints(bags_csv: Path, folds: int) -> list[str]:
+def usable_endpoints(bags_csv: Path, folds: int, endpoints: dict[str, int]) -> list[str]:
     """The endpoints with at least ``folds`` positive and ``folds`` negative patients outside the test split
     (stratified k-fold needs them; a small phantom may lack some)."""
     import pandas as pd
 
     bags = pd.read_csv(bags_csv)
-    cv = bags[bags["split"] != "test"].groupby("patient_id")[list(ENDPOINTS)].max()
-    usable = [f for f in ENDPOINTS if (cv[f] == 1).sum() >= folds and (cv[f] == 0).sum() >= folds]
+    cv = bags[bags["split"] != "test"].groupby("patient_id")[list(endpoints)].max()
+    usable = [f for f in endpoints if (cv[f] == 1).sum() >= folds and (cv[f] == 0).sum() >= folds]
     if not usable:
-        raise InputError(bags_csv, f"no endpoint of {list(ENDPOINTS)} has {folds} positive and negative patients; "
+        raise InputError(bags_csv, f"no endpoint of {list(endpoints)} has {folds} positive and negative patients; "
                                    "use more patients")
     return usable
 
