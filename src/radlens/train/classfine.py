@@ -43,8 +43,9 @@ def train_classfine(
         hidden: hidden width of a two-layer MLP head (0: a linear head).
         dropout: dropout before the head's layers.
         train_encoder: fine-tune the image tower with the head (full supervised fine-tuning from the CLIP
-            weights; a lower ``optim.lr``, e.g. 1e-4, suits it) instead of keeping it frozen.
-        optim: AdamW + warm-up/cosine for the head (default: lr 1e-3, weight decay 1e-4, 10 warm-up steps).
+            weights) instead of keeping it frozen.
+        optim: AdamW + warm-up/cosine (default: lr 1e-3 for a head alone, 3e-4 with ``train_encoder``; weight
+            decay 1e-4, 10 warm-up steps).
         trainer: steps, time budget, devices, precision, validation/checkpoint intervals (monitor: val/loss).
         evaluate: score the test split with thresholds chosen on validation (needs a test split).
         threshold_method: ``youden`` or ``f1`` on the validation scores.
@@ -64,7 +65,7 @@ def train_classfine(
     from radlens.train.multilabel import MultiLabelTask, device_of, positive_weights, predict_scores, start_finding_run
     from radlens.train.run import run
 
-    optim = optim or OptimConfig(lr=1e-3, weight_decay=1e-4, warmup_steps=10)
+    optim = optim or OptimConfig(lr=3e-4 if train_encoder else 1e-3, weight_decay=1e-4, warmup_steps=10)
     trainer_cfg, dataset, findings = start_finding_run(prepared, data, optim, trainer, out, resume)
     require_splits(dataset.series, ("train", "validation", *(("test",) if evaluate else ())), dataset.path)
     clip = load_model(bundle, kind="clip")
