@@ -134,13 +134,13 @@ def bundle_of(run: Path, checkpoint: str, out: Path) -> Path:
     import torch
 
     from radlens.models.bundle import load_model, save_bundle
+    from radlens.train.clip_task import ClipTask
 
     if (out / "bundle.json").is_file():
         return out
     model = load_model(run / "last", kind="clip")
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
-    # A checkpoint leaves out the frozen parts of the text tower; they are the ones ``last/`` holds.
-    model.load_state_dict({**model.state_dict(), **{k.removeprefix("model."): v for k, v in state.items()}})
+    # The task loads it as a resumed run would: the frozen text layers a checkpoint leaves out come from ``last/``.
+    ClipTask(model).load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"])
     meta = json.loads((run / "last" / "bundle.json").read_text())
     return save_bundle(model, out, meta["preprocessing"], {"checkpoint": checkpoint})
 

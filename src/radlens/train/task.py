@@ -91,6 +91,9 @@ class TaskModule(pl.LightningModule, abc.ABC):
         parts = getattr(self.model, "fixed_parts", None)
         return list(parts()) if callable(parts) else []
 
+    def _fixed_prefixes(self) -> tuple[str, ...]:
+        return tuple(f"model.{name}." for name in self.fixed_parts())
+
     def fixed_digests(self) -> dict[str, str]:
         """SHA-256 of each fixed part's weights (computed once: they do not change)."""
         if self._fixed_digests is None:
@@ -153,8 +156,8 @@ class TaskModule(pl.LightningModule, abc.ABC):
             "python": random.getstate(),
             **({"cuda": torch.cuda.get_rng_state_all()} if torch.cuda.is_available() else {}),
         }
-        if self.fixed_parts():
-            prefixes = tuple(f"model.{name}." for name in self.fixed_parts())
+        prefixes = self._fixed_prefixes()
+        if prefixes:
             checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith(prefixes)}
             checkpoint[_FIXED_KEY] = self.fixed_digests()
 
@@ -170,8 +173,10 @@ class TaskModule(pl.LightningModule, abc.ABC):
 
     def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
         """Load weights, taking the fixed parts a checkpoint leaves out from this task's own."""
-        prefixes = tuple(f"model.{name}." for name in self.fixed_parts())
-        full = {k: v for k, v in self.state_dict().items() if prefixes and k.startswith(prefixes)}
+        prefixes = self._fixed_prefixes()
+        if not prefixes:
+            return super().load_state_dict(state_dict, strict=strict, assign=assign)
+        full = {k: v for k, v in self.state_dict().items() if k.startswith(prefixes)}
         full.update(state_dict)
         return super().load_state_dict(full, strict=strict, assign=assign)
 
